@@ -1,0 +1,3 @@
+from memberflow.cli import main
+
+main()

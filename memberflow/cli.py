@@ -1,0 +1,343 @@
+"""The `memberflow` command: run the pipeline, replay history, inspect and configure shops."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import getpass
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import text
+
+from memberflow.runtime import WORKERS, Services, Stack, open_database, open_stack
+from services.ingest.handlers import Ingestor
+from services.ingest.replay import (
+    Progress,
+    ReplayReport,
+    count_lines,
+    format_rejections,
+    read_archive,
+    read_file,
+    replay,
+)
+from shared import kafka
+from shared.config import Settings
+from shared.db import make_engine, migrate
+from shared.events import json_schema
+from shared.metrics import Metrics
+from shared.readmodel import MEMBER_COLUMNS, member_records
+from shared.shopconfig import ConfigError, ShopConfig, load
+from shared.shops import apply_config
+
+log = logging.getLogger("memberflow")
+
+
+def _settings(kafka_: str | None = None, database_url: str | None = None,
+              data_dir: Path | None = None, **extra: Any) -> Settings:
+    """Environment settings with explicit command-line values on top."""
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if kafka_:
+        overrides["kafka"] = kafka_
+    if database_url:
+        overrides["database_url"] = database_url
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    return Settings(**overrides)
+
+
+kafka_opt = click.option("--kafka", "kafka_", metavar="HOST:PORT",
+                         help="Kafka bootstrap servers (default: $MEMBERFLOW_KAFKA, else embedded)")
+db_opt = click.option("--database-url", metavar="URL",
+                      help="PostgreSQL URL (default: $MEMBERFLOW_DATABASE_URL, else embedded)")
+dir_opt = click.option("--data-dir", type=click.Path(path_type=Path),
+                       help="where the embedded database lives (default: .memberflow)")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log progress and worker activity")
+def main(verbose: bool) -> None:
+    """memberflow: member levels, tags, ABC classes and campaign effect from order streams."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _install_stop(services: Services) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, services.stop.set)
+
+
+@main.command()
+@kafka_opt
+@db_opt
+@dir_opt
+@click.option("--http-port", type=int, default=None, help="ingest and /metrics port (8787)")
+def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
+       http_port: int | None) -> None:
+    """Run the embedded stack (unless configured otherwise) and every service until Ctrl-C."""
+    settings = _settings(kafka_, database_url, data_dir, http_port=http_port)
+    with open_stack(settings) as stack:
+        async def serve() -> None:
+            services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port)
+            await services.start()
+            _install_stop(services)
+            click.echo(f"memberflow up: broker {stack.bootstrap}, ingest {services.http_url}"
+                       f"/v1/events, metrics {services.http_url}/metrics; Ctrl-C to stop")
+            try:
+                await services.run_until_stopped()
+            finally:
+                await services.close()
+        asyncio.run(serve())
+
+
+@main.command()
+@click.argument("names", nargs=-1, required=True, type=click.Choice(list(WORKERS)))
+@kafka_opt
+@db_opt
+@click.option("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+def worker(names: tuple[str, ...], kafka_: str | None, database_url: str | None,
+           metrics_port: int | None) -> None:
+    """Run the named workers against a running broker and database (scale out by partitions)."""
+    settings = _settings(kafka_, database_url)
+    if not settings.kafka or not settings.database_url:
+        raise click.UsageError("a worker needs --kafka and --database-url "
+                               "(or MEMBERFLOW_KAFKA and MEMBERFLOW_DATABASE_URL)")
+    url = settings.database_url_plain()
+    assert url is not None and settings.kafka is not None
+    engine = make_engine(url, pool_size=1)
+    migrate(engine)
+    engine.dispose()
+    stack = Stack(settings, settings.kafka, url, embedded_broker=False, embedded_database=False)
+
+    async def serve() -> None:
+        await kafka.ensure_topics(stack.bootstrap, settings.topics.all, settings.partitions)
+        services = Services(stack, list(names), Metrics())
+        await services.start()
+        _install_stop(services)
+        if metrics_port is not None:
+            from aiohttp import web
+
+            from services.ingest.http import make_app
+            runner = web.AppRunner(make_app(None, services.metrics), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, settings.http_host, metrics_port).start()
+        try:
+            await services.run_until_stopped()
+        finally:
+            await services.close()
+    asyncio.run(serve())
+
+
+def _print_replay(report: ReplayReport) -> None:
+    click.echo(f"replayed {report.total:,} events in {report.seconds:.1f}s: "
+               f"{report.accepted:,} accepted, {len(report.rejected):,} rejected")
+    if report.rejected:
+        click.echo(format_rejections(report), err=True, nl=False)
+
+
+@main.command("replay")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path))
+@click.option("--from-archive", is_flag=True, help="re-publish the durable event archive")
+@click.option("--shop", help="with --from-archive: only this shop's events")
+@kafka_opt
+@db_opt
+@dir_opt
+def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: str | None,
+               database_url: str | None, data_dir: Path | None) -> None:
+    """Produce historic events (JSONL/CSV FILE, or the archive) to Kafka, preserving event time."""
+    if bool(file) == from_archive:
+        raise click.UsageError("give either FILE or --from-archive")
+    settings = _settings(kafka_, database_url, data_dir)
+    if not settings.kafka:
+        raise click.UsageError("replay needs a broker: --kafka or MEMBERFLOW_KAFKA "
+                               "(`memberflow run --events FILE` replays into an embedded stack)")
+    bootstrap = settings.kafka
+
+    async def go(items: Iterator[tuple[str, Any]], total: int | None) -> ReplayReport:
+        await kafka.ensure_topics(bootstrap, settings.topics.all, settings.partitions)
+        producer = kafka.producer(bootstrap)
+        await producer.start()
+        try:
+            ingestor = Ingestor(producer, settings.topics, Metrics(), source="replay")
+            return await replay(items, ingestor, Progress(total))
+        finally:
+            await producer.stop()
+
+    if file:
+        report = asyncio.run(go(read_file(file), count_lines(file)))
+    else:
+        with open_database(settings) as (url, _):
+            engine = make_engine(url)
+            try:
+                report = asyncio.run(go(read_archive(engine, shop), None))
+            finally:
+                engine.dispose()
+    _print_replay(report)
+
+
+@main.command()
+@click.option("--events", "events_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path))
+def run(events_file: Path, data_dir: Path, config_file: Path | None) -> None:
+    """Replay a history into the state under DATA_DIR (embedded broker and database), then stop."""
+    config = _load_config(config_file) if config_file else None
+    settings = Settings(data_dir=data_dir)  # the one-shot run is embedded by definition
+    with open_stack(settings) as stack:
+        if config:
+            _apply(stack.database_url, config)
+        report = asyncio.run(_run_once(stack, events_file))
+    _print_replay(report)
+
+
+async def _run_once(stack: Stack, events_file: Path) -> ReplayReport:
+    services = Services(stack, list(WORKERS), Metrics())
+    await services.start()
+    try:
+        ingestor = Ingestor(services.producer, stack.topics, services.metrics, source="replay")
+        report = await replay(read_file(events_file), ingestor, Progress(count_lines(events_file)))
+        await services.wait_caught_up()
+        return report
+    finally:
+        await services.close()
+
+
+@contextmanager
+def _connection(database_url: str | None, data_dir: Path | None) -> Iterator[Any]:
+    settings = _settings(None, database_url, data_dir)
+    with open_database(settings) as (url, _):
+        engine = make_engine(url, pool_size=1)
+        try:
+            migrate(engine)
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+
+@main.group()
+def members() -> None:
+    """Member records."""
+
+
+@members.command("list")
+@click.option("--shop", required=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@db_opt
+@dir_opt
+def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
+    """Print every member's record for one shop."""
+    with _connection(database_url, data_dir) as conn:
+        rows = member_records(conn, shop)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(MEMBER_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@main.group()
+def config() -> None:
+    """Shop configuration files."""
+
+
+def _load_config(path: Path) -> ShopConfig:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise click.ClickException("invalid configuration\n  " + "\n  ".join(
+            f"{exc.args[0].split(':', 1)[0]}: {p}" for p in exc.problems)) from None
+
+
+def _apply(url: str, cfg: ShopConfig, operator: str | None = None) -> tuple[int, bool]:
+    engine = make_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            return apply_config(conn, cfg, operator or getpass.getuser())
+    finally:
+        engine.dispose()
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate a shop configuration file without applying it."""
+    cfg = _load_config(file)
+    click.echo(f"{file}: valid configuration for shop {cfg.shop_id}")
+
+
+@config.command("apply")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--operator", help="who applies it (recorded; default: the OS user)")
+@db_opt
+@dir_opt
+def config_apply(file: Path, operator: str | None, database_url: str | None,
+                 data_dir: Path | None) -> None:
+    """Validate and apply a shop configuration file (versioned; every version kept)."""
+    cfg = _load_config(file)
+    with _connection(database_url, data_dir) as conn:
+        version, changed = apply_config(conn, cfg, operator or getpass.getuser())
+    state = f"applied as version {version}" if changed else f"unchanged (version {version})"
+    click.echo(f"shop {cfg.shop_id}: {state}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+def schema(out: Path | None) -> None:
+    """Print the JSON Schema of inbound events."""
+    doc = json.dumps(json_schema(), indent=2)
+    if out:
+        out.write_text(doc + "\n", encoding="utf-8")
+    else:
+        click.echo(doc)
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Rejected events parked for an operator."""
+
+
+@dead_letters.command("list")
+@click.option("--limit", type=int, default=50)
+@db_opt
+@dir_opt
+def dead_letters_list(limit: int, database_url: str | None, data_dir: Path | None) -> None:
+    """Show parked dead letters, newest first, with their reasons."""
+    with _connection(database_url, data_dir) as conn:
+        rows = conn.execute(text(
+            "SELECT id, source, source_ref, reason, rejected_at, status FROM dead_letters "
+            "ORDER BY id DESC LIMIT :n"), {"n": limit}).all()
+    for r in rows:
+        click.echo(f"#{r.id} [{r.status}] {r.rejected_at:%Y-%m-%d %H:%M:%S} {r.source} "
+                   f"{r.source_ref}: {r.reason}")
+    if not rows:
+        click.echo("no dead letters")
+
+
+@main.command()
+@click.option("--no-serve", is_flag=True, help="exit after the summary instead of serving /metrics")
+@click.option("--members", "n_members", type=int, default=5000, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".memberflow/demo"),
+              show_default=True)
+@click.option("--http-port", type=int, default=8787, show_default=True)
+def demo(no_serve: bool, n_members: int, data_dir: Path, http_port: int) -> None:
+    """Generate a sample shop, replay it through the pipeline, print a summary, serve metrics."""
+    from memberflow.demo import run_demo
+
+    run_demo(data_dir=data_dir, members=n_members, serve=not no_serve, http_port=http_port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Pure rules for a member's trade figures: state + events -> new state. No I/O here.
+
+An order counts once, when it is completed, however often its events are delivered; refunds
+lower spend (never below zero for an order) but not the trade count. Completion and refunds meet
+in the order's ledger entry, so they may arrive in any order and the figures come out the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from shared.events import EventModel, OrderCompleted, OrderPlaced, OrderRefunded
+from shared.money import to_cents
+
+OrderKey = tuple[str, str]    # (shop_id, order_id)
+MemberKey = tuple[str, str]   # (shop_id, member_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One order's ledger entry."""
+
+    shop_id: str
+    order_id: str
+    member_id: str
+    amount_cents: int | None = None
+    completed_at: datetime | None = None
+    completed_event_id: str | None = None
+    refund_requested_cents: int = 0
+
+    @property
+    def key(self) -> OrderKey:
+        return (self.shop_id, self.order_id)
+
+    @property
+    def completed(self) -> bool:
+        return self.completed_at is not None
+
+    @property
+    def refunded_cents(self) -> int:
+        """Refunds count against a completed order only, and never beyond its amount."""
+        if self.amount_cents is None or not self.completed:
+            return 0
+        return min(self.refund_requested_cents, self.amount_cents)
+
+
+@dataclass(slots=True)
+class MemberDelta:
+    """What a batch changes in one member's figures (added to the stored figures)."""
+
+    completed_trades: int = 0
+    gross_cents: int = 0
+    refunded_cents: int = 0
+    first_purchase_at: datetime | None = None
+    last_purchase_at: datetime | None = None
+    region: str | None = None
+    region_at: datetime | None = None
+
+    @property
+    def spend_cents(self) -> int:
+        return self.gross_cents - self.refunded_cents
+
+    def add_order_change(self, before: Order | None, after: Order) -> None:
+        was_completed = before is not None and before.completed
+        if after.completed and not was_completed:
+            assert after.amount_cents is not None and after.completed_at is not None
+            self.completed_trades += 1
+            self.gross_cents += after.amount_cents
+            self.first_purchase_at = _earliest(self.first_purchase_at, after.completed_at)
+            self.last_purchase_at = _latest(self.last_purchase_at, after.completed_at)
+        self.refunded_cents += after.refunded_cents - (before.refunded_cents if before else 0)
+
+    def see_region(self, region: str, at: datetime) -> None:
+        """The region of the member's most recent order (by event time) wins."""
+        if self.region_at is None or at > self.region_at:
+            self.region, self.region_at = region, at
+
+
+def _earliest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b < a else a
+
+
+def _latest(a: datetime | None, b: datetime) -> datetime:
+    return b if a is None or b > a else a
+
+
+def complete(order: Order | None, event: OrderCompleted) -> Order:
+    """Record a completed trade; a second completion of the same order changes nothing."""
+    if order is not None and order.completed:
+        return order
+    base = order or Order(event.shop_id, event.payload.order_id, event.member_id)
+    return replace(base, amount_cents=to_cents(event.payload.amount),
+                   completed_at=event.occurred_at, completed_event_id=event.event_id)
+
+
+def refund(order: Order | None, event: OrderRefunded) -> Order:
+    """Record a refund; it may arrive before the completion it refunds."""
+    base = order or Order(event.shop_id, event.payload.order_id, event.member_id)
+    return replace(base,
+                   refund_requested_cents=base.refund_requested_cents
+                   + to_cents(event.payload.amount))
+
+
+def apply(orders: dict[OrderKey, Order], events: Iterable[EventModel]
+          ) -> tuple[dict[OrderKey, Order], dict[MemberKey, MemberDelta]]:
+    """Apply new (never seen) order events to the ledger entries they touch.
+
+    Returns the changed ledger entries and each touched member's delta. `orders` holds the
+    stored entries for the events' orders; it is not modified.
+    """
+    current = dict(orders)
+    deltas: dict[MemberKey, MemberDelta] = {}
+    for event in events:
+        member = deltas.setdefault((event.shop_id, event.member_id), MemberDelta())
+        if isinstance(event, OrderPlaced):
+            if event.payload.region:
+                member.see_region(event.payload.region, event.occurred_at)
+            continue
+        if isinstance(event, OrderCompleted):
+            key = (event.shop_id, event.payload.order_id)
+            before = current.get(key)
+            after = complete(before, event)
+        elif isinstance(event, OrderRefunded):
+            key = (event.shop_id, event.payload.order_id)
+            before = current.get(key)
+            after = refund(before, event)
+        else:
+            continue
+        if after is before:
+            continue
+        # Figures belong to the member who owns the order, whoever the later event names.
+        owner = deltas.setdefault((after.shop_id, after.member_id), MemberDelta())
+        owner.add_order_change(before, after)
+        current[key] = after
+    changed = {k: v for k, v in current.items() if orders.get(k) is not v}
+    return changed, deltas

@@ -1,0 +1,72 @@
+"""SQL for the tiering worker: the order ledger and members' figures (set-based, per batch)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import Connection
+
+from services.tiering.domain import MemberDelta, MemberKey, Order, OrderKey
+
+
+def lock_orders(conn: Connection, keys: Iterable[OrderKey]) -> dict[OrderKey, Order]:
+    """Load and lock the ledger entries of the given orders."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    rows = conn.exec_driver_sql(
+        "SELECT shop_id, order_id, member_id, amount_cents, completed_at, completed_event_id, "
+        "refund_requested_cents FROM member_orders "
+        "WHERE (shop_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+        "ORDER BY shop_id, order_id FOR UPDATE",
+        ([k[0] for k in keys], [k[1] for k in keys]),
+    ).all()
+    return {(r[0], r[1]): Order(*r) for r in rows}
+
+
+def save_orders(conn: Connection, orders: Iterable[Order]) -> None:
+    rows = list(orders)
+    if not rows:
+        return
+    conn.exec_driver_sql(
+        "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, completed_at, "
+        "  completed_event_id, refund_requested_cents) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+        "  %s::timestamptz[], %s::text[], %s::bigint[]) "
+        "ON CONFLICT (shop_id, order_id) DO UPDATE SET "
+        "  amount_cents = excluded.amount_cents, completed_at = excluded.completed_at, "
+        "  completed_event_id = excluded.completed_event_id, "
+        "  refund_requested_cents = excluded.refund_requested_cents",
+        ([o.shop_id for o in rows], [o.order_id for o in rows], [o.member_id for o in rows],
+         [o.amount_cents for o in rows], [o.completed_at for o in rows],
+         [o.completed_event_id for o in rows], [o.refund_requested_cents for o in rows]),
+    )
+
+
+def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]) -> None:
+    """Add each member's batch delta to their stored figures (creating the member if new)."""
+    if not deltas:
+        return
+    keys = sorted(deltas)  # a fixed order keeps concurrent batches from deadlocking
+    d = [deltas[k] for k in keys]
+    conn.exec_driver_sql(
+        "INSERT INTO members AS m (shop_id, member_id, completed_trades, gross_cents, "
+        "  refunded_cents, spend_cents, first_purchase_at, last_purchase_at, region, region_at) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[], "
+        "  %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::timestamptz[]) "
+        "ON CONFLICT (shop_id, member_id) DO UPDATE SET "
+        "  completed_trades = m.completed_trades + excluded.completed_trades, "
+        "  gross_cents = m.gross_cents + excluded.gross_cents, "
+        "  refunded_cents = m.refunded_cents + excluded.refunded_cents, "
+        "  spend_cents = m.spend_cents + excluded.spend_cents, "
+        "  first_purchase_at = LEAST(m.first_purchase_at, excluded.first_purchase_at), "
+        "  last_purchase_at = GREATEST(m.last_purchase_at, excluded.last_purchase_at), "
+        "  region = CASE WHEN excluded.region_at > m.region_at OR m.region_at IS NULL "
+        "    THEN COALESCE(excluded.region, m.region) ELSE m.region END, "
+        "  region_at = GREATEST(m.region_at, excluded.region_at), "
+        "  updated_at = now()",
+        ([k[0] for k in keys], [k[1] for k in keys], [x.completed_trades for x in d],
+         [x.gross_cents for x in d], [x.refunded_cents for x in d], [x.spend_cents for x in d],
+         [x.first_purchase_at for x in d], [x.last_purchase_at for x in d],
+         [x.region for x in d], [x.region_at for x in d]),
+    )

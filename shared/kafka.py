@@ -1,0 +1,119 @@
+"""Kafka client settings and admin helpers shared by every service (aiokafka underneath)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+# Tansu holds a group's first JoinGroup for half the session timeout, so short sessions keep
+# start-up quick; requests must outlive that hold.
+SESSION_TIMEOUT_MS = 10_000
+REQUEST_TIMEOUT_MS = 40_000
+
+
+def consumer_config(bootstrap: str, group: str | None, **extra: Any) -> dict[str, Any]:
+    """Consumer settings for batch processing with offsets committed by hand."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "group_id": group,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": 3_000,
+        "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        "max_poll_interval_ms": 300_000,
+        "fetch_max_bytes": 32 * 1024 * 1024,
+        "max_partition_fetch_bytes": 8 * 1024 * 1024,
+        "rebalance_timeout_ms": 30_000,
+        **extra,
+    }
+
+
+def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """Producer settings: acks from all replicas, batched, idempotent where the broker allows."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 1024 * 1024,
+        "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        **extra,
+    }
+
+
+async def _admin(bootstrap: str, deadline_s: float = 30.0) -> AIOKafkaAdminClient:
+    end = time.monotonic() + deadline_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        try:
+            await admin.start()
+            return admin
+        except KafkaConnectionError:
+            await admin.close()
+            if time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    admin = await _admin(bootstrap)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass  # created concurrently by another process: that is what we wanted
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
+    """The next offset to be written in every partition of the topics."""
+    consumer = AIOKafkaConsumer(**consumer_config(bootstrap, None))
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or await _partitions(consumer, t))
+        ]
+        return dict(await consumer.end_offsets(tps)) if tps else {}
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return set(consumer.partitions_for_topic(topic) or ())
+
+
+async def group_lag(bootstrap: str, group: str, topics: Iterable[str]) -> int:
+    """Messages written to the topics but not yet committed by the consumer group."""
+    ends = await end_offsets(bootstrap, topics)
+    admin = await _admin(bootstrap)
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
+    finally:
+        await admin.close()
+    lag = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag += max(0, end - done)
+    return lag
+
+
+def producer(bootstrap: str, **extra: Any) -> AIOKafkaProducer:
+    """An unstarted aiokafka producer with the project's settings."""
+    return AIOKafkaProducer(**producer_config(bootstrap, **extra))

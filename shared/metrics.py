@@ -1,0 +1,53 @@
+"""Prometheus metrics. One `Metrics` per process, built by bootstrap code on its own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """Every metric memberflow exposes; names are documented in deploy/README.md."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_processed = Counter(
+            "memberflow_events_processed_total",
+            "Inbound events applied to state, by worker and event type", ["worker", "type"],
+            registry=r)
+        self.events_duplicate = Counter(
+            "memberflow_events_duplicate_total",
+            "Events skipped because their id (or order) was already applied", ["worker"],
+            registry=r)
+        self.events_rejected = Counter(
+            "memberflow_events_rejected_total",
+            "Events refused by the contract and parked on the dead-letter topic",
+            ["stage", "field"], registry=r)
+        self.ingest_accepted = Counter(
+            "memberflow_ingest_accepted_total", "Events accepted and produced by ingest",
+            ["source", "type"], registry=r)
+        self.batch_seconds = Histogram(
+            "memberflow_batch_seconds",
+            "Time to apply one poll batch (decode, database transaction, publish)", ["worker"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "memberflow_batch_events", "Events per applied batch", ["worker"],
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
+        self.event_lag_seconds = Histogram(
+            "memberflow_event_age_seconds",
+            "From the broker timestamp of an event to its state being committed", ["worker"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.consumer_lag = Gauge(
+            "memberflow_consumer_lag", "Messages behind the partition's end",
+            ["worker", "topic", "partition"], registry=r)
+        self.db_retries = Counter(
+            "memberflow_db_retries_total", "Batches retried after a transient database error",
+            ["worker"], registry=r)
+        self.outputs_published = Counter(
+            "memberflow_outputs_published_total", "Member events published, by type",
+            ["worker", "type"], registry=r)
+        self.archived = Counter(
+            "memberflow_archived_events_total", "Events appended to the durable archive",
+            registry=r)

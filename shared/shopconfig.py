@@ -1,0 +1,75 @@
+"""The declarative shop configuration file (YAML): one shop's settings, validated strictly.
+
+Later capabilities add their sections (levels, tags, ABC, campaigns). An unknown or misspelt key
+is refused with its path, never ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
+
+
+class ShopConfig(BaseModel):
+    """One shop's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shop_id: ShopId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
+    timezone: str = Field("Asia/Shanghai", description="IANA zone for reports by day and hour")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be applied; every message names the path of the key."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse(data: Any, source: str = "config") -> ShopConfig:
+    """Validate an already-loaded mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): must be a mapping of settings"])
+    try:
+        return ShopConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors(include_url=False):
+            msg = "unknown key" if err["type"] == "extra_forbidden" else (
+                "required" if err["type"] == "missing" else err["msg"])
+            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
+        raise ConfigError(source, problems) from None
+
+
+def load(path: Path) -> ShopConfig:
+    """Read and validate a shop configuration file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML ({exc})"]) from None
+    return parse(data, str(path))
