@@ -163,7 +163,7 @@ class Services:
     async def run_until_stopped(self) -> None:
         """Serve until `stop` is set or a worker crashes."""
         waiter = asyncio.create_task(self.stop.wait())
-        done, _ = await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         self.check()
 

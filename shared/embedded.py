@@ -103,7 +103,8 @@ class EmbeddedDatabase:
             warnings.simplefilter("ignore")
             import pgserver
 
-            self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+            get_server = pgserver.get_server  # type: ignore[attr-defined]
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
         return self
 
     @property
@@ -119,7 +120,8 @@ class EmbeddedDatabase:
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                  (name,)).fetchone()
             if not exists:
                 tmpl = f" TEMPLATE {template}" if template else ""
                 conn.execute(f'CREATE DATABASE "{name}"{tmpl}')

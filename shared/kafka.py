@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -50,7 +51,8 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
 async def _admin(bootstrap: str, deadline_s: float = 30.0) -> AIOKafkaAdminClient:
     end = time.monotonic() + deadline_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                    request_timeout_ms=REQUEST_TIMEOUT_MS)
         try:
             await admin.start()
             return admin
@@ -68,12 +70,11 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
+            # Created concurrently by another process is what we wanted anyway.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another process: that is what we wanted
     finally:
         await admin.close()
 

@@ -9,7 +9,7 @@ from shared.events import BROWSING_TYPES, CAMPAIGN_TYPES, ORDER_TYPES
 
 @dataclass(frozen=True)
 class Topics:
-    """The pipeline's topics under one prefix (tests and tenants of a shared cluster use their own)."""
+    """The pipeline's topics under one prefix (tests use their own on a shared broker)."""
 
     prefix: str = "memberflow."
 

@@ -92,9 +92,8 @@ class Ingestor:
 
 
 def _event_id_of(item: Any) -> str | None:
-    if isinstance(item, dict) and isinstance(item.get("event_id"), str):
-        return item["event_id"]
-    return None
+    event_id = item.get("event_id") if isinstance(item, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def _json_text(obj: Any) -> str:

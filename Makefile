@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+DEMO_ARGS ?=
+
+.PHONY: demo test unit bench lint schema clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)  ## sample shop through the embedded pipeline, summary, /metrics until Ctrl-C
+	$(BIN)/memberflow demo $(DEMO_ARGS)
+
+test: $(STAMP)  ## unit + integration tests against a real broker and PostgreSQL
+	MEMBERFLOW_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP)  ## throughput and memory figures (printed, never asserted)
+	$(BIN)/python benchmarks/pipeline.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services memberflow tests benchmarks
+	$(BIN)/mypy
+
+schema: $(STAMP)  ## regenerate the published JSON Schema of inbound events
+	$(BIN)/memberflow schema --out docs/event.schema.json
+
+clean:
+	rm -rf $(VENV) .memberflow

