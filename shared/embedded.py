@@ -66,6 +66,9 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("MEMBERFLOW_BROKER_LOG", "warn")},
+            # Its own session: a Ctrl-C meant for us must not kill the broker before the
+            # workers have stopped; we stop it ourselves, last.
+            start_new_session=True,
         )
         wait_for_port(self.host, self.port, 15.0, self._proc)
         return self

@@ -1,0 +1,282 @@
+"""Throughput and memory of the order pipeline on embedded Tansu + PostgreSQL (never asserted).
+
+    python benchmarks/pipeline.py [--events 100000] [--members 20000] [--partitions 4]
+
+Stages, each on a fresh broker and a fresh database:
+  a. raw broker round trip: the pipeline's order-event bytes produced with aiokafka and read back
+     by a plain getmany consumer (no processing); and the Ingestor's replay alone (validate +
+     produce, nobody consuming);
+  b. end to end: `memberflow worker tiering` as a subprocess, the same events replayed with the
+     Ingestor; timed from replay start until the group lag is 0 and the members table shows
+     every event;
+  c. the same with every worker (archiver, dead-letters, tiering) in one process, as
+     `memberflow up` runs them;
+  d. the same workers, tiering in one process and archiver + dead-letters in another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from workload import (
+    Totals,
+    Workload,
+    child_env,
+    fresh_database,
+    log_tail,
+    member_totals,
+    peak_rss_mb,
+    postgres,
+    start_process,
+    stop_process,
+    wait_until,
+    workload,
+)
+
+from memberflow.runtime import WORKERS
+from services.ingest.handlers import Ingestor
+from services.ingest.replay import replay
+from shared import kafka
+from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
+from shared.metrics import Metrics
+from shared.topics import Topics
+
+WARM_UP = {"event_id": "warm-up-1", "type": "order.placed", "schema_version": 1,
+           "shop_id": "bench-warm-up", "member_id": "w1", "occurred_at": "2026-04-30T00:00:00Z",
+           "payload": {"order_id": "w-o1", "amount": "1.00",
+                       "items": [{"sku": "W", "qty": 1, "unit_price": "1.00"}]}}
+# b: the tiering worker alone; c: every worker in one process, as `memberflow up` runs them;
+# d: the same workers, tiering in a process of its own.
+STAGES = ([["tiering"]], [["archiver", "dead-letters", "tiering"]],
+          [["tiering"], ["archiver", "dead-letters"]])
+
+
+@dataclass
+class Raw:
+    produce_s: float
+    consume_s: float
+    replay_alone_s: float
+
+
+@dataclass
+class EndToEnd:
+    processes: list[list[str]]       # the workers each `memberflow worker` process runs
+    seconds: float
+    replay_s: float
+    peak_rss_mb: list[float | None]  # per process
+    totals: Totals
+    batches: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # n, events, s
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return " | ".join("+".join(workers) for workers in self.processes)
+
+
+async def raw_round_trip(bootstrap: str, wl: Workload, partitions: int) -> Raw:
+    topic = "bench.raw"
+    await kafka.ensure_topics(bootstrap, [topic], partitions)
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        sends = [await producer.send(topic, value, key=key) for key, value in wl.wire]
+        await asyncio.gather(*sends)
+        produce_s = time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(**kafka.consumer_config(bootstrap, None))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        started = time.perf_counter()
+        seen = 0
+        while seen < len(wl):
+            batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            seen += sum(len(records) for records in batch.values())
+        consume_s = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+    topics = Topics("bench.alone.")
+    await kafka.ensure_topics(bootstrap, topics.all, partitions)
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        report = await replay(wl.items(), Ingestor(producer, topics, Metrics(), source="replay"))
+    finally:
+        await producer.stop()
+    return Raw(produce_s, consume_s, report.seconds)
+
+
+async def _caught_up(bootstrap: str, groups: dict[str, tuple[str, ...]]) -> bool:
+    for group, topics in groups.items():
+        if await kafka.group_lag(bootstrap, group, topics):
+            return False
+    return True
+
+
+async def _batch_metrics(port: int) -> dict[str, tuple[int, float, float]]:
+    """Per worker: batches applied, events in them, seconds spent applying them."""
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    sums: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("memberflow_batch_seconds_sum", "memberflow_batch_seconds_count",
+                               "memberflow_batch_events_sum"):
+                sums[(sample.labels["worker"], sample.name)] = sample.value
+    return {w: (int(sums.get((w, "memberflow_batch_seconds_count"), 0)),
+                sums.get((w, "memberflow_batch_events_sum"), 0.0),
+                sums.get((w, "memberflow_batch_seconds_sum"), 0.0))
+            for w in sorted({w for w, _ in sums})}
+
+
+async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[str]],
+                     root: Path, partitions: int) -> EndToEnd:
+    name = "e2e_" + "__".join("_".join(w.replace("-", "_") for w in ws) for ws in processes)
+    url, engine = fresh_database(db, name)
+    topics = Topics()
+    groups = {w: WORKERS[w](topics).topics for workers in processes for w in workers}
+    logs = [root / f"{name}-{i}.log" for i in range(len(processes))]
+    ports = [free_port() for _ in processes]
+    seen = Totals(0, 0, 0)
+    with EmbeddedBroker(log_path=root / f"{name}-broker.log") as broker:
+        await kafka.ensure_topics(broker.bootstrap, topics.all, partitions)
+        procs = [start_process(["-m", "memberflow", "worker", *workers, "--kafka",
+                                broker.bootstrap, "--database-url", url, "--metrics-port",
+                                str(port)], log, child_env(MEMBERFLOW_PARTITIONS=str(partitions)))
+                 for workers, port, log in zip(processes, ports, logs, strict=True)]
+        producer = kafka.producer(broker.bootstrap)
+        await producer.start()
+        ingestor = Ingestor(producer, topics, Metrics(), source="replay")
+
+        async def caught_up() -> bool:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker process exited with {proc.returncode}")
+            return await _caught_up(broker.bootstrap, groups)
+
+        try:
+            # One event from another shop: once it is committed, every group has its partitions.
+            await ingestor.submit([("warm-up", WARM_UP)])
+            await wait_until(caught_up, deadline_s=90, what="warm-up event applied",
+                             interval_s=0.2)
+            started = time.perf_counter()
+            report = await replay(wl.items(), ingestor)
+
+            async def done() -> bool:
+                nonlocal seen
+                if not await caught_up():
+                    return False
+                seen = await asyncio.to_thread(member_totals, engine)
+                return seen == wl.expected
+
+            finished = await wait_until(done, deadline_s=600, what="lag 0 and all members",
+                                        interval_s=0.2)
+            rss = [peak_rss_mb(proc.pid) for proc in procs]
+            batches: dict[str, tuple[int, float, float]] = {}
+            for port in ports:
+                batches.update(await _batch_metrics(port))
+            return EndToEnd(processes, finished - started, report.seconds, rss, seen, batches)
+        except (TimeoutError, RuntimeError) as exc:
+            return EndToEnd(processes, float("nan"), float("nan"),
+                            [peak_rss_mb(proc.pid) for proc in procs], seen,
+                            error=f"{exc}\n" + "\n".join(log_tail(log) for log in logs))
+        finally:
+            await producer.stop()
+            for proc in procs:
+                stop_process(proc)
+            engine.dispose()
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:>10,.0f}" if seconds == seconds and seconds > 0 else f"{'-':>10}"
+
+
+def report(n: int, args: argparse.Namespace, raw: Raw, runs: list[EndToEnd],
+           expected: Totals) -> str:
+    round_trip = raw.produce_s + raw.consume_s
+    rows = [
+        ("raw produce (aiokafka, no validation)", raw.produce_s, "", ""),
+        ("raw consume (getmany, no processing)", raw.consume_s, "", ""),
+        ("raw round trip (produce + consume)", round_trip, "1.00", ""),
+        ("replay alone (Ingestor: validate+produce)", raw.replay_alone_s, "", ""),
+    ]
+    for stage, run in zip("bcd", runs, strict=False):
+        ratio = f"{round_trip / run.seconds:.2f}" if run.seconds == run.seconds else "-"
+        rss = " + ".join(f"{r:,.0f}" for r in run.peak_rss_mb if r) + " MiB"
+        rows.append((f"{stage}. end to end: {run.label}", run.seconds, ratio, rss))
+        rows.append(("   replay meanwhile (validate+produce)", run.replay_s, "", ""))
+    out = [f"\nmemberflow pipeline: {n:,} order events, {args.members:,} members, "
+           f"{args.partitions} partitions, {os.cpu_count()} CPUs, embedded Tansu + PostgreSQL 16",
+           f"{'stage':<50}{'events/s':>10}{'seconds':>9}{'x raw':>7}  peak RSS per process",
+           "-" * 100]
+    out += [f"{label:<50}{_rate(n, s)}{s:>9.2f}{ratio:>7}  {rss}"
+            for label, s, ratio, rss in rows]
+    out.append("\nlabels: workers joined by + share one process; | separates processes. "
+               "x raw = end-to-end events/s / raw round-trip events/s.")
+    for stage, run in zip("bcd", runs, strict=False):
+        for worker, (count, events, seconds) in run.batches.items():
+            size = events / max(count, 1)
+            out.append(f"{stage}. {worker:<8} {count:>4,} batches of {size:>5,.0f} records; "
+                       f"{seconds:5.1f}s inside process() = {seconds / run.seconds:4.0%} of wall,"
+                       f" {events / max(seconds, 1e-9):>7,.0f} records/s there")
+        state = "matches" if run.totals == expected else f"DIFFERS (expected {expected})"
+        out.append(f"{stage}. members table {state}: {run.totals}")
+        if run.error:
+            out.append(f"{stage}. FAILED: {run.error}")
+    return "\n".join(out)
+
+
+async def main_async(args: argparse.Namespace, root: Path) -> None:
+    print(f"generating {args.events:,} order events over {args.members:,} members ...",
+          flush=True)
+    wl = workload(args.events, args.members)
+    print("a. raw broker round trip and replay alone ...", flush=True)
+    with EmbeddedBroker(log_path=root / "raw-broker.log") as broker:
+        raw = await raw_round_trip(broker.bootstrap, wl, args.partitions)
+    runs = []
+    with postgres(root) as db:
+        for stage, processes in zip("bcd", STAGES, strict=True):
+            print(f"{stage}. end to end, worker processes: "
+                  f"{' | '.join('+'.join(ws) for ws in processes)} ...", flush=True)
+            runs.append(await end_to_end(db, wl, processes, root, args.partitions))
+    print(report(len(wl), args, raw, runs, wl.expected))
+    print("\nfigures as JSON:", json.dumps({
+        "raw": raw.__dict__, "runs": [{k: v for k, v in r.__dict__.items() if k != "error"}
+                                      for r in runs]}, default=str))
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the cleanup of brokers and workers
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--members", type=int, default=20_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="memberflow-bench-") as tmp:
+        asyncio.run(main_async(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
