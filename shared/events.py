@@ -207,10 +207,15 @@ def decode(raw: bytes | str) -> EventModel:
     """Parse and validate one event from its JSON wire form, or raise `EventRejected`."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventRejected([Problem("", f"event is larger than {MAX_EVENT_BYTES} bytes")])
+    # Parse with exact numbers first: pydantic's own JSON reader passes numbers through a
+    # binary float, which would quietly round an amount such as 1.0000000000000001 to 1.
     try:
-        return _ADAPTER.validate_json(raw)
-    except ValidationError as exc:
-        raise EventRejected(_explain(exc, raw)) from None
+        obj = loads_json(raw)
+    except UnicodeDecodeError:
+        raise EventRejected([Problem("", "not valid JSON (not UTF-8 text)")]) from None
+    except ValueError as exc:
+        raise EventRejected([Problem("", f"not valid JSON ({exc})")]) from None
+    return validate(obj)
 
 
 def validate(obj: Any) -> EventModel:
@@ -239,7 +244,7 @@ def _explain(exc: ValidationError, raw: Any) -> list[Problem]:
         if kind == "json_invalid":
             problems.append(Problem("", f"not valid JSON ({err['ctx'].get('error', '')})"))
             continue
-        if kind == "model_attributes_type" or (kind == "model_type" and not loc):
+        if kind in ("model_attributes_type", "dict_type") or (kind == "model_type" and not loc):
             problems.append(Problem("", "event must be a JSON object"))
             continue
         if kind == "union_tag_not_found":

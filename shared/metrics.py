@@ -43,7 +43,8 @@ class Metrics:
             "memberflow_consumer_lag", "Messages behind the partition's end",
             ["worker", "topic", "partition"], registry=r)
         self.db_retries = Counter(
-            "memberflow_db_retries_total", "Batches retried after a transient database error",
+            "memberflow_db_retries_total",
+            "Batches retried after a transient database or broker error",
             ["worker"], registry=r)
         self.outputs_published = Counter(
             "memberflow_outputs_published_total", "Member events published, by type",

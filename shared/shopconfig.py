@@ -58,6 +58,18 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind in ("value_error", "assertion_error"):
+        return str((err.get("ctx") or {}).get("error", err["msg"]))
+    msg: str = err["msg"]
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
 def parse(data: Any, source: str = "config") -> ShopConfig:
     """Validate an already-loaded mapping."""
     if not isinstance(data, dict):
@@ -67,9 +79,7 @@ def parse(data: Any, source: str = "config") -> ShopConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            msg = "unknown key" if err["type"] == "extra_forbidden" else (
-                "required" if err["type"] == "missing" else err["msg"])
-            problems.append(f"{_path(tuple(err['loc']))}: {msg}")
+            problems.append(f"{_path(tuple(err['loc']))}: {_message(err)}")
         raise ConfigError(source, problems) from None
 
 
@@ -79,4 +89,8 @@ def load(path: Path) -> ShopConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not valid YAML ({exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start})"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot be read ({exc.strerror})"]) from None
     return parse(data, str(path))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,17 +57,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_url() -> Iterator[str]:
     """URL of a PostgreSQL database we may CREATE DATABASE from."""
     given = os.environ.get("MEMBERFLOW_TEST_DATABASE_URL")
     if given:
         yield given
         return
-    server = EmbeddedDatabase(Path(tmp_path_factory.mktemp("pg")) / "data").start()
+    # Not under pytest's basetemp: pytest prunes old basetemp directories when another session
+    # starts, which would pull the data directory from under a server still in use.
+    root = Path(tempfile.mkdtemp(prefix="memberflow-test-pg-"))
+    server = EmbeddedDatabase(root / "data").start()
     try:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

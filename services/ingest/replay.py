@@ -52,16 +52,21 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
 
 def read_csv(path: Path) -> Iterator[tuple[str, Any]]:
     """(ref, event object) per row; `payload` is a JSON object in its cell."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark.
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, restkey="(cells beyond the header)")
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:
             raise ValueError(f"{path}: CSV header lacks column(s) {', '.join(missing)}")
         for row in reader:
             ref = f"line {reader.line_num}"
-            obj: dict[str, Any] = {k: v for k, v in row.items() if k in CSV_COLUMNS and v != ""}
-            if "schema_version" in obj and str(obj["schema_version"]).isdigit():
-                obj["schema_version"] = int(obj["schema_version"])
+            # A short row leaves its missing cells as None: absent, so the contract names them.
+            obj: dict[str, Any] = {
+                k: v for k, v in row.items() if k in CSV_COLUMNS and v is not None and v != ""
+            }
+            version = obj.get("schema_version")
+            if isinstance(version, str) and version.isascii() and version.isdigit():
+                obj["schema_version"] = int(version)
             if "payload" in obj:
                 # Left as text if it is not JSON: the contract then rejects it naming `payload`.
                 with contextlib.suppress(ValueError):

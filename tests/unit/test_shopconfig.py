@@ -155,11 +155,6 @@ def test_unsafe_yaml_tags_are_refused(tmp_path: Path) -> None:
     assert info.value.problems[0].startswith("not valid YAML")
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=(
-    "BUG shared/shopconfig.py load(): path.read_text(encoding='utf-8') sits outside the "
-    "try that turns errors into ConfigError (only yaml.YAMLError is caught), so a file that "
-    "is not UTF-8 raises a bare UnicodeDecodeError; the CLI's _load_config only catches "
-    "ConfigError and shows a traceback"))
 def test_load_refuses_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "shop.yaml"
     path.write_bytes("shop_id: s\nname: 茶馆\n".encode("gb18030"))
