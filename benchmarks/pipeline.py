@@ -48,6 +48,7 @@ from memberflow.runtime import WORKERS
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import replay
 from shared import kafka
+from shared.config import Settings
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.metrics import Metrics
 from shared.topics import Topics
@@ -152,7 +153,8 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
     name = "e2e_" + "__".join("_".join(w.replace("-", "_") for w in ws) for ws in processes)
     url, engine = fresh_database(db, name)
     topics = Topics()
-    groups = {w: WORKERS[w](topics).topics for workers in processes for w in workers}
+    settings = Settings(topic_prefix=topics.prefix)
+    groups = {w: WORKERS[w](settings).topics for workers in processes for w in workers}
     logs = [root / f"{name}-{i}.log" for i in range(len(processes))]
     ports = [free_port() for _ in processes]
     seen = Totals(0, 0, 0)

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import getpass
 import json
 import logging
 import signal
-import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 from sqlalchemy import text
 
+from memberflow.cli_common import (
+    connection,
+    db_opt,
+    dir_opt,
+    kafka_opt,
+    load_config,
+    operator_name,
+    settings_from,
+)
+from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
+from memberflow.readmodel import MEMBER_COLUMNS, member_records
 from memberflow.runtime import WORKERS, Services, Stack, open_database, open_stack
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import (
@@ -28,37 +36,15 @@ from services.ingest.replay import (
     read_file,
     replay,
 )
+from services.tiering.operations import ConfigResult, apply_shop_config
 from shared import kafka
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.events import json_schema
 from shared.metrics import Metrics
-from shared.readmodel import MEMBER_COLUMNS, member_records
-from shared.shopconfig import ConfigError, ShopConfig, load
-from shared.shops import apply_config
+from shared.shopconfig import ShopConfig
 
 log = logging.getLogger("memberflow")
-
-
-def _settings(kafka_: str | None = None, database_url: str | None = None,
-              data_dir: Path | None = None, **extra: Any) -> Settings:
-    """Environment settings with explicit command-line values on top."""
-    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
-    if kafka_:
-        overrides["kafka"] = kafka_
-    if database_url:
-        overrides["database_url"] = database_url
-    if data_dir:
-        overrides["data_dir"] = data_dir
-    return Settings(**overrides)
-
-
-kafka_opt = click.option("--kafka", "kafka_", metavar="HOST:PORT",
-                         help="Kafka bootstrap servers (default: $MEMBERFLOW_KAFKA, else embedded)")
-db_opt = click.option("--database-url", metavar="URL",
-                      help="PostgreSQL URL (default: $MEMBERFLOW_DATABASE_URL, else embedded)")
-dir_opt = click.option("--data-dir", type=click.Path(path_type=Path),
-                       help="where the embedded database lives (default: .memberflow)")
 
 
 @click.group()
@@ -83,7 +69,7 @@ def _install_stop(services: Services) -> None:
 def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
        http_port: int | None) -> None:
     """Run the embedded stack (unless configured otherwise) and every service until Ctrl-C."""
-    settings = _settings(kafka_, database_url, data_dir, http_port=http_port)
+    settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
     with open_stack(settings) as stack:
         async def serve() -> None:
             services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port)
@@ -106,7 +92,7 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
 def worker(names: tuple[str, ...], kafka_: str | None, database_url: str | None,
            metrics_port: int | None) -> None:
     """Run the named workers against a running broker and database (scale out by partitions)."""
-    settings = _settings(kafka_, database_url)
+    settings = settings_from(kafka_, database_url)
     if not settings.kafka or not settings.database_url:
         raise click.UsageError("a worker needs --kafka and --database-url "
                                "(or MEMBERFLOW_KAFKA and MEMBERFLOW_DATABASE_URL)")
@@ -156,7 +142,7 @@ def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: 
     """Produce historic events (JSONL/CSV FILE, or the archive) to Kafka, preserving event time."""
     if bool(file) == from_archive:
         raise click.UsageError("give either FILE or --from-archive")
-    settings = _settings(kafka_, database_url, data_dir)
+    settings = settings_from(kafka_, database_url, data_dir)
     if not settings.kafka:
         raise click.UsageError("replay needs a broker: --kafka or MEMBERFLOW_KAFKA "
                                "(`memberflow run --events FILE` replays into an embedded stack)")
@@ -192,11 +178,11 @@ def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: 
                                                           path_type=Path))
 def run(events_file: Path, data_dir: Path, config_file: Path | None) -> None:
     """Replay a history into the state under DATA_DIR (embedded broker and database), then stop."""
-    config = _load_config(config_file) if config_file else None
+    config = load_config(config_file) if config_file else None
     settings = Settings(data_dir=data_dir)  # the one-shot run is embedded by definition
     with open_stack(settings) as stack:
         if config:
-            _apply(stack.database_url, config)
+            _print_applied(config, _apply(stack.database_url, config))
         report = asyncio.run(_run_once(stack, events_file))
     _print_replay(report)
 
@@ -213,19 +199,6 @@ async def _run_once(stack: Stack, events_file: Path) -> ReplayReport:
         await services.close()
 
 
-@contextmanager
-def _connection(database_url: str | None, data_dir: Path | None) -> Iterator[Any]:
-    settings = _settings(None, database_url, data_dir)
-    with open_database(settings) as (url, _):
-        engine = make_engine(url, pool_size=1)
-        try:
-            migrate(engine)
-            with engine.begin() as conn:
-                yield conn
-        finally:
-            engine.dispose()
-
-
 @main.group()
 def members() -> None:
     """Member records."""
@@ -234,18 +207,20 @@ def members() -> None:
 @members.command("list")
 @click.option("--shop", required=True)
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@filter_options
 @db_opt
 @dir_opt
-def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
-    """Print every member's record for one shop."""
-    with _connection(database_url, data_dir) as conn:
-        rows = member_records(conn, shop)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(MEMBER_COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows)
+def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None,
+                 **kw: Any) -> None:
+    """Print the records of a shop's members (all, or those matching the filters)."""
+    with connection(database_url, data_dir) as conn:
+        rows = member_records(conn, shop, member_filter(kw))
+    emit(rows, MEMBER_COLUMNS, fmt)
+
+
+members.add_command(blacklist)
+main.add_command(levels)
+main.add_command(report)
 
 
 @main.group()
@@ -253,28 +228,29 @@ def config() -> None:
     """Shop configuration files."""
 
 
-def _load_config(path: Path) -> ShopConfig:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise click.ClickException("invalid configuration\n  " + "\n  ".join(
-            f"{exc.args[0].split(':', 1)[0]}: {p}" for p in exc.problems)) from None
-
-
-def _apply(url: str, cfg: ShopConfig, operator: str | None = None) -> tuple[int, bool]:
+def _apply(url: str, cfg: ShopConfig, operator: str | None = None) -> ConfigResult:
     engine = make_engine(url, pool_size=1)
     try:
         with engine.begin() as conn:
-            return apply_config(conn, cfg, operator or getpass.getuser())
+            return apply_shop_config(conn, settings_from().topics.member_events, cfg,
+                                     operator_name(operator), datetime.now(UTC))
     finally:
         engine.dispose()
+
+
+def _print_applied(cfg: ShopConfig, result: ConfigResult) -> None:
+    state = (f"applied as version {result.version}" if result.changed
+             else f"unchanged (version {result.version})")
+    moved = f"; level policy re-evaluated: {result.moved_up} member(s) moved up" if (
+        result.changed and cfg.levels is not None) else ""
+    click.echo(f"shop {cfg.shop_id}: {state}{moved}")
 
 
 @config.command("check")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def config_check(file: Path) -> None:
     """Validate a shop configuration file without applying it."""
-    cfg = _load_config(file)
+    cfg = load_config(file)
     click.echo(f"{file}: valid configuration for shop {cfg.shop_id}")
 
 
@@ -286,11 +262,11 @@ def config_check(file: Path) -> None:
 def config_apply(file: Path, operator: str | None, database_url: str | None,
                  data_dir: Path | None) -> None:
     """Validate and apply a shop configuration file (versioned; every version kept)."""
-    cfg = _load_config(file)
-    with _connection(database_url, data_dir) as conn:
-        version, changed = apply_config(conn, cfg, operator or getpass.getuser())
-    state = f"applied as version {version}" if changed else f"unchanged (version {version})"
-    click.echo(f"shop {cfg.shop_id}: {state}")
+    cfg = load_config(file)
+    with connection(database_url, data_dir) as conn:
+        result = apply_shop_config(conn, settings_from().topics.member_events, cfg,
+                                   operator_name(operator), datetime.now(UTC))
+    _print_applied(cfg, result)
 
 
 @main.command()
@@ -315,7 +291,7 @@ def dead_letters() -> None:
 @dir_opt
 def dead_letters_list(limit: int, database_url: str | None, data_dir: Path | None) -> None:
     """Show parked dead letters, newest first, with their reasons."""
-    with _connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir) as conn:
         rows = conn.execute(text(
             "SELECT id, source, source_ref, reason, rejected_at, status FROM dead_letters "
             "ORDER BY id DESC LIMIT :n"), {"n": limit}).all()

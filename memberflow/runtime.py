@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiohttp import web
 from sqlalchemy import Engine
@@ -15,22 +16,25 @@ from sqlalchemy import Engine
 from services.ingest.archive import DeadLetterRecorder, EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
+from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import TieringHandler
 from shared import kafka
 from shared.config import Settings
 from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase
+from shared.member_events import pending_count
 from shared.metrics import Metrics
 from shared.topics import Topics
 
 log = logging.getLogger("memberflow")
 
 # Every worker the pipeline runs, by name: the explicit list of what `up` starts.
-WORKERS: dict[str, Callable[[Topics], Handler]] = {
-    "archiver": EventArchiver,
-    "dead-letters": DeadLetterRecorder,
-    "tiering": TieringHandler,
+WORKERS: dict[str, Callable[[Settings], Handler]] = {
+    "archiver": lambda s: EventArchiver(s.topics),
+    "dead-letters": lambda s: DeadLetterRecorder(s.topics),
+    "tiering": lambda s: TieringHandler(
+        s.topics, abc_debounce=timedelta(seconds=s.abc_debounce_seconds)),
 }
 
 
@@ -123,7 +127,7 @@ class Services:
         topics = self.stack.topics
         settings = self.stack.settings
         self.workers = [
-            BatchWorker(WORKERS[n](topics), bootstrap=self.stack.bootstrap, engine=self.engine,
+            BatchWorker(WORKERS[n](settings), bootstrap=self.stack.bootstrap, engine=self.engine,
                         producer=self.producer, dead_letter_topic=topics.dead_letters,
                         metrics=self.metrics, max_records=settings.batch_max_records)
             for n in self.names
@@ -152,13 +156,20 @@ class Services:
             self.check()
             lags = [await kafka.group_lag(self.stack.bootstrap, w.handler.name, w.handler.topics)
                     for w in self.workers]
-            if not any(lags):
+            if not any(lags) and await asyncio.to_thread(self._settled):
                 return
             if time.monotonic() > end:
                 raise TimeoutError(f"workers still behind after {deadline_s}s: "
                                    + ", ".join(f"{w.handler.name}={n}"
                                                for w, n in zip(self.workers, lags, strict=True)))
             await asyncio.sleep(0.2)
+
+    def _settled(self) -> bool:
+        """No timed work outstanding: no stale customer ABC classes, no unrelayed events."""
+        if "tiering" not in self.names:
+            return True
+        with self.engine.connect() as conn:
+            return stale_shops(conn) == 0 and pending_count(conn) == 0
 
     async def run_until_stopped(self) -> None:
         """Serve until `stop` is set or a worker crashes."""

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8787, ge=0, le=65535)
     batch_max_records: int = Field(5000, ge=1, le=100_000)
     session_timeout_ms: int = Field(10_000, ge=1000)
+    abc_debounce_seconds: float = Field(
+        5.0, ge=0, le=3600, description="recompute a shop's customer ABC at most this often")
 
     @property
     def topics(self) -> Topics:

@@ -29,7 +29,8 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -90,6 +91,18 @@ class Handler(Protocol):
     parks_rejects: bool        # dead-letter undecodable events (one worker per topic does)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]: ...
+
+
+class Ticking(Protocol):
+    """A handler with work driven by time rather than by records (debounced recomputes, relays).
+
+    `tick` runs between batches, about every `tick_seconds`, in a transaction of its own; what it
+    returns is published before that transaction commits, like a batch's outputs.
+    """
+
+    tick_seconds: float
+
+    def tick(self, conn: Connection, now: datetime) -> list[Output]: ...
 
 
 @dataclass
@@ -216,6 +229,7 @@ class BatchWorker:
         self.consumer = AIOKafkaConsumer(**consumer_config(bootstrap, handler.name))
         self.applied_total = 0
         self._next: dict[TopicPartition, int] = {}
+        self._next_tick = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def stored_positions(self) -> dict[TopicPartition, int]:
@@ -243,6 +257,7 @@ class BatchWorker:
                     for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
                     for r in records[tp]
                 ]
+                await self._maybe_tick()
                 if deliveries:
                     result = await self._process_with_retry(deliveries)
                     # After COMMIT only; see the module docstring, step 8.
@@ -254,6 +269,28 @@ class BatchWorker:
                 self._report_lag()
         finally:
             await self.consumer.stop()
+
+    async def _maybe_tick(self) -> None:
+        ticking = self.handler if hasattr(self.handler, "tick") else None
+        if ticking is None or time.monotonic() < self._next_tick:
+            return
+        self._next_tick = time.monotonic() + cast(Ticking, ticking).tick_seconds
+        try:
+            await asyncio.to_thread(self.tick_now)
+        except (OperationalError, KafkaError) as exc:
+            self.metrics.db_retries.labels(self.handler.name).inc()
+            log.warning("%s: transient error in timed work, retrying next tick: %s",
+                        self.handler.name, exc)
+
+    def tick_now(self) -> int:
+        """Run the handler's timed work once (blocking); returns how many messages it published."""
+        ticking = cast(Ticking, self.handler)
+        with self.engine.begin() as conn:
+            outputs = ticking.tick(conn, datetime.now(UTC))
+            self._publish_blocking(outputs, [])
+        for out in outputs:
+            self.metrics.outputs_published.labels(self.handler.name, out.type).inc()
+        return len(outputs)
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    CHAR,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     Identity,
@@ -11,11 +14,14 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -58,7 +64,15 @@ members = Table(
     Column("region", Text),
     Column("region_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Levels (upgrade only, by trade, policy or operator) and the customer ABC class.
+    Column("level", SmallInteger, nullable=False, server_default="0"),
+    Column("level_since", DateTime(timezone=True)),
+    Column("blacklisted", Boolean, nullable=False, server_default=false()),
+    Column("abc_class", CHAR(1)),
+    Column("abc_since", DateTime(timezone=True)),
     PrimaryKeyConstraint("shop_id", "member_id"),
+    Index("members_level", "shop_id", "level"),
+    Index("members_abc", "shop_id", "abc_class"),
 )
 
 # One row per order: completion and refunds meet here whatever order they arrive in, and an
@@ -75,6 +89,82 @@ member_orders = Table(
     Column("refund_requested_cents", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("shop_id", "order_id"),
     Index("member_orders_member", "shop_id", "member_id"),
+    Index("member_orders_completed", "shop_id", "completed_at",
+          postgresql_where=text("completed_at IS NOT NULL")),
+)
+
+# Every level change with its cause: which trade, which policy version or which operator.
+level_changes = Table(
+    "level_changes",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("shop_id", Text, nullable=False),
+    Column("member_id", Text, nullable=False),
+    Column("old_level", SmallInteger, nullable=False),
+    Column("new_level", SmallInteger, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("event_id", Text),
+    Column("policy_version", Integer),
+    Column("operator", Text),
+    Column("reason", Text),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("cause IN ('auto', 'manual', 'policy')", name="level_changes_cause"),
+    Index("level_changes_member", "shop_id", "member_id", "id"),
+)
+
+# The lines of placed orders; they count as product sales once their order completes.
+order_items = Table(
+    "order_items",
+    metadata,
+    Column("shop_id", Text, nullable=False),
+    Column("order_id", Text, nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("sku", Text, nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("unit_price_cents", BigInteger, nullable=False),
+    PrimaryKeyConstraint("shop_id", "order_id", "line"),
+)
+
+# Per shop: the event-time watermark that ends the ABC period, and whether classes are stale.
+abc_shops = Table(
+    "abc_shops",
+    metadata,
+    Column("shop_id", Text, primary_key=True),
+    Column("watermark", DateTime(timezone=True), nullable=False),
+    Column("dirty", Boolean, nullable=False, server_default=true()),
+    Column("computed_as_of", DateTime(timezone=True)),
+    Column("computed_at", DateTime(timezone=True)),
+    Column("ranked", Integer, nullable=False, server_default="0"),
+    Column("zero_spenders", Integer, nullable=False, server_default="0"),
+)
+
+# Member events decided outside a worker's batch (operator commands), published by a relay.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("key", Text),
+    Column("value", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Index("outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+# Operator actions on members and shops (blacklist, manual changes), who and when.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("shop_id", Text, nullable=False),
+    Column("member_id", Text),
+    Column("action", Text, nullable=False),
+    Column("detail", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("operator", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("audit_log_shop", "shop_id", "id"),
 )
 
 # Idempotency: an event id is claimed once per consumer, in the transaction of its effect.

@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from shared.policy import AbcSettings, LevelPolicy, RuleBroken
+
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
 
 
@@ -32,6 +34,9 @@ class ShopConfig(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
     timezone: str = Field("Asia/Shanghai", description="IANA zone for reports by day and hour")
+    levels: LevelPolicy | None = Field(
+        None, description="membership levels; without it every member stays at level 0")
+    abc: AbcSettings = AbcSettings()
 
     @field_validator("timezone")
     @classmethod
@@ -79,7 +84,13 @@ def parse(data: Any, source: str = "config") -> ShopConfig:
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            problems.append(f"{_path(tuple(err['loc']))}: {_message(err)}")
+            where = _path(tuple(err["loc"]))
+            broken = (err.get("ctx") or {}).get("error")
+            if isinstance(broken, RuleBroken):
+                base = "" if where == "(top level)" else where + "."
+                problems += [f"{base}{path}: {msg}" for path, msg in broken.problems]
+                continue
+            problems.append(f"{where}: {_message(err)}")
         raise ConfigError(source, problems) from None
 
 

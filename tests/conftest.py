@@ -121,7 +121,7 @@ def settings(bootstrap: str, database_url: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own database and its own topics on the shared broker."""
     return Settings(kafka=bootstrap, database_url=database_url, data_dir=tmp_path,
                     topic_prefix=f"t{os.getpid()}-{next(_counter)}.", partitions=3,
-                    batch_max_records=500)
+                    batch_max_records=500, abc_debounce_seconds=0)
 
 
 @pytest.fixture

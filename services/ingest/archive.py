@@ -24,7 +24,7 @@ class EventArchiver:
     parks_rejects = True
 
     def __init__(self, topics: Topics) -> None:
-        self.topics = topics.inbound
+        self.topics: tuple[str, ...] = topics.inbound
         self.event_topics = frozenset(self.topics)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
@@ -59,7 +59,7 @@ class DeadLetterRecorder:
     parks_rejects = False
 
     def __init__(self, topics: Topics) -> None:
-        self.topics = (topics.dead_letters,)
+        self.topics: tuple[str, ...] = (topics.dead_letters,)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         rows = []

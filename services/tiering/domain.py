@@ -8,7 +8,7 @@ in the order's ledger entry, so they may arrive in any order and the figures com
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from shared.events import EventModel, OrderCompleted, OrderPlaced, OrderRefunded
@@ -57,6 +57,8 @@ class MemberDelta:
     last_purchase_at: datetime | None = None
     region: str | None = None
     region_at: datetime | None = None
+    # Orders this batch completed: (completing event id, completed at, amount in cents).
+    completions: list[tuple[str, datetime, int]] = field(default_factory=list)
 
     @property
     def spend_cents(self) -> int:
@@ -70,6 +72,9 @@ class MemberDelta:
             self.gross_cents += after.amount_cents
             self.first_purchase_at = _earliest(self.first_purchase_at, after.completed_at)
             self.last_purchase_at = _latest(self.last_purchase_at, after.completed_at)
+            assert after.completed_event_id is not None
+            self.completions.append(
+                (after.completed_event_id, after.completed_at, after.amount_cents))
         self.refunded_cents += after.refunded_cents - (before.refunded_cents if before else 0)
 
     def see_region(self, region: str, at: datetime) -> None:

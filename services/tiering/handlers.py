@@ -1,26 +1,47 @@
-"""Tiering use cases: load the touched ledger entries, apply the domain, save."""
+"""Tiering use cases: trade figures, levels and customer ABC classes from the order stream.
+
+Per batch (one transaction): lock the touched ledger entries, apply the domain, save figures
+and order lines, move each shop's event-time watermark, then upgrade the members whose
+completed trades carry them over a bar and publish `member.level_changed`.
+
+Per tick (between batches): recompute the customer ABC classes of shops that changed (debounced:
+at most once per `abc_debounce` per shop, never per event) and publish `member.abc_changed`;
+relay member events that operator commands left in the outbox.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from datetime import datetime, timedelta
+
 from sqlalchemy import Connection
 
-from services.tiering import domain, store
+from services.tiering import abc_store, domain, level_store, store
+from services.tiering.domain import MemberDelta
+from services.tiering.level_store import LevelChange
+from services.tiering.levels import Completion, LevelFacts, trigger, upgraded_level
 from shared.consumer import Batch, Output
-from shared.events import OrderCompleted, OrderRefunded
+from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
+from shared.member_events import member_event, take_pending
+from shared.policy import CustomerAbc
 from shared.topics import Topics
 
 
 class TieringHandler:
-    """Keeps each member's completed-trade count, spend, first/last purchase and region."""
+    """Keeps each member's figures, level and customer ABC class current."""
 
     name = "tiering"
     handles = frozenset({"order.placed", "order.completed", "order.refunded"})
     claims_ids = True
     parks_rejects = False  # the archiver parks bad inbound events, once for every worker
 
-    def __init__(self, topics: Topics) -> None:
-        self.topics = (topics.orders,)
+    def __init__(self, topics: Topics, *, abc_debounce: timedelta = timedelta(seconds=5),
+                 tick_seconds: float = 1.0) -> None:
+        self.topics: tuple[str, ...] = (topics.orders,)
         self.event_topics = frozenset(self.topics)
+        self.member_events = topics.member_events
+        self.abc_debounce = abc_debounce
+        self.tick_seconds = tick_seconds
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         keys = [
@@ -32,4 +53,79 @@ class TieringHandler:
         changed, deltas = domain.apply(stored, batch.events)
         store.save_orders(conn, changed.values())
         store.add_member_deltas(conn, deltas)
-        return []
+        store.save_items(conn, (e for e in batch.events if isinstance(e, OrderPlaced)))
+        watermarks: dict[str, datetime] = {}
+        for event in batch.events:
+            seen = watermarks.get(event.shop_id)
+            if seen is None or event.occurred_at > seen:
+                watermarks[event.shop_id] = event.occurred_at
+        abc_store.touch(conn, watermarks)
+        return self._upgrade(conn, deltas)
+
+    def _upgrade(self, conn: Connection, deltas: dict[tuple[str, str], MemberDelta]
+                 ) -> list[Output]:
+        """Upgrade members whose new completed trades meet a higher level (upgrade only)."""
+        by_shop: dict[str, dict[str, MemberDelta]] = defaultdict(dict)
+        for (shop_id, member_id), delta in deltas.items():
+            if delta.completions:
+                by_shop[shop_id][member_id] = delta
+        if not by_shop:
+            return []
+        configs = level_store.shop_configs(conn, sorted(by_shop))
+        changes: list[LevelChange] = []
+        outputs: list[Output] = []
+        for shop_id in sorted(by_shop):
+            version, config = configs.get(shop_id, (0, None))
+            policy = config.levels if config else None
+            if policy is None or not policy.auto_upgrade:
+                continue
+            members = by_shop[shop_id]
+            facts = level_store.load_facts(conn, shop_id, policy, sorted(members))
+            for member_id in sorted(facts):
+                now = facts[member_id]
+                new_level = upgraded_level(policy, now)
+                if new_level == now.level:
+                    continue
+                delta = members[member_id]
+                before = LevelFacts(now.level, now.blacklisted,
+                                    now.completed_trades - delta.completed_trades,
+                                    now.qualifying_cents - delta.gross_cents)
+                cause = trigger(policy, new_level, before,
+                                [Completion(*c) for c in delta.completions])
+                assert cause is not None  # only members with completions are evaluated
+                change = LevelChange(shop_id, member_id, now.level, new_level, "auto",
+                                     cause.occurred_at, event_id=cause.event_id,
+                                     policy_version=version)
+                changes.append(change)
+                outputs.append(level_store.level_changed_event(
+                    self.member_events, change, policy, now.blacklisted,
+                    f"level:{shop_id}:{member_id}:{cause.event_id}:{new_level}"))
+        level_store.record_changes(conn, changes)
+        return outputs
+
+    def tick(self, conn: Connection, now: datetime) -> list[Output]:
+        outputs = take_pending(conn)
+        due = abc_store.due_shops(conn, now, self.abc_debounce)
+        if not due:
+            return outputs
+        configs = level_store.shop_configs(conn, [shop for shop, _ in due])
+        for shop_id, watermark in due:
+            entry = configs.get(shop_id)
+            settings = entry[1].abc.customers if entry else CustomerAbc()
+            # The period ends at the shop's event-time watermark, not the wall clock: a replay
+            # of last year classifies members as live processing did then.
+            outputs += self.recompute_abc(conn, shop_id, watermark, settings, now)
+        return outputs
+
+    def recompute_abc(self, conn: Connection, shop_id: str, as_of: datetime,
+                      settings: CustomerAbc, now: datetime) -> list[Output]:
+        run = abc_store.recompute(conn, shop_id, as_of, settings, now)
+        stamp = as_of.isoformat()
+        return [
+            member_event(self.member_events, "member.abc_changed",
+                         f"abc:{shop_id}:{c.member_id}:{stamp}:{c.new or '-'}", shop_id,
+                         c.member_id, as_of,
+                         {"old_class": c.old, "new_class": c.new, "as_of": stamp,
+                          "period_days": settings.period_days})
+            for c in run.changes
+        ]

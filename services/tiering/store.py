@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from sqlalchemy import Connection
 
 from services.tiering.domain import MemberDelta, MemberKey, Order, OrderKey
+from shared.events import OrderPlaced
+from shared.money import to_cents
 
 
 def lock_orders(conn: Connection, keys: Iterable[OrderKey]) -> dict[OrderKey, Order]:
@@ -69,4 +71,30 @@ def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]) ->
          [x.gross_cents for x in d], [x.refunded_cents for x in d], [x.spend_cents for x in d],
          [x.first_purchase_at for x in d], [x.last_purchase_at for x in d],
          [x.region for x in d], [x.region_at for x in d]),
+    )
+
+
+def save_items(conn: Connection, events: Iterable[OrderPlaced]) -> None:
+    """Keep the lines of placed orders (once per order; a re-sent placement changes nothing)."""
+    shops: list[str] = []
+    orders: list[str] = []
+    lines: list[int] = []
+    skus: list[str] = []
+    qtys: list[int] = []
+    prices: list[int] = []
+    for event in events:
+        for line, item in enumerate(event.payload.items, start=1):
+            shops.append(event.shop_id)
+            orders.append(event.payload.order_id)
+            lines.append(line)
+            skus.append(item.sku)
+            qtys.append(item.qty)
+            prices.append(to_cents(item.unit_price))
+    if not shops:
+        return
+    conn.exec_driver_sql(
+        "INSERT INTO order_items (shop_id, order_id, line, sku, qty, unit_price_cents) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::int[], "
+        "  %s::bigint[]) ON CONFLICT DO NOTHING",
+        (shops, orders, lines, skus, qtys, prices),
     )

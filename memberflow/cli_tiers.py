@@ -1,0 +1,255 @@
+"""Commands for levels, the blacklist and ABC reports (`memberflow levels|report ...`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from memberflow.abc_report import (
+    CUSTOMER_COLUMNS,
+    PRODUCT_COLUMNS,
+    NoData,
+    customer_abc,
+    pareto_png,
+    product_abc,
+    product_record,
+)
+from memberflow.cli_common import (
+    connection,
+    db_opt,
+    dir_opt,
+    operator_name,
+    settings_from,
+)
+from memberflow.readmodel import level_history
+from services.tiering import operations
+from services.tiering.operations import OperationRefused
+from shared.filters import MemberFilter
+from shared.policy import LevelPolicy, RuleBroken
+from shared.shopconfig import ConfigError, parse
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def filter_options(func: F) -> F:
+    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days, combined with AND."""
+    options = [
+        click.option("--member", "f_member", multiple=True, help="member id (repeatable)"),
+        click.option("--level", "f_level", type=int, multiple=True,
+                     help="members at this level (repeatable)"),
+        click.option("--abc", "f_abc", multiple=True,
+                     type=click.Choice(["A", "B", "C", "none"]),
+                     help="members of this customer ABC class (repeatable; none = unclassified)"),
+        click.option("--min-spend", "f_min", type=Decimal, help="net spend at least this"),
+        click.option("--max-spend", "f_max", type=Decimal, help="net spend at most this"),
+        click.option("--dormant-days", "f_dormant", type=click.IntRange(min=1),
+                     help="no completed trade in this many days (event time)"),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def member_filter(kw: dict[str, Any]) -> MemberFilter:
+    """Build the filter from `filter_options` values, removing them from `kw`."""
+    return MemberFilter(
+        member_ids=tuple(kw.pop("f_member")), levels=tuple(kw.pop("f_level")),
+        abc_classes=tuple(kw.pop("f_abc")), min_spend=kw.pop("f_min"),
+        max_spend=kw.pop("f_max"), dormant_days=kw.pop("f_dormant"))
+
+
+def emit(rows: Iterable[dict[str, Any]], columns: Iterable[str], fmt: str,
+         document: Any = None) -> None:
+    """Rows as CSV, or `document` (default: the rows) as JSON, on stdout."""
+    if fmt == "json":
+        click.echo(json.dumps(document if document is not None else list(rows), indent=2,
+                              ensure_ascii=False))
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@click.group()
+def levels() -> None:
+    """Membership levels: manual changes, what-if previews, history."""
+
+
+@levels.command("set")
+@click.option("--shop", required=True)
+@click.option("--to", "level", type=click.IntRange(min=0), required=True, help="the new level")
+@click.option("--reason", required=True, help="why (recorded with the change)")
+@click.option("--operator", help="who (recorded; default: the OS user)")
+@click.option("--all", "everyone", is_flag=True, help="every member of the shop")
+@filter_options
+@db_opt
+@dir_opt
+def levels_set(shop: str, level: int, reason: str, operator: str | None, everyone: bool,
+               database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
+    """Set the level of one member or a filtered set by hand (up or down)."""
+    selection = member_filter(kw)
+    if selection.empty and not everyone:
+        raise click.UsageError("name the members: --member, a filter such as --level/--abc, "
+                               "or --all")
+    topic = settings_from().topics.member_events
+    try:
+        with connection(database_url, data_dir) as conn:
+            result = operations.set_level(conn, topic, shop, selection, level,
+                                          operator_name(operator), reason, datetime.now(UTC))
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"shop {shop}: {result.selected} selected, {result.changed} set to level {level}"
+               + (f", {result.skipped_blacklisted} blacklisted not raised"
+                  if result.skipped_blacklisted else ""))
+    if result.missing:
+        click.echo(f"unknown member(s): {', '.join(result.missing)}", err=True)
+
+
+def _load_policy(path: Path) -> LevelPolicy:
+    """A level policy file: a shop configuration, or just its `levels` section."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise click.ClickException(f"{path}: cannot be read as YAML ({exc})") from None
+    try:
+        if isinstance(data, dict) and "shop_id" in data:
+            config = parse(data, str(path))
+            if config.levels is None:
+                raise click.ClickException(f"{path}: has no levels section")
+            return config.levels
+        wrapped = parse({"shop_id": "preview", "name": "preview", "levels": data}, str(path))
+        assert wrapped.levels is not None
+        return wrapped.levels
+    except ConfigError as exc:
+        raise click.ClickException("invalid level policy\n  " + "\n  ".join(
+            f"{path}: {p}" for p in exc.problems)) from None
+    except RuleBroken as exc:  # pragma: no cover - parse turns these into ConfigError
+        raise click.ClickException(str(exc)) from None
+
+
+@levels.command("preview")
+@click.option("--shop", required=True)
+@click.option("--policy", "policy_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@db_opt
+@dir_opt
+def levels_preview(shop: str, policy_file: Path, fmt: str, database_url: str | None,
+                   data_dir: Path | None) -> None:
+    """What a proposed level policy would do to the shop's members (changes nothing)."""
+    policy = _load_policy(policy_file)
+    with connection(database_url, data_dir) as conn:
+        result = operations.preview(conn, shop, policy)
+        conn.rollback()  # read only, whatever happens
+    if fmt == "json":
+        click.echo(json.dumps({"shop_id": shop, "members": result.members,
+                               "moved_up": result.moved_up,
+                               "holding": {str(k): v for k, v in result.holding.items()},
+                               "qualifying": {str(k): v for k, v in result.qualifying.items()}},
+                              indent=2))
+        return
+    click.echo(f"shop {shop}: {result.members:,} members; {result.moved_up:,} would move up")
+    click.echo(f"{'level':<24}{'would hold':>12}{'figures alone':>15}")
+    for number, held in result.holding.items():
+        name = "0 (not a member)" if number == 0 else f"{number} {policy.name_of(number)}"
+        click.echo(f"{name:<24}{held:>12,}{result.qualifying.get(number, 0):>15,}")
+
+
+@levels.command("history")
+@click.option("--shop", required=True)
+@click.option("--member", required=True)
+@db_opt
+@dir_opt
+def levels_history(shop: str, member: str, database_url: str | None,
+                   data_dir: Path | None) -> None:
+    """Every level change of one member with its cause (trade, policy or operator)."""
+    with connection(database_url, data_dir) as conn:
+        rows = level_history(conn, shop, member)
+    click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+@click.command("blacklist")
+@click.option("--shop", required=True)
+@click.option("--member", "members", multiple=True, required=True)
+@click.option("--remove", is_flag=True, help="take them off the blacklist")
+@click.option("--reason", required=True)
+@click.option("--operator")
+@db_opt
+@dir_opt
+def blacklist(shop: str, members: tuple[str, ...], remove: bool, reason: str,
+              operator: str | None, database_url: str | None, data_dir: Path | None) -> None:
+    """Blacklist members: they never upgrade and get no member discount."""
+    try:
+        with connection(database_url, data_dir) as conn:
+            n = operations.set_blacklist(conn, shop, list(members), not remove,
+                                         operator_name(operator), reason)
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"shop {shop}: {n} member(s) {'removed from' if remove else 'added to'} "
+               "the blacklist")
+
+
+@click.group()
+def report() -> None:
+    """Reports: customer ABC and product ABC."""
+
+
+@report.command("abc-customers")
+@click.option("--shop", required=True)
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@db_opt
+@dir_opt
+def report_abc_customers(shop: str, fmt: str, database_url: str | None,
+                         data_dir: Path | None) -> None:
+    """Head-count ABC of members by spend over the rolling period (A, B, C; zero spenders apart)."""
+    try:
+        with connection(database_url, data_dir) as conn:
+            doc = customer_abc(conn, shop)
+    except NoData as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(doc["members"], CUSTOMER_COLUMNS, fmt, doc)
+
+
+def _day(value: date | None, end_of_day: bool = False) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.combine(value, time.max if end_of_day else time.min, tzinfo=UTC)
+
+
+@report.command("abc-products")
+@click.option("--shop", required=True)
+@click.option("--days", type=click.IntRange(min=1), help="period length (default: configured)")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="first day (UTC)")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="last day (UTC)")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write the Pareto chart to this PNG file")
+@db_opt
+@dir_opt
+def report_abc_products(shop: str, days: int | None, start: datetime | None,
+                        end: datetime | None, fmt: str, chart: Path | None,
+                        database_url: str | None, data_dir: Path | None) -> None:
+    """Revenue ABC of items sold in completed trades: the ABC table and the Pareto chart."""
+    try:
+        with connection(database_url, data_dir) as conn:
+            result = product_abc(conn, shop, _day(start.date() if start else None),
+                                 _day(end.date() if end else None, end_of_day=True), days)
+    except NoData as exc:
+        raise click.ClickException(str(exc)) from None
+    if result.start >= result.end:
+        raise click.UsageError("--from must be before --to")
+    emit((product_record(r) for r in result.rows), PRODUCT_COLUMNS, fmt, result.to_dict())
+    if chart:
+        pareto_png(result, chart)
+        click.echo(f"Pareto chart written to {chart}", err=True)
+
+

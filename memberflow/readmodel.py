@@ -1,0 +1,73 @@
+"""Member records as operators and the storefront read them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from services.tiering.level_store import shop_configs
+from services.tiering.levels import discount
+from shared.filters import MemberFilter
+from shared.money import CENT, from_cents
+
+MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted", "abc_class",
+                  "completed_trades", "spend", "aov", "gross", "refunded",
+                  "first_purchase_at", "last_purchase_at", "region")
+
+
+def member_records(conn: Connection, shop_id: str,
+                   selection: MemberFilter | None = None) -> list[dict[str, Any]]:
+    """The selected members of one shop (all by default), by member id.
+
+    Money is a two-decimal string, times are UTC. `discount` is the price factor the member's
+    next order gets under the shop's current level policy.
+    """
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    policy = entry[1].levels if entry else None
+    where, params = (selection or MemberFilter()).where(shop_id)
+    rows = conn.exec_driver_sql(
+        "SELECT member_id, level, blacklisted, abc_class, completed_trades, spend_cents, "
+        "gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region "
+        f"FROM members m WHERE {where} ORDER BY member_id", params).all()
+    return [
+        {
+            "member_id": r.member_id,
+            "level": r.level,
+            "level_name": policy.name_of(r.level) if policy and r.level else None,
+            "discount": str(discount(policy, r.level, r.blacklisted)),
+            "blacklisted": r.blacklisted,
+            "abc_class": r.abc_class,
+            "completed_trades": r.completed_trades,
+            "spend": str(from_cents(r.spend_cents)),
+            # Average order value: net spend per completed trade.
+            "aov": str((from_cents(r.spend_cents) / r.completed_trades).quantize(CENT))
+            if r.completed_trades else "0.00",
+            "gross": str(from_cents(r.gross_cents)),
+            "refunded": str(from_cents(r.refunded_cents)),
+            "first_purchase_at": iso(r.first_purchase_at),
+            "last_purchase_at": iso(r.last_purchase_at),
+            "region": r.region,
+        }
+        for r in rows
+    ]
+
+
+def level_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[str, Any]]:
+    """Every level change of a member, oldest first: what put them where they are."""
+    rows = conn.exec_driver_sql(
+        "SELECT old_level, new_level, cause, event_id, policy_version, operator, reason, "
+        "effective_from, recorded_at FROM level_changes WHERE shop_id = %s AND member_id = %s "
+        "ORDER BY id", (shop_id, member_id)).all()
+    return [
+        {"old_level": r.old_level, "new_level": r.new_level, "cause": r.cause,
+         "triggering_event_id": r.event_id, "policy_version": r.policy_version,
+         "operator": r.operator, "reason": r.reason,
+         "effective_from": iso(r.effective_from), "recorded_at": iso(r.recorded_at)}
+        for r in rows
+    ]
+
+
+def iso(t: datetime | None) -> str | None:
+    return t.isoformat().replace("+00:00", "Z") if t else None

@@ -1,0 +1,149 @@
+"""SQL for ABC: the per-shop event-time watermark, customer class recomputes, product sales.
+
+The customer ranking runs inside PostgreSQL (a window function over the order ledger) because it
+touches every member of a shop; `services.tiering.abc` holds the same rule in Python, and the
+tests hold the two to the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from shared.policy import CustomerAbc
+
+# Spend within the period: each order completed in it, less what was refunded on it.
+_PERIOD_SPEND = (
+    "SELECT member_id, sum(amount_cents - LEAST(refund_requested_cents, amount_cents)) AS spend, "
+    "  max(completed_at) AS last FROM member_orders "
+    "WHERE shop_id = %(shop)s AND completed_at > %(start)s AND completed_at <= %(end)s "
+    "GROUP BY member_id"
+)
+
+
+# Rank by spend, then last purchase, then member id compared byte-wise (COLLATE "C", so the
+# tie-break does not depend on the database's locale and matches the Python rule).
+_CLASSES = (
+    f"period AS ({_PERIOD_SPEND}), "
+    "ranked AS (SELECT member_id, spend, last, row_number() OVER (ORDER BY spend DESC, "
+    "  last DESC, member_id COLLATE \"C\") AS r, count(*) OVER () AS n FROM period "
+    "  WHERE spend > 0), "
+    "classes AS (SELECT member_id, spend, last, r, CASE WHEN r <= ceil(%(a)s::numeric * n) "
+    "  THEN 'A' WHEN r <= ceil(%(b)s::numeric * n) THEN 'B' ELSE 'C' END AS cls FROM ranked)"
+)
+
+
+def _params(shop_id: str, as_of: datetime, settings: CustomerAbc) -> dict[str, object]:
+    return {"shop": shop_id, "start": as_of - timedelta(days=settings.period_days),
+            "end": as_of, "a": settings.a_share, "b": settings.b_share, "as_of": as_of}
+
+
+@dataclass(frozen=True, slots=True)
+class ClassChange:
+    member_id: str
+    old: str | None
+    new: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AbcRun:
+    shop_id: str
+    as_of: datetime
+    ranked: int
+    zero_spenders: int
+    changes: list[ClassChange]
+
+
+def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> None:
+    """Order events arrived: move each shop's watermark forward and mark its classes stale."""
+    if not watermarks:
+        return
+    shops = sorted(watermarks)
+    conn.exec_driver_sql(
+        "INSERT INTO abc_shops AS a (shop_id, watermark, dirty) "
+        "SELECT s, w, true FROM unnest(%s::text[], %s::timestamptz[]) AS u(s, w) "
+        "ON CONFLICT (shop_id) DO UPDATE SET dirty = true, "
+        "  watermark = GREATEST(a.watermark, excluded.watermark)",
+        (shops, [watermarks[s] for s in shops]),
+    )
+
+
+def due_shops(conn: Connection, now: datetime, debounce: timedelta) -> list[tuple[str, datetime]]:
+    """Lock the stale shops whose last recompute is at least `debounce` old."""
+    rows = conn.exec_driver_sql(
+        "SELECT shop_id, watermark FROM abc_shops WHERE dirty "
+        "AND (computed_at IS NULL OR computed_at <= %s) ORDER BY shop_id "
+        "FOR UPDATE SKIP LOCKED",
+        (now - debounce,),
+    ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def stale_shops(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT count(*) FROM abc_shops WHERE dirty").scalar_one())
+
+
+def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
+              now: datetime) -> AbcRun:
+    """Rank the shop's members over the period ending `as_of`; store and return what changed."""
+    params = _params(shop_id, as_of, settings)
+    changes = conn.exec_driver_sql(
+        f"WITH {_CLASSES}, "
+        "changed AS (SELECT m.member_id, m.abc_class AS old, c.cls AS new FROM members m "
+        "  LEFT JOIN classes c ON c.member_id = m.member_id "
+        "  WHERE m.shop_id = %(shop)s AND m.abc_class IS DISTINCT FROM c.cls) "
+        "UPDATE members m SET abc_class = ch.new, abc_since = %(as_of)s FROM changed ch "
+        "WHERE m.shop_id = %(shop)s AND m.member_id = ch.member_id "
+        "RETURNING m.member_id, ch.old, ch.new",
+        params,
+    ).all()
+    ranked, zero = conn.exec_driver_sql(
+        f"SELECT count(*) FILTER (WHERE spend > 0), count(*) FILTER (WHERE spend <= 0) "
+        f"FROM ({_PERIOD_SPEND}) p",
+        params,
+    ).one()
+    conn.exec_driver_sql(
+        "UPDATE abc_shops SET dirty = false, computed_as_of = %s, computed_at = %s, "
+        "ranked = %s, zero_spenders = %s WHERE shop_id = %s",
+        (as_of, now, ranked, zero, shop_id),
+    )
+    return AbcRun(shop_id, as_of, int(ranked), int(zero),
+                  sorted((ClassChange(m, o, n) for m, o, n in changes), key=lambda c: c.member_id))
+
+
+def ranking(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc
+            ) -> list[tuple[int, str, int, datetime, str]]:
+    """(rank, member id, spend in cents, last purchase, class) over the period ending `as_of`."""
+    rows = conn.exec_driver_sql(
+        f"WITH {_CLASSES} SELECT r, member_id, spend, last, cls FROM classes ORDER BY r",
+        _params(shop_id, as_of, settings)).all()
+    return [(int(r), m, int(s), last, c) for r, m, s, last, c in rows]
+
+
+def zero_spenders(conn: Connection, shop_id: str, as_of: datetime,
+                  settings: CustomerAbc) -> list[str]:
+    """Members who completed trades in the period but whose refunds leave no positive spend."""
+    rows = conn.exec_driver_sql(
+        f"SELECT member_id FROM ({_PERIOD_SPEND}) p WHERE spend <= 0 ORDER BY member_id",
+        _params(shop_id, as_of, settings)).all()
+    return [r[0] for r in rows]
+
+
+def watermark(conn: Connection, shop_id: str) -> datetime | None:
+    row = conn.exec_driver_sql(
+        "SELECT watermark FROM abc_shops WHERE shop_id = %s", (shop_id,)).first()
+    return row[0] if row else None
+
+
+def product_sales(conn: Connection, shop_id: str, start: datetime, end: datetime) -> dict[str, int]:
+    """Sales per item (qty times unit price) of orders completed in (start, end]."""
+    rows = conn.exec_driver_sql(
+        "SELECT i.sku, sum(i.qty::bigint * i.unit_price_cents) FROM order_items i "
+        "JOIN member_orders o ON o.shop_id = i.shop_id AND o.order_id = i.order_id "
+        "WHERE i.shop_id = %s AND o.completed_at > %s AND o.completed_at <= %s GROUP BY i.sku",
+        (shop_id, start, end),
+    ).all()
+    return {sku: int(total) for sku, total in rows}

@@ -1,0 +1,170 @@
+"""Operator use cases for levels: manual changes, blacklist, policy changes and what-if previews.
+
+Each runs in the caller's transaction. Level changes are recorded in `level_changes` (who, when,
+why) and their `member.level_changed` events go to the outbox, which the tiering worker relays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from services.tiering import level_store
+from services.tiering.level_store import LevelChange
+from services.tiering.levels import qualified_level, upgraded_level
+from shared.filters import MemberFilter
+from shared.member_events import enqueue
+from shared.policy import LevelPolicy
+from shared.shopconfig import ShopConfig
+from shared.shops import apply_config
+
+
+class OperationRefused(ValueError):
+    """An operator request that cannot be carried out as asked; nothing was changed."""
+
+
+def _policy(conn: Connection, shop_id: str) -> tuple[int, LevelPolicy | None]:
+    entry = level_store.shop_configs(conn, [shop_id]).get(shop_id)
+    if entry is None:
+        raise OperationRefused(f"shop {shop_id!r} has no configuration; apply one first "
+                               "(memberflow config apply SHOP.yaml)")
+    return entry[0], entry[1].levels
+
+
+def _select(conn: Connection, shop_id: str, selection: MemberFilter) -> list[tuple[Any, ...]]:
+    where, params = selection.where(shop_id)
+    return list(conn.exec_driver_sql(
+        f"SELECT m.member_id, m.level, m.blacklisted FROM members m WHERE {where} "
+        "ORDER BY m.member_id FOR UPDATE", params).all())
+
+
+@dataclass
+class ManualResult:
+    selected: int
+    changed: int
+    skipped_blacklisted: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def set_level(conn: Connection, topic: str, shop_id: str, selection: MemberFilter, level: int,
+              operator: str, reason: str, now: datetime) -> ManualResult:
+    """Set the level of every selected member by hand (up or down), recorded with who and why."""
+    if not reason.strip():
+        raise OperationRefused("a reason is required for a manual level change")
+    version, policy = _policy(conn, shop_id)
+    top = len(policy.ladder) if policy else 0
+    if not 0 <= level <= top:
+        raise OperationRefused(f"level {level} does not exist for shop {shop_id!r} "
+                               f"(levels 0..{top})")
+    rows = _select(conn, shop_id, selection)
+    found = {r[0] for r in rows}
+    result = ManualResult(len(rows), 0, missing=[m for m in selection.member_ids
+                                                  if m not in found])
+    changes: list[LevelChange] = []
+    for member_id, old, blacklisted in rows:
+        if old == level:
+            continue
+        if blacklisted and level > old:
+            result.skipped_blacklisted += 1  # a blacklisted member never moves up
+            continue
+        changes.append(LevelChange(shop_id, member_id, int(old), level, "manual", now,
+                                   policy_version=version, operator=operator, reason=reason))
+    _record(conn, topic, changes, policy, now, "manual")
+    level_store.audit(conn, shop_id, None, "levels.set", operator,
+                      {"level": level, "reason": reason, "changed": len(changes),
+                       "filter": repr(selection)})
+    result.changed = len(changes)
+    return result
+
+
+def _record(conn: Connection, topic: str, changes: list[LevelChange],
+            policy: LevelPolicy | None, now: datetime, kind: str) -> None:
+    level_store.record_changes(conn, changes)
+    stamp = now.isoformat()
+    enqueue(conn, [
+        level_store.level_changed_event(
+            topic, c, policy, False,
+            f"level:{kind}:{c.shop_id}:{c.member_id}:{c.policy_version}:{stamp}")
+        for c in changes
+    ])
+
+
+def set_blacklist(conn: Connection, shop_id: str, member_ids: list[str], blacklisted: bool,
+                  operator: str, reason: str) -> int:
+    """Put members on (or take them off) the blacklist; returns how many changed."""
+    if not reason.strip():
+        raise OperationRefused("a reason is required to change the blacklist")
+    changed = [r[0] for r in conn.exec_driver_sql(
+        "UPDATE members SET blacklisted = %s, updated_at = now() "
+        "WHERE shop_id = %s AND member_id = ANY(%s) AND blacklisted <> %s RETURNING member_id",
+        (blacklisted, shop_id, member_ids, blacklisted)).all()]
+    for member_id in sorted(changed):
+        level_store.audit(conn, shop_id, member_id,
+                          "blacklist.add" if blacklisted else "blacklist.remove", operator,
+                          {"reason": reason})
+    return len(changed)
+
+
+@dataclass
+class ConfigResult:
+    version: int
+    changed: bool
+    moved_up: int = 0   # members the new level policy upgraded
+
+
+def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator: str,
+                      now: datetime) -> ConfigResult:
+    """Apply a configuration; a new level policy re-evaluates every member (upgrades only)."""
+    old = level_store.shop_configs(conn, [config.shop_id]).get(config.shop_id)
+    version, changed = apply_config(conn, config, operator)
+    result = ConfigResult(version, changed)
+    if not changed:
+        return result
+    old_config = old[1] if old else None
+    if config.levels is not None and (old_config is None or old_config.levels != config.levels):
+        result.moved_up = reevaluate(conn, topic, config.shop_id, version, config.levels, now)
+    if old_config is None or old_config.abc != config.abc:
+        conn.exec_driver_sql("UPDATE abc_shops SET dirty = true, computed_at = NULL "
+                             "WHERE shop_id = %s", (config.shop_id,))
+    return result
+
+
+def reevaluate(conn: Connection, topic: str, shop_id: str, version: int, policy: LevelPolicy,
+               now: datetime) -> int:
+    """Upgrade the shop's members who meet a higher level under `policy`; never lowers."""
+    facts = level_store.load_facts(conn, shop_id, policy)
+    changes = [
+        LevelChange(shop_id, m, f.level, new, "policy", now, policy_version=version)
+        for m, f in sorted(facts.items())
+        if (new := upgraded_level(policy, f)) != f.level
+    ]
+    _record(conn, topic, changes, policy, now, "policy")
+    return len(changes)
+
+
+@dataclass
+class Preview:
+    members: int
+    holding: dict[int, int]      # level -> members holding it after applying the policy
+    qualifying: dict[int, int]   # level -> members whose figures alone meet it (no history)
+    moved_up: int
+
+
+def preview(conn: Connection, shop_id: str, policy: LevelPolicy) -> Preview:
+    """What `policy` would do to the shop's members, from stored history, changing nothing."""
+    facts = level_store.load_facts(conn, shop_id, policy)
+    holding: Counter[int] = Counter()
+    qualifying: Counter[int] = Counter()
+    moved = 0
+    for f in facts.values():
+        new = upgraded_level(policy, f)
+        holding[new] += 1
+        qualifying[qualified_level(policy, f)] += 1
+        moved += new > f.level
+    levels = range(0, max(len(policy.ladder), *holding, 0) + 1)
+    return Preview(len(facts), {n: holding[n] for n in levels},
+                   {n: qualifying[n] for n in levels}, moved)

@@ -1,0 +1,65 @@
+"""Member selections an operator acts on: by id, level, ABC class, spend, dormancy, blacklist.
+
+One filter type serves listing, manual level changes and (later) tagging and campaign targets, so
+"the members I listed" and "the members I changed" are the same set. Dormancy is measured back
+from the shop's event-time watermark (the newest order event seen), like the ABC period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from shared.money import to_cents
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    """All given conditions must hold; an empty filter selects every member of the shop."""
+
+    member_ids: tuple[str, ...] = ()
+    levels: tuple[int, ...] = ()
+    abc_classes: tuple[str, ...] = ()       # "A", "B", "C", or "none" for unclassified
+    min_spend: Decimal | None = None
+    max_spend: Decimal | None = None
+    dormant_days: int | None = None          # no completed trade in this many days (or never)
+    blacklisted: bool | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self == MemberFilter()
+
+    def where(self, shop_id: str) -> tuple[str, dict[str, Any]]:
+        """A WHERE clause over `members m` and its parameters (psycopg named style)."""
+        parts = ["m.shop_id = %(f_shop)s"]
+        params: dict[str, Any] = {"f_shop": shop_id}
+        if self.member_ids:
+            parts.append("m.member_id = ANY(%(f_ids)s)")
+            params["f_ids"] = list(self.member_ids)
+        if self.levels:
+            parts.append("m.level = ANY(%(f_levels)s)")
+            params["f_levels"] = list(self.levels)
+        if self.abc_classes:
+            named = [c for c in self.abc_classes if c != "none"]
+            clause = "m.abc_class = ANY(%(f_abc)s)"
+            if "none" in self.abc_classes:
+                clause = f"({clause} OR m.abc_class IS NULL)"
+            parts.append(clause)
+            params["f_abc"] = named
+        if self.min_spend is not None:
+            parts.append("m.spend_cents >= %(f_min)s")
+            params["f_min"] = to_cents(self.min_spend)
+        if self.max_spend is not None:
+            parts.append("m.spend_cents <= %(f_max)s")
+            params["f_max"] = to_cents(self.max_spend)
+        if self.dormant_days is not None:
+            parts.append(
+                "(m.last_purchase_at IS NULL OR m.last_purchase_at <= "
+                "  COALESCE((SELECT watermark FROM abc_shops WHERE shop_id = %(f_shop)s), now()) "
+                "  - make_interval(days => %(f_dormant)s))")
+            params["f_dormant"] = self.dormant_days
+        if self.blacklisted is not None:
+            parts.append("m.blacklisted = %(f_black)s")
+            params["f_black"] = self.blacklisted
+        return " AND ".join(parts), params
