@@ -80,7 +80,13 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) 
 
 
 async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    """The next offset to be written in every partition of the topics."""
+    """The next offset to be written in every partition of the topics.
+
+    Asks twice: ListOffsets, then a fetch from just before that answer, whose high watermark is
+    authoritative. The embedded Tansu broker answers ListOffsets(latest) with the base offset
+    of the partition's last record batch plus one, which falls short of the log end whenever
+    that batch held more than one record; the fetch response carries the true end.
+    """
     consumer = AIOKafkaConsumer(**consumer_config(bootstrap, None))
     await consumer.start()
     try:
@@ -89,7 +95,21 @@ async def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[TopicPartit
             for t in topics
             for p in sorted(consumer.partitions_for_topic(t) or await _partitions(consumer, t))
         ]
-        return dict(await consumer.end_offsets(tps)) if tps else {}
+        if not tps:
+            return {}
+        ends: dict[TopicPartition, int] = dict(await consumer.end_offsets(tps))
+        written = [tp for tp in tps if ends[tp] > 0]
+        if written:
+            consumer.assign(written)
+            for tp in written:
+                consumer.seek(tp, ends[tp] - 1)
+            deadline = time.monotonic() + 10
+            while (any(consumer.highwater(tp) is None for tp in written)
+                   and time.monotonic() < deadline):
+                await consumer.getmany(timeout_ms=200, max_records=1)
+            for tp in written:
+                ends[tp] = max(ends[tp], consumer.highwater(tp) or 0)
+        return ends
     finally:
         await consumer.stop()
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import Engine
 
 from memberflow.runtime import Services, Stack
@@ -88,3 +89,42 @@ def expected_member_figures(events: list[dict[str, Any]]) -> dict[tuple[str, str
 def scalar(engine: Engine, sql: str, *params: Any) -> Any:
     with engine.connect() as conn:
         return conn.exec_driver_sql(sql, params).scalar()
+
+
+async def _read_topic(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    ends = await kafka.end_offsets(bootstrap, [topic])
+    consumer = AIOKafkaConsumer(**kafka.consumer_config(bootstrap, None))
+    await consumer.start()
+    try:
+        parts = [tp for tp, end in ends.items() if end > 0]
+        consumer.assign(parts)
+        for tp in parts:
+            await consumer.seek_to_beginning(tp)
+        out: list[dict[str, Any]] = []
+        remaining = {tp: ends[tp] for tp in parts}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        out.append(json.loads(r.value))
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.pop(tp, None)
+        if remaining:
+            raise AssertionError(f"could not read {topic} to its end: {remaining}")
+        return out
+    finally:
+        await consumer.stop()
+
+
+def read_topic(stack: Stack, topic: str) -> list[dict[str, Any]]:
+    """Every message on a topic up to its current end, decoded from JSON."""
+    return asyncio.run(_read_topic(stack.bootstrap, topic))
+
+
+def unique_by_id(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop repeats of an event id, as a reader of member events does."""
+    seen: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        seen.setdefault(m["event_id"], m)
+    return list(seen.values())

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from services.tiering import abc_store, domain, level_store, store
 from services.tiering.domain import MemberDelta
 from services.tiering.level_store import LevelChange
-from services.tiering.levels import Completion, LevelFacts, trigger, upgraded_level
+from services.tiering.levels import Completion, LevelFacts, climb, upgraded_level
 from shared.consumer import Batch, Output
 from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
 from shared.member_events import member_event, take_pending
@@ -90,16 +90,17 @@ class TieringHandler:
                 before = LevelFacts(now.level, now.blacklisted,
                                     now.completed_trades - delta.completed_trades,
                                     now.qualifying_cents - delta.gross_cents)
-                cause = trigger(policy, new_level, before,
-                                [Completion(*c) for c in delta.completions])
-                assert cause is not None  # only members with completions are evaluated
-                change = LevelChange(shop_id, member_id, now.level, new_level, "auto",
-                                     cause.occurred_at, event_id=cause.event_id,
-                                     policy_version=version)
-                changes.append(change)
-                outputs.append(level_store.level_changed_event(
-                    self.member_events, change, policy, now.blacklisted,
-                    f"level:{shop_id}:{member_id}:{cause.event_id}:{new_level}"))
+                old = now.level
+                for cause, level in climb(policy, before,
+                                          [Completion(*c) for c in delta.completions], now):
+                    change = LevelChange(shop_id, member_id, old, level, "auto",
+                                         cause.occurred_at, event_id=cause.event_id,
+                                         policy_version=version)
+                    changes.append(change)
+                    outputs.append(level_store.level_changed_event(
+                        self.member_events, change, policy, now.blacklisted,
+                        f"level:{shop_id}:{member_id}:{cause.event_id}:{level}"))
+                    old = level
         level_store.record_changes(conn, changes)
         return outputs
 

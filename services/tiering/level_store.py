@@ -100,15 +100,18 @@ def record_changes(conn: Connection, changes: Sequence[LevelChange]) -> None:
     """Set the members' levels and keep each change, with its cause, in `level_changes`."""
     if not changes:
         return
-    ordered = sorted(changes, key=lambda c: (c.shop_id, c.member_id))
+    # A member may climb twice in one batch; their row ends at the last change.
+    latest = {(c.shop_id, c.member_id): c for c in changes}
+    final = [latest[k] for k in sorted(latest)]
     conn.exec_driver_sql(
         "UPDATE members m SET level = u.new, level_since = u.since, updated_at = now() "
         "FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::timestamptz[]) "
         "  AS u(shop_id, member_id, new, since) "
         "WHERE m.shop_id = u.shop_id AND m.member_id = u.member_id",
-        ([c.shop_id for c in ordered], [c.member_id for c in ordered],
-         [c.new_level for c in ordered], [c.effective_from for c in ordered]),
+        ([c.shop_id for c in final], [c.member_id for c in final],
+         [c.new_level for c in final], [c.effective_from for c in final]),
     )
+    ordered = changes
     conn.exec_driver_sql(
         "INSERT INTO level_changes (shop_id, member_id, old_level, new_level, cause, event_id, "
         "  policy_version, operator, reason, effective_from) "

@@ -87,6 +87,32 @@ class Completion:
     amount_cents: int
 
 
+def climb(policy: LevelPolicy, before: LevelFacts, completions: list[Completion],
+          final: LevelFacts) -> list[tuple[Completion, int]]:
+    """The upgrades a member's new completed trades bring, one per trade that lifted them.
+
+    Trades are taken in event-time order from the figures `before` them; each trade that lifts
+    the member yields (trade, new level), so a member who reached level 1 in March and level 2 in
+    May has two changes even when both trades arrive in one batch. `final` holds the figures
+    with every trade (and, for windowed levels, what the whole history met); the last change
+    ends at the level those give.
+    """
+    ordered = sorted(completions, key=lambda c: (c.occurred_at, c.event_id))
+    target = upgraded_level(policy, final)
+    steps: list[tuple[Completion, int]] = []
+    level, trades, cents = before.level, before.completed_trades, before.qualifying_cents
+    for completion in ordered:
+        trades += 1
+        cents += completion.amount_cents
+        now = upgraded_level(policy, LevelFacts(level, before.blacklisted, trades, cents))
+        if now > level:
+            steps.append((completion, min(now, target)))
+            level = now
+    if target > level and ordered:
+        steps.append((ordered[-1], target))  # met only through a windowed level
+    return [(c, n) for c, n in steps if n > before.level]
+
+
 def trigger(policy: LevelPolicy, new_level: int, before: LevelFacts,
             completions: list[Completion]) -> Completion | None:
     """The trade (in event-time order) from which the member met `new_level`.

@@ -1,0 +1,251 @@
+"""Levels and customer ABC classes through the real broker and PostgreSQL, on a scripted shop
+whose every expected level, level change and class was worked out by hand."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from memberflow.runtime import Stack
+from services.tiering import operations
+from shared.db import make_engine
+from shared.filters import MemberFilter
+from shared.shopconfig import parse
+from tests.support import pipeline, read_topic, unique_by_id
+
+SHOP = "scripted"
+END = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)  # the latest event: the ABC period ends here
+CONFIG = {
+    "shop_id": SHOP, "name": "Scripted shop",
+    "levels": {"basis": "amount", "ladder": [
+        {"name": "regular", "threshold": "100.00", "discount": "0.98"},
+        {"name": "senior", "threshold": "500.00", "discount": "0.95"},
+        {"name": "vip", "threshold": "2000.00", "discount": "0.90"},
+        {"name": "supreme", "threshold": "5000.00", "discount": "0.85"},
+    ]},
+    "abc": {"customers": {"period_days": 365, "a_share": "0.05", "b_share": "0.20"}},
+}
+
+_ids = itertools.count(1)
+
+
+def _event(type_: str, member: str, at: datetime, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": f"e{next(_ids):04d}", "type": type_, "schema_version": 1,
+            "shop_id": SHOP, "member_id": member,
+            "occurred_at": at.isoformat().replace("+00:00", "Z"), "payload": payload}
+
+
+def _trade(member: str, order: str, amount: str, at: datetime) -> list[dict[str, Any]]:
+    """An order placed, paid and completed an hour apart (one item)."""
+    items = [{"sku": f"sku-{order[-1]}", "qty": 1, "unit_price": amount}]
+    return [
+        _event("order.placed", member, at - timedelta(hours=2),
+               {"order_id": order, "amount": amount, "items": items}),
+        _event("order.paid", member, at - timedelta(hours=1),
+               {"order_id": order, "amount": amount}),
+        _event("order.completed", member, at, {"order_id": order, "amount": amount}),
+    ]
+
+
+def day(month: int, d: int, year: int = 2026) -> datetime:
+    return datetime(year, month, d, 10, 0, tzinfo=UTC)
+
+
+def scripted_history() -> list[dict[str, Any]]:
+    h: list[dict[str, Any]] = []
+    h += _trade("m-jump", "o-jump", "2500.00", day(3, 1))        # 0 -> 3 in one trade
+    h += _trade("m-steps", "o-steps1", "60.00", day(2, 1))       # 60: still 0
+    h += _trade("m-steps", "o-steps2", "60.00", day(3, 1))       # 120: -> 1
+    h += _trade("m-steps", "o-steps3", "400.00", day(5, 1))      # 520: -> 2
+    h += _trade("m-refund", "o-refund", "600.00", day(4, 1))     # 600: -> 2
+    h.append(_event("order.refunded", "m-refund", day(4, 10),    # spend 0, level stays 2
+                    {"order_id": "o-refund", "amount": "600.00"}))
+    h += _trade("m-old", "o-old", "150.00", day(1, 1, 2025))     # level 1, outside the period
+    h += _trade("f01", "o-f01", "300.00", day(6, 1))
+    h += _trade("f02", "o-f02", "250.00", day(6, 1))             # tie on spend with f03:
+    h += _trade("f03", "o-f03", "250.00", day(5, 1))             #   the older purchase ranks 5th
+    h += _trade("f04a", "o-f04a", "200.00", day(4, 1))           # full tie: member id decides
+    h += _trade("f04b", "o-f04b", "200.00", day(4, 1))
+    for i, spend in enumerate(range(190, 60, -10), start=5):     # f05..f17: 190 .. 70
+        h += _trade(f"f{i:02d}", f"o-f{i:02d}", f"{spend}.00", day(3, 15))
+    h.append(_event("order.placed", "m-placed", END,             # never completed; ends the period
+                    {"order_id": "o-placed", "amount": "80.00",
+                     "items": [{"sku": "sku-x", "qty": 1, "unit_price": "80.00"}]}))
+    return h
+
+
+# Ranked (positive spend in the period): m-jump 2500, m-steps 520, f01 300, f02 250, f03 250,
+# f04a 200, f04b 200, f05..f17: n = 20, so A = ceil(0.05*20) = 1 and A+B = ceil(0.2*20) = 4.
+EXPECTED_CLASS = {"m-jump": "A", "m-steps": "B", "f01": "B", "f02": "B", "f03": "C",
+                  "f04a": "C", "f04b": "C", **{f"f{i:02d}": "C" for i in range(5, 18)},
+                  "m-refund": None, "m-old": None, "m-placed": None}
+EXPECTED_LEVEL = {"m-jump": 3, "m-steps": 2, "m-refund": 2, "m-old": 1, "f01": 1, "f02": 1,
+                  "f03": 1, "f04a": 1, "f04b": 1, "m-placed": 0,
+                  **{f"f{i:02d}": 1 if 190 - (i - 5) * 10 >= 100 else 0 for i in range(5, 18)}}
+DISCOUNT = {0: "1.00", 1: "0.98", 2: "0.95", 3: "0.90", 4: "0.85"}
+
+
+@pytest.fixture
+def engine(stack: Stack) -> Iterator[Engine]:
+    eng = make_engine(stack.database_url)
+    with eng.begin() as conn:
+        operations.apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
+                                     datetime.now(UTC))
+    yield eng
+    eng.dispose()
+
+
+def final_state(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT member_id, level, abc_class, completed_trades, gross_cents, spend_cents, "
+            "last_purchase_at FROM members WHERE shop_id = %s", (SHOP,)).all()
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def test_scripted_history_gives_the_expected_levels_events_and_classes(
+        stack: Stack, engine: Engine) -> None:
+    history = scripted_history()
+    pipeline(stack, history)
+
+    state = final_state(engine)
+    assert {m: s[0] for m, s in state.items()} == EXPECTED_LEVEL
+    assert {m: s[1] for m, s in state.items()} == EXPECTED_CLASS
+    assert state["m-refund"][3:5] == (60000, 0)  # refunded in full: spend 0, level kept
+
+    by_completion = {e["payload"]["order_id"]: e["event_id"] for e in history
+                     if e["type"] == "order.completed"}
+    events = unique_by_id(read_topic(stack, stack.topics.member_events))
+    levels = sorted((e["member_id"], e["payload"]["old_level"], e["payload"]["new_level"],
+                     e["payload"]["triggering_event_id"], e["payload"]["cause"],
+                     e["payload"]["discount"])
+                    for e in events if e["type"] == "member.level_changed")
+    expected_changes = [("m-jump", 0, 3, by_completion["o-jump"], "auto", "0.90"),
+                        ("m-steps", 0, 1, by_completion["o-steps2"], "auto", "0.98"),
+                        ("m-steps", 1, 2, by_completion["o-steps3"], "auto", "0.95"),
+                        ("m-refund", 0, 2, by_completion["o-refund"], "auto", "0.95"),
+                        ("m-old", 0, 1, by_completion["o-old"], "auto", "0.98")]
+    expected_changes += [(m, 0, 1, by_completion[f"o-{m}"], "auto", "0.98")
+                         for m, lv in EXPECTED_LEVEL.items() if m.startswith("f") and lv == 1]
+    assert levels == sorted(expected_changes)
+    jump = next(e for e in events if e["type"] == "member.level_changed"
+                and e["member_id"] == "m-jump")
+    # The triggering trade is priced at the old level; the new discount applies after it.
+    assert jump["payload"]["effective_from"] == "2026-03-01T10:00:00Z"
+    assert jump["payload"]["new_level_name"] == "vip"
+
+    classes = {e["member_id"]: e["payload"]["new_class"] for e in events
+               if e["type"] == "member.abc_changed"}
+    assert classes == {m: c for m, c in EXPECTED_CLASS.items() if c is not None}
+
+    with engine.connect() as conn:
+        abc = conn.exec_driver_sql(
+            "SELECT watermark, ranked, zero_spenders, dirty FROM abc_shops WHERE shop_id = %s",
+            (SHOP,)).one()
+        history_rows = conn.exec_driver_sql(
+            "SELECT count(*) FROM level_changes WHERE shop_id = %s", (SHOP,)).scalar()
+    assert tuple(abc) == (END, 20, 1, False)
+    assert history_rows == len(expected_changes)
+
+
+def _shuffled_within_members(history: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Each member's events in a random order, members interleaved at random."""
+    rng = random.Random(seed)
+    per_member: dict[str, list[dict[str, Any]]] = {}
+    for e in history:
+        per_member.setdefault(e["member_id"], []).append(e)
+    queues = []
+    for events in per_member.values():
+        events = events[:]
+        rng.shuffle(events)
+        queues.append(events)
+    out: list[dict[str, Any]] = []
+    while queues:
+        q = rng.choice(queues)
+        out.append(q.pop(0))
+        if not q:
+            queues.remove(q)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["twice", "duplicated", "shuffled"])
+def test_replay_twice_duplicates_and_shuffles_end_in_the_same_state(
+        stack: Stack, engine: Engine, variant: str) -> None:
+    history = scripted_history()
+    if variant == "twice":
+        pipeline(stack, history)
+        pipeline(stack, history)
+    elif variant == "duplicated":
+        pipeline(stack, [e for e in history for _ in range(2)])
+    else:
+        pipeline(stack, _shuffled_within_members(history, seed=7))
+
+    state = final_state(engine)
+    assert {m: s[0] for m, s in state.items()} == EXPECTED_LEVEL
+    assert {m: s[1] for m, s in state.items()} == EXPECTED_CLASS
+
+
+def test_blacklist_policy_change_manual_levels_and_preview(stack: Stack, engine: Engine) -> None:
+    history = scripted_history()
+    pipeline(stack, history)
+    topic = stack.topics.member_events
+    now = datetime(2026, 7, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        assert operations.set_blacklist(conn, SHOP, ["f17"], True, "ops", "chargebacks") == 1
+
+    # f17 (70.00) and f16 (80.00) buy 100.00 more: f16 moves up, blacklisted f17 does not.
+    more = _trade("f16", "o-f16-2", "100.00", END + timedelta(hours=1))
+    more += _trade("f17", "o-f17-2", "100.00", END + timedelta(hours=1))
+    pipeline(stack, more)
+    state = final_state(engine)
+    assert state["f16"][0] == 1 and state["f17"][0] == 0
+
+    # Preview a lower senior bar: changes nothing, says who would move.
+    lower = parse({**CONFIG, "levels": {**CONFIG["levels"], "ladder": [
+        {"name": "regular", "threshold": "100.00", "discount": "0.98"},
+        {"name": "senior", "threshold": "250.00", "discount": "0.95"},
+        {"name": "vip", "threshold": "2000.00", "discount": "0.90"},
+        {"name": "supreme", "threshold": "5000.00", "discount": "0.85"}]}})
+    assert lower.levels is not None
+    with engine.begin() as conn:
+        preview = operations.preview(conn, SHOP, lower.levels)
+    # f01 (300.00), f02 and f03 (250.00) meet the new bar; m-steps and m-refund hold 2 already.
+    assert preview.moved_up == 3
+    assert preview.holding[2] == 5 and preview.holding[3] == 1
+    assert final_state(engine) == state  # the preview changed nothing
+
+    with engine.begin() as conn:
+        result = operations.apply_shop_config(conn, topic, lower, "ops", now)
+    assert result.changed and result.moved_up == preview.moved_up
+    after = final_state(engine)
+    assert {m for m in after if after[m][0] == 2} == {"m-steps", "m-refund", "f01", "f02", "f03"}
+
+    # A manual downgrade sticks until a later qualifying trade; refused without a reason.
+    with engine.begin() as conn:
+        manual = operations.set_level(conn, topic, SHOP, MemberFilter(member_ids=("m-jump",)),
+                                      1, "ops", "test account", now)
+    assert manual.changed == 1 and final_state(engine)["m-jump"][0] == 1
+    with pytest.raises(operations.OperationRefused), engine.begin() as conn:
+        operations.set_level(conn, topic, SHOP, MemberFilter(levels=(1,)), 4, "ops", " ", now)
+    pipeline(stack, _trade("m-jump", "o-jump-2", "10.00", END + timedelta(days=1)))
+    assert final_state(engine)["m-jump"][0] == 3
+
+    with engine.connect() as conn:
+        causes = [r[0] for r in conn.exec_driver_sql(
+            "SELECT cause FROM level_changes WHERE shop_id = %s AND member_id = 'm-jump' "
+            "ORDER BY id", (SHOP,))]
+        pending = conn.exec_driver_sql(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL").scalar()
+    assert causes == ["auto", "manual", "auto"]
+    assert pending == 0  # the worker relayed the operator's changes
+    relayed = {(e["payload"]["cause"], e["member_id"])
+               for e in unique_by_id(read_topic(stack, topic))
+               if e["type"] == "member.level_changed"}
+    assert {("manual", "m-jump"), ("policy", "f02"), ("policy", "f03"),
+            ("policy", "f01")} <= relayed
