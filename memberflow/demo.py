@@ -7,21 +7,41 @@ import json
 import shutil
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import click
+import yaml
 
 from memberflow.report import PipelineFigures, summary
 from memberflow.runtime import WORKERS, Services, Stack, open_stack
 from memberflow.sample import bad_lines, generate, write_jsonl
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import Progress, count_lines, read_file, replay
+from services.tiering.operations import apply_shop_config
 from shared.config import Settings
 from shared.db import make_engine
 from shared.metrics import Metrics
+from shared.shopconfig import parse
 
 SHOP = "demo-shop"
+# The demo shop's configuration, written next to its data so an operator can edit and re-apply
+# it (memberflow config apply FILE --data-dir DIR). examples/shop.yaml documents every key.
+DEMO_CONFIG = """\
+shop_id: demo-shop
+name: Demo Shop
+levels:
+  basis: amount
+  ladder:
+    - {name: regular, threshold: "100.00", discount: "0.98"}
+    - {name: senior, threshold: "500.00", discount: "0.95"}
+    - {name: vip, threshold: "2000.00", discount: "0.90"}
+    - {name: supreme, threshold: "5000.00", discount: "0.85"}
+abc:
+  customers: {period_days: 365, a_share: "0.05", b_share: "0.20"}
+  products: {period_days: 365, a_cutoff: "0.70", b_cutoff: "0.90"}
+"""
 
 
 def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> None:
@@ -35,10 +55,22 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
     sample = data_dir / "sample-history.jsonl"
     write_jsonl(history, sample, extra_lines=bad_lines())
     click.echo(f"  {len(history):,} events (+{len(bad_lines())} malformed lines) in {sample}")
+    config_file = data_dir / "demo-shop.yaml"
+    config_file.write_text(DEMO_CONFIG, encoding="utf-8")
+    config = parse(yaml.safe_load(DEMO_CONFIG), str(config_file))
     with open_stack(settings) as stack:
         broker = "embedded" if stack.embedded_broker else "external"
         database = f"embedded under {data_dir}" if stack.embedded_database else "external"
         click.echo(f"broker {stack.bootstrap} ({broker}), database {database}")
+        engine = make_engine(stack.database_url, pool_size=1)
+        try:
+            with engine.begin() as conn:
+                applied = apply_shop_config(conn, stack.topics.member_events, config, "demo",
+                                            datetime.now(UTC))
+        finally:
+            engine.dispose()
+        click.echo(f"shop configuration {config_file} applied (version {applied.version}): "
+                   "4 membership levels, customer and product ABC settings")
         asyncio.run(_demo(stack, sample, serve))
 
 

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
+from memberflow.abc_report import product_abc
+from services.tiering.level_store import shop_configs
+from services.tiering.levels import discount
 from shared.money import CENT, format_cents, from_cents
 
 BUCKETS = ((0, 1), (1, 10_000), (10_000, 50_000), (50_000, 100_000), (100_000, 500_000),
@@ -86,7 +89,51 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
     for r in top:
         lines.append(f"  {r.member_id:<12} {r.region or '-':<14} {r.completed_trades:>4} trades  "
                      f"{format_cents(r.spend_cents):>12}")
+    lines += _tiers(conn, shop_id)
     if parked:
         lines += ["", "Dead letters (memberflow dead-letters list shows all)"]
         lines += [f"  {r.source_ref}: {r.reason}" for r in parked]
     return "\n".join(lines)
+
+
+def _tiers(conn: Connection, shop_id: str) -> list[str]:
+    """Members and revenue per level; customer and product ABC classes."""
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    policy = entry[1].levels if entry else None
+    rows = conn.execute(text(
+        "SELECT level, count(*) AS n, coalesce(sum(spend_cents), 0) AS spend, "
+        "coalesce(sum(completed_trades), 0) AS trades FROM members WHERE shop_id = :s "
+        "GROUP BY level ORDER BY level"), {"s": shop_id}).all()
+    total = sum(r.spend for r in rows) or 1
+    lines = ["", "Levels (members, net spend, share, average order value, next-order discount)"]
+    for r in rows:
+        name = policy.name_of(r.level) if policy and r.level else "not a member"
+        aov = format_cents(r.spend // r.trades) if r.trades else "-"
+        lines.append(f"  {r.level} {name:<13} {r.n:>7,}  {format_cents(r.spend):>14}  "
+                     f"{r.spend / total:>5.1%}  {aov:>9}  x{discount(policy, r.level, False)}")
+    changes = conn.execute(text(
+        "SELECT cause, count(*) FROM level_changes WHERE shop_id = :s GROUP BY cause "
+        "ORDER BY cause"), {"s": shop_id}).all()
+    lines.append("  level changes         " + (", ".join(f"{n:,} {c}" for c, n in changes)
+                                               or "none"))
+    abc = conn.execute(text(
+        "SELECT watermark, ranked, zero_spenders FROM abc_shops WHERE shop_id = :s"),
+        {"s": shop_id}).first()
+    if abc is None:
+        return lines
+    counts: dict[str, int] = dict(conn.execute(text(
+        "SELECT abc_class, count(*) FROM members WHERE shop_id = :s AND abc_class IS NOT NULL "
+        "GROUP BY abc_class"), {"s": shop_id}).all())
+    lines += ["", f"Customer ABC (spend over the period ending {abc.watermark:%Y-%m-%d %H:%M} "
+                  "UTC, the latest event)",
+              f"  A {counts.get('A', 0):,}   B {counts.get('B', 0):,}   C {counts.get('C', 0):,}"
+              f"   ({abc.ranked:,} ranked; {abc.zero_spenders:,} zero spenders kept apart)"]
+    products = product_abc(conn, shop_id)
+    sales = sum(r.sales_cents for r in products.rows) or 1
+    parts = []
+    for cls in "ABC":
+        rows_of = [r for r in products.rows if r.product_class == cls]
+        share = sum(r.sales_cents for r in rows_of) / sales
+        parts.append(f"{cls} {len(rows_of):,} items / {share:.0%} of sales")
+    lines += ["", f"Product ABC ({len(products.rows):,} items sold): " + ", ".join(parts)]
+    return lines
