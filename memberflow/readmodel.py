@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from services.tiering.level_store import shop_configs
 from services.tiering.levels import discount
@@ -52,6 +52,13 @@ def member_records(conn: Connection, shop_id: str,
         }
         for r in rows
     ]
+
+
+def read_member(engine: Engine, shop_id: str, member_id: str) -> dict[str, Any] | None:
+    """One member's record, or None (for the storefront's GET)."""
+    with engine.connect() as conn:
+        rows = member_records(conn, shop_id, MemberFilter(member_ids=(member_id,)))
+    return rows[0] if rows else None
 
 
 def level_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[str, Any]]:

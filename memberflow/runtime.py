@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,6 +14,7 @@ from datetime import timedelta
 from aiohttp import web
 from sqlalchemy import Engine
 
+from memberflow.readmodel import read_member
 from services.ingest.archive import DeadLetterRecorder, EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
@@ -136,7 +138,9 @@ class Services:
                        for w in self.workers]
         if self.http_port is not None:
             self.ingestor = Ingestor(self.producer, topics, self.metrics, source="http")
-            self._runner = web.AppRunner(make_app(self.ingestor, self.metrics), access_log=None)
+            app = make_app(self.ingestor, self.metrics,
+                           member_reader=functools.partial(read_member, self.engine))
+            self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, settings.http_host, self.http_port)
             await site.start()

@@ -1,7 +1,10 @@
-"""HTTP ingest: `POST /v1/events` (one event or a JSON array), plus /metrics and /healthz."""
+"""HTTP: `POST /v1/events` (one event or a JSON array), `GET /v1/shops/S/members/M` (a
+member's level, discount and class for the storefront), /metrics and /healthz."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -71,7 +74,22 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_app(ingestor: Ingestor | None, metrics_: Metrics) -> web.Application:
+MemberReader = Callable[[str, str], dict[str, Any] | None]
+READER: web.AppKey[MemberReader] = web.AppKey("member_reader")
+
+
+async def get_member(request: web.Request) -> web.Response:
+    """A member's record for the storefront: level, next-order discount, ABC class, figures."""
+    shop_id, member_id = request.match_info["shop_id"], request.match_info["member_id"]
+    record = await asyncio.to_thread(request.app[READER], shop_id, member_id)
+    if record is None:
+        return web.json_response({"error": f"no member {member_id!r} in shop {shop_id!r}"},
+                                 status=404)
+    return web.json_response(record)
+
+
+def make_app(ingestor: Ingestor | None, metrics_: Metrics,
+             member_reader: MemberReader | None = None) -> web.Application:
     """The HTTP application; without an ingestor it serves only /metrics and /healthz."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[METRICS] = metrics_
@@ -80,4 +98,7 @@ def make_app(ingestor: Ingestor | None, metrics_: Metrics) -> web.Application:
     if ingestor is not None:
         app[INGESTOR] = ingestor
         app.router.add_post("/v1/events", post_events)
+    if member_reader is not None:
+        app[READER] = member_reader
+        app.router.add_get("/v1/shops/{shop_id}/members/{member_id}", get_member)
     return app

@@ -3,19 +3,22 @@ whose every expected level, level change and class was worked out by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 import pytest
 from sqlalchemy import Engine
 
-from memberflow.runtime import Stack
+from memberflow.runtime import Services, Stack
 from services.tiering import operations
 from shared.db import make_engine
 from shared.filters import MemberFilter
+from shared.metrics import Metrics
 from shared.shopconfig import parse
 from tests.support import pipeline, read_topic, unique_by_id
 
@@ -249,3 +252,27 @@ def test_blacklist_policy_change_manual_levels_and_preview(stack: Stack, engine:
                if e["type"] == "member.level_changed"}
     assert {("manual", "m-jump"), ("policy", "f02"), ("policy", "f03"),
             ("policy", "f01")} <= relayed
+
+
+def test_storefront_reads_level_and_discount_over_http(stack: Stack, engine: Engine) -> None:
+    pipeline(stack, scripted_history())
+
+    async def fetch() -> list[tuple[int, dict[str, Any]]]:
+        services = Services(stack, ["tiering"], Metrics(), http_port=0)
+        await services.start()
+        try:
+            out = []
+            async with aiohttp.ClientSession() as http:
+                for member in ("m-jump", "nobody"):
+                    url = f"{services.http_url}/v1/shops/{SHOP}/members/{member}"
+                    async with http.get(url) as resp:
+                        out.append((resp.status, await resp.json()))
+            return out
+        finally:
+            await services.close()
+
+    (ok, record), (missing, error) = asyncio.run(fetch())
+    assert ok == 200
+    assert (record["level"], record["level_name"], record["discount"], record["abc_class"]) == (
+        3, "vip", "0.90", "A")
+    assert missing == 404 and "nobody" in error["error"]
