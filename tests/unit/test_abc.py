@@ -201,12 +201,13 @@ def test_items_without_sales_are_left_out() -> None:
 
 
 def test_item_reached_exactly_at_the_cutoff_starts_the_next_class() -> None:
-    # 60% + 10% reaches 70% exactly: the next item is B; 20% more reaches 90%: the last is C.
-    rows = classify_products({"a": 60, "b": 10, "c": 20, "d": 10}, A_CUT, B_CUT)
-    assert [(r.sku, r.product_class) for r in rows] == [
-        ("a", "A"), ("c", "A"), ("b", "B"), ("d", "C")]
+    # a + b reach 70% exactly, so c is B; a..d reach 90% exactly, so e is C.
     rows = classify_products({"a": 60, "b": 10, "c": 10, "d": 10, "e": 10}, A_CUT, B_CUT)
-    assert [r.product_class for r in rows] == ["A", "A", "B", "B", "C"]
+    assert [(r.sku, r.product_class) for r in rows] == [
+        ("a", "A"), ("b", "A"), ("c", "B"), ("d", "B"), ("e", "C")]
+    # One cent short of 70% keeps the next item in A.
+    rows = classify_products({"a": 6999, "b": 2000, "c": 1001}, A_CUT, B_CUT)
+    assert [r.product_class for r in rows] == ["A", "A", "B"]
 
 
 def test_shop_may_move_the_a_cutoff() -> None:
