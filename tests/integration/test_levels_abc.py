@@ -276,3 +276,48 @@ def test_storefront_reads_level_and_discount_over_http(stack: Stack, engine: Eng
     assert (record["level"], record["level_name"], record["discount"], record["abc_class"]) == (
         3, "vip", "0.90", "A")
     assert missing == 404 and "nobody" in error["error"]
+
+
+CUSTOM = {
+    "shop_id": "custom", "name": "Custom ladder",
+    "levels": {"preset": "custom", "ladder": [
+        {"name": "basic", "min_trades": 1, "discount": "1.00"},
+        {"name": "loyal", "min_trades": 3, "within_days": 30, "discount": "0.95"},
+        {"name": "important", "min_trades": 3, "min_amount": "1000.00", "within_days": 30,
+         "discount": "0.90"},
+    ]},
+}
+
+
+def _custom_trades(member: str, amounts_days: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i, (amount, d) in enumerate(amounts_days):
+        for e in _trade(member, f"o-{member}-{i}", amount, day(1, 1) + timedelta(days=d)):
+            out.append({**e, "shop_id": "custom"})
+    return out
+
+
+def test_custom_ladder_with_recency_windows_in_event_time(stack: Stack, engine: Engine) -> None:
+    with engine.begin() as conn:
+        operations.apply_shop_config(conn, stack.topics.member_events, parse(CUSTOM), "test",
+                                     datetime.now(UTC))
+    first = (_custom_trades("w-spread", [("100.00", 0), ("100.00", 40), ("100.00", 80)])
+             + _custom_trades("w-burst", [("100.00", 0), ("100.00", 10), ("100.00", 20)])
+             + _custom_trades("w-big", [("400.00", 0), ("400.00", 5), ("400.00", 10)])
+             + _custom_trades("w-late", [("100.00", 0), ("100.00", 25)]))
+    pipeline(stack, first)
+
+    def levels() -> dict[str, int]:
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql(
+                "SELECT member_id, level FROM members WHERE shop_id = 'custom'").all())
+
+    assert levels() == {"w-spread": 1, "w-burst": 2, "w-big": 3, "w-late": 1}
+    # A trade that happened on day 10 arrives last: with it, three trades fall within 30 days.
+    late = _custom_trades("w-late", [("100.00", 0), ("100.00", 25), ("100.00", 10)])[6:]
+    pipeline(stack, late)
+    assert levels() == {"w-spread": 1, "w-burst": 2, "w-big": 3, "w-late": 2}
+
+    with engine.connect() as conn:
+        preview = operations.preview(conn, "custom", parse(CUSTOM).levels)  # type: ignore[arg-type]
+    assert preview.holding == {0: 0, 1: 1, 2: 2, 3: 1} and preview.moved_up == 0
