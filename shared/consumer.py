@@ -285,9 +285,11 @@ class BatchWorker:
     def tick_now(self) -> int:
         """Run the handler's timed work once (blocking); returns how many messages it published."""
         ticking = cast(Ticking, self.handler)
+        started = time.perf_counter()
         with self.engine.begin() as conn:
             outputs = ticking.tick(conn, datetime.now(UTC))
             self._publish_blocking(outputs, [])
+        self.metrics.tick_seconds.labels(self.handler.name).observe(time.perf_counter() - started)
         for out in outputs:
             self.metrics.outputs_published.labels(self.handler.name, out.type).inc()
         return len(outputs)

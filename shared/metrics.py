@@ -32,6 +32,10 @@ class Metrics:
             "memberflow_batch_seconds",
             "Time to apply one poll batch (decode, database transaction, publish)", ["worker"],
             buckets=LATENCY_BUCKETS, registry=r)
+        self.tick_seconds = Histogram(
+            "memberflow_timed_work_seconds",
+            "Time of one round of timed work (customer ABC recomputes, outbox relay)", ["worker"],
+            buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = Histogram(
             "memberflow_batch_events", "Events per applied batch", ["worker"],
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
