@@ -44,12 +44,13 @@ def enqueue(conn: Connection, outputs: list[Output]) -> None:
     """Store events for the relay, in the caller's transaction."""
     if not outputs:
         return
-    conn.exec_driver_sql(
-        "INSERT INTO outbox (topic, key, value, type) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])",
-        ([o.topic for o in outputs], [o.key.decode() if o.key else None for o in outputs],
-         [o.value.decode() for o in outputs], [o.type for o in outputs]),
-    )
+    # COPY: a policy change can enqueue hundreds of thousands of events, and text arrays of
+    # JSON strings cost ~20x more to encode and parse.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur, cur.copy("COPY outbox (topic, key, value, type) FROM STDIN") as copy:
+        for o in outputs:
+            copy.write_row((o.topic, o.key.decode() if o.key else None, o.value.decode(), o.type))
 
 
 def take_pending(conn: Connection, limit: int = 5000) -> list[Output]:

@@ -90,21 +90,26 @@ def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: Custome
               now: datetime) -> AbcRun:
     """Rank the shop's members over the period ending `as_of`; store and return what changed."""
     params = _params(shop_id, as_of, settings)
-    changes = conn.exec_driver_sql(
+    # Sorting and hashing a large shop's members wants more than the default work_mem.
+    conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    # One pass over the period: the class changes and the population counts together (the
+    # counts row comes back even when nothing changed, with a NULL member).
+    rows = conn.exec_driver_sql(
         f"WITH {_CLASSES}, "
+        "counts AS (SELECT count(*) FILTER (WHERE spend > 0) AS ranked, "
+        "  count(*) FILTER (WHERE spend <= 0) AS zero FROM period), "
         "changed AS (SELECT m.member_id, m.abc_class AS old, c.cls AS new FROM members m "
         "  LEFT JOIN classes c ON c.member_id = m.member_id "
-        "  WHERE m.shop_id = %(shop)s AND m.abc_class IS DISTINCT FROM c.cls) "
-        "UPDATE members m SET abc_class = ch.new, abc_since = %(as_of)s FROM changed ch "
-        "WHERE m.shop_id = %(shop)s AND m.member_id = ch.member_id "
-        "RETURNING m.member_id, ch.old, ch.new",
+        "  WHERE m.shop_id = %(shop)s AND m.abc_class IS DISTINCT FROM c.cls), "
+        "updated AS (UPDATE members m SET abc_class = ch.new, abc_since = %(as_of)s "
+        "  FROM changed ch WHERE m.shop_id = %(shop)s AND m.member_id = ch.member_id "
+        "  RETURNING m.member_id, ch.old, ch.new) "
+        "SELECT counts.ranked, counts.zero, u.member_id, u.old, u.new "
+        "FROM counts LEFT JOIN updated u ON true",
         params,
     ).all()
-    ranked, zero = conn.exec_driver_sql(
-        f"SELECT count(*) FILTER (WHERE spend > 0), count(*) FILTER (WHERE spend <= 0) "
-        f"FROM ({_PERIOD_SPEND}) p",
-        params,
-    ).one()
+    ranked, zero = rows[0][0], rows[0][1]
+    changes = [(m, o, n) for _, _, m, o, n in rows if m is not None]
     conn.exec_driver_sql(
         "UPDATE abc_shops SET dirty = false, computed_as_of = %s, computed_at = %s, "
         "ranked = %s, zero_spenders = %s WHERE shop_id = %s",
