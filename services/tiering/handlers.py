@@ -11,6 +11,7 @@ relay member events that operator commands left in the outbox.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from datetime import datetime, timedelta
 
@@ -25,6 +26,9 @@ from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
 from shared.member_events import member_event, take_pending
 from shared.policy import CustomerAbc
 from shared.topics import Topics
+
+# A recompute that took t seconds is not repeated for the same shop within ABC_MAX_SHARE * t.
+ABC_MAX_SHARE = 5
 
 
 class TieringHandler:
@@ -42,6 +46,7 @@ class TieringHandler:
         self.member_events = topics.member_events
         self.abc_debounce = abc_debounce
         self.tick_seconds = tick_seconds
+        self._abc_cost: dict[str, tuple[datetime, float]] = {}  # shop -> (last run, seconds)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         keys = [
@@ -111,11 +116,16 @@ class TieringHandler:
             return outputs
         configs = level_store.shop_configs(conn, [shop for shop, _ in due])
         for shop_id, watermark in due:
+            last = self._abc_cost.get(shop_id)
+            if last is not None and now < last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):
+                continue  # a large shop: keep recomputes to a fifth of the worker's time
             entry = configs.get(shop_id)
             settings = entry[1].abc.customers if entry else CustomerAbc()
             # The period ends at the shop's event-time watermark, not the wall clock: a replay
             # of last year classifies members as live processing did then.
+            started = time.perf_counter()
             outputs += self.recompute_abc(conn, shop_id, watermark, settings, now)
+            self._abc_cost[shop_id] = (now, time.perf_counter() - started)
         return outputs
 
     def recompute_abc(self, conn: Connection, shop_id: str, as_of: datetime,
