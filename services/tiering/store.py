@@ -19,7 +19,7 @@ def lock_orders(conn: Connection, keys: Iterable[OrderKey]) -> dict[OrderKey, Or
     rows = conn.exec_driver_sql(
         "SELECT shop_id, order_id, member_id, amount_cents, completed_at, completed_event_id, "
         "refund_requested_cents FROM member_orders "
-        "WHERE (shop_id, order_id) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+        "WHERE (shop_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
         "ORDER BY shop_id, order_id FOR UPDATE",
         ([k[0] for k in keys], [k[1] for k in keys]),
     ).all()
@@ -33,8 +33,8 @@ def save_orders(conn: Connection, orders: Iterable[Order]) -> None:
     conn.exec_driver_sql(
         "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, completed_at, "
         "  completed_event_id, refund_requested_cents) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
-        "  %s::timestamptz[], %s::text[], %s::bigint[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::bigint[], "
+        "  %b::timestamptz[], %b::text[], %b::bigint[]) "
         "ON CONFLICT (shop_id, order_id) DO UPDATE SET "
         "  amount_cents = excluded.amount_cents, completed_at = excluded.completed_at, "
         "  completed_event_id = excluded.completed_event_id, "
@@ -54,8 +54,8 @@ def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]) ->
     conn.exec_driver_sql(
         "INSERT INTO members AS m (shop_id, member_id, completed_trades, gross_cents, "
         "  refunded_cents, spend_cents, first_purchase_at, last_purchase_at, region, region_at) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[], "
-        "  %s::bigint[], %s::timestamptz[], %s::timestamptz[], %s::text[], %s::timestamptz[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bigint[], %b::bigint[], "
+        "  %b::bigint[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::timestamptz[]) "
         "ON CONFLICT (shop_id, member_id) DO UPDATE SET "
         "  completed_trades = m.completed_trades + excluded.completed_trades, "
         "  gross_cents = m.gross_cents + excluded.gross_cents, "
@@ -94,7 +94,7 @@ def save_items(conn: Connection, events: Iterable[OrderPlaced]) -> None:
         return
     conn.exec_driver_sql(
         "INSERT INTO order_items (shop_id, order_id, line, sku, qty, unit_price_cents) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], %s::int[], "
-        "  %s::bigint[]) ON CONFLICT DO NOTHING",
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::int[], "
+        "  %b::bigint[]) ON CONFLICT DO NOTHING",
         (shops, orders, lines, skus, qtys, prices),
     )
