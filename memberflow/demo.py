@@ -86,14 +86,12 @@ async def _demo(stack: Stack, sample: Path, serve: bool) -> None:
         click.echo("waiting until every worker has caught up (consumer lag 0) ...")
         await services.wait_caught_up()
         seconds = time.monotonic() - started
-        duplicates = int(metrics.registry.get_sample_value(
-            "memberflow_events_duplicate_total", {"worker": "tiering"}) or 0)
         engine = make_engine(stack.database_url, pool_size=1)
         try:
             with engine.connect() as conn:
                 text = summary(conn, SHOP, PipelineFigures(
                     report.accepted + len(report.rejected), len(report.rejected), seconds,
-                    duplicates, http_ok, http_bad))
+                    http_ok, http_bad))
         finally:
             engine.dispose()
         click.echo("\n" + text + "\n")

@@ -20,7 +20,6 @@ class PipelineFigures:
     replayed: int
     rejected: int
     seconds: float
-    duplicates: int
     http_accepted: int
     http_rejected: int
 
@@ -68,7 +67,9 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
         f"  rejected              {pipe.rejected:,} replayed line(s) + {pipe.http_rejected} "
         f"over HTTP, parked on the dead-letter topic",
         f"  accepted over HTTP    {pipe.http_accepted}",
-        f"  duplicates skipped    {pipe.duplicates:,} (redelivered event ids, counted once)",
+        f"  duplicates skipped    "
+        f"{max(0, pipe.replayed - pipe.rejected + pipe.http_accepted - archived):,} "
+        "(repeated event ids, counted once)",
         f"  archived              {archived:,} distinct events in PostgreSQL",
         "  consumer lag          0 on every worker",
         "",

@@ -87,7 +87,9 @@ class Handler(Protocol):
     topics: tuple[str, ...]    # subscribed topics
     event_topics: frozenset[str]  # of those, the ones carrying inbound events to decode
     handles: frozenset[str]    # event types passed to `apply`; others are skipped
-    claims_ids: bool           # skip event ids this handler applied before (processed_events)
+    # Event types whose ids are claimed in processed_events, so a repeat is skipped. Types the
+    # handler applies idempotently by their own key (an order completes once) need no claim.
+    claims_ids: frozenset[str]
     parks_rejects: bool        # dead-letter undecodable events (one worker per topic does)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]: ...
@@ -177,6 +179,17 @@ def claim_event_ids(conn: Connection, consumer: str, events: list[EventModel]) -
             fresh.discard(event.event_id)
             out.append(event)
     return out
+
+
+def _claim(conn: Connection, handler: Handler, events: list[EventModel]) -> list[EventModel]:
+    """The events to apply: claimed types only the first time their id is seen."""
+    if not handler.claims_ids:
+        return events
+    claimed = [e for e in events if e.type in handler.claims_ids]
+    if not claimed:
+        return events
+    fresh = {id(e) for e in claim_event_ids(conn, handler.name, claimed)}
+    return [e for e in events if e.type not in handler.claims_ids or id(e) in fresh]
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -358,7 +371,7 @@ class BatchWorker:
                     continue
                 if event.type in handler.handles:
                     events.append(event)
-            new = claim_event_ids(conn, handler.name, events) if handler.claims_ids else events
+            new = _claim(conn, handler, events)
             batch = Batch(new, fresh, duplicates=len(events) - len(new))
             outputs = handler.apply(conn, batch) if fresh else []
             store_positions(conn, handler.name, next_offsets)

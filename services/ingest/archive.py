@@ -20,7 +20,7 @@ class EventArchiver:
 
     name = "archiver"
     handles = EVENT_TYPES
-    claims_ids = False  # the archive's unique event_id already deduplicates
+    claims_ids: frozenset[str] = frozenset()  # the archive's unique event_id deduplicates
     parks_rejects = True
 
     def __init__(self, topics: Topics) -> None:
@@ -55,7 +55,7 @@ class DeadLetterRecorder:
     name = "dead-letters"
     handles: frozenset[str] = frozenset()
     event_topics: frozenset[str] = frozenset()
-    claims_ids = False
+    claims_ids: frozenset[str] = frozenset()
     parks_rejects = False
 
     def __init__(self, topics: Topics) -> None:

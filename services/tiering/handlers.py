@@ -36,7 +36,9 @@ class TieringHandler:
 
     name = "tiering"
     handles = frozenset({"order.placed", "order.completed", "order.refunded"})
-    claims_ids = True
+    # Placements and completions are idempotent by order (items once, region by time, an order
+    # completes once); only a refund adds to what is there, so only refunds are claimed by id.
+    claims_ids = frozenset({"order.refunded"})
     parks_rejects = False  # the archiver parks bad inbound events, once for every worker
 
     def __init__(self, topics: Topics, *, abc_debounce: timedelta = timedelta(seconds=5),
