@@ -105,24 +105,22 @@ def record_changes(conn: Connection, changes: Sequence[LevelChange]) -> None:
     final = [latest[k] for k in sorted(latest)]
     conn.exec_driver_sql(
         "UPDATE members m SET level = u.new, level_since = u.since, updated_at = now() "
-        "FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::timestamptz[]) "
+        "FROM unnest(%b::text[], %b::text[], %b::smallint[], %b::timestamptz[]) "
         "  AS u(shop_id, member_id, new, since) "
         "WHERE m.shop_id = u.shop_id AND m.member_id = u.member_id",
         ([c.shop_id for c in final], [c.member_id for c in final],
          [c.new_level for c in final], [c.effective_from for c in final]),
     )
-    ordered = changes
-    conn.exec_driver_sql(
-        "INSERT INTO level_changes (shop_id, member_id, old_level, new_level, cause, event_id, "
-        "  policy_version, operator, reason, effective_from) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::smallint[], %s::smallint[], "
-        "  %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::timestamptz[])",
-        ([c.shop_id for c in ordered], [c.member_id for c in ordered],
-         [c.old_level for c in ordered], [c.new_level for c in ordered],
-         [c.cause for c in ordered], [c.event_id for c in ordered],
-         [c.policy_version for c in ordered], [c.operator for c in ordered],
-         [c.reason for c in ordered], [c.effective_from for c in ordered]),
-    )
+    # COPY: a policy change may record hundreds of thousands of changes in one go.
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    columns = ("shop_id, member_id, old_level, new_level, cause, event_id, policy_version, "
+               "operator, reason, effective_from")
+    with raw.cursor() as cur, cur.copy(f"COPY level_changes ({columns}) FROM STDIN") as copy:
+        for c in changes:
+            copy.write_row((c.shop_id, c.member_id, c.old_level, c.new_level, c.cause,
+                            c.event_id, c.policy_version, c.operator, c.reason,
+                            c.effective_from))
 
 
 def level_changed_event(topic: str, change: LevelChange, policy: LevelPolicy | None,
