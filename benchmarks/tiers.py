@@ -17,12 +17,12 @@ wheel); no broker is needed.
      `TieringHandler.apply` in batches of --batch events, each in one transaction after
      `claim_event_ids`, as `BatchWorker.process` does (no Kafka: no positions, no decode, no
      publishing), once for a shop with a 4-level marketplace ladder (amount basis, applied with
-     `operations.apply_shop_config`) and once for a shop without one.
+     `memberflow.configure.apply_shop_config`) and once for a shop without one.
   3. policy re-evaluation over the members of part 1: applying the ladder with
-     `operations.apply_shop_config` (which runs `operations.reevaluate`: every member who meets
-     a level moves up, with a `level_changes` row and an outbox event each); `reevaluate` again
-     with nothing left to move; and `reevaluate` with a custom ladder of 365-day windows (window
-     functions over every order; rolled back).
+     `memberflow.configure.apply_shop_config` (which runs `operations.reevaluate`: every member
+     who meets a level moves up, with a `level_changes` row and an outbox event each);
+     `reevaluate` again with nothing left to move; and `reevaluate` with a custom ladder of
+     365-day windows (window functions over every order; rolled back).
 
 --explain prints EXPLAIN (ANALYZE, BUFFERS) of the statements `abc_store.recompute` runs (on the
 largest size, nothing left to change) and of the windowed levels query.
@@ -48,6 +48,7 @@ import psycopg
 from sqlalchemy import Connection, Engine, event
 from workload import expected_totals, fresh_database, order_events, postgres
 
+from memberflow.configure import apply_shop_config
 from services.tiering import abc_store, level_store, operations
 from services.tiering.handlers import TieringHandler
 from shared.consumer import Batch, _settle_garbage_collector, claim_event_ids
@@ -267,7 +268,7 @@ def reevaluation_part(engine: Engine, members: int) -> Reevaluation:
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP, 1,
                                                    WINDOWED, now), rollback=True)
     result, apply_s = in_transaction(
-        engine, lambda conn: operations.apply_shop_config(conn, TOPICS.member_events, cfg,
+        engine, lambda conn: apply_shop_config(conn, TOPICS.member_events, cfg,
                                                           "bench", now))
     again, again_s = in_transaction(
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP,
@@ -361,7 +362,7 @@ def level_throughput(db: EmbeddedDatabase, events: list[EventModel], warm_up: li
         if policy:
             with engine.begin() as conn:
                 for shop in (SHOP, WARM_UP_SHOP):
-                    operations.apply_shop_config(conn, TOPICS.member_events,
+                    apply_shop_config(conn, TOPICS.member_events,
                                                  config(shop, levels=True), "bench",
                                                  datetime.now(UTC))
         handler = TieringHandler(TOPICS)
@@ -442,7 +443,7 @@ def report(abc: list[AbcSize], levels: list[Throughput], policies: list[Reevalua
         for r in policies:
             out.append(f"   {r.members:,} members by level after the ladder: "
                        f"{r.level_histogram}")
-        out.append("   apply ladder = operations.apply_shop_config (reevaluate, level_changes "
+        out.append("   apply ladder = apply_shop_config (reevaluate, level_changes "
                    "rows, outbox events); again = reevaluate with nothing to move; windowed = "
                    "reevaluate with a custom ladder of 365/180-day windows "
                    "from level 0, rolled back")

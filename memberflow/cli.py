@@ -23,7 +23,9 @@ from memberflow.cli_common import (
     operator_name,
     settings_from,
 )
+from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
+from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
 from memberflow.runtime import WORKERS, Services, Stack, open_database, open_stack
 from services.ingest.handlers import Ingestor
@@ -36,8 +38,8 @@ from services.ingest.replay import (
     read_file,
     replay,
 )
-from services.tiering.operations import ConfigResult, apply_shop_config
 from shared import kafka
+from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.events import json_schema
@@ -219,7 +221,9 @@ def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path |
 
 
 members.add_command(blacklist)
+members.add_command(important)
 main.add_command(levels)
+main.add_command(tags)
 main.add_command(report)
 
 
@@ -234,6 +238,8 @@ def _apply(url: str, cfg: ShopConfig, operator: str | None = None) -> ConfigResu
         with engine.begin() as conn:
             return apply_shop_config(conn, settings_from().topics.member_events, cfg,
                                      operator_name(operator), datetime.now(UTC))
+    except OperationRefused as exc:
+        raise click.ClickException(f"configuration not applied: {exc}") from None
     finally:
         engine.dispose()
 
@@ -244,6 +250,10 @@ def _print_applied(cfg: ShopConfig, result: ConfigResult) -> None:
     moved = f"; level policy re-evaluated: {result.moved_up} member(s) moved up" if (
         result.changed and cfg.levels is not None) else ""
     click.echo(f"shop {cfg.shop_id}: {state}{moved}")
+    for o in result.tags:
+        rules = ", ".join(o.rules) or "no rule"
+        click.echo(f"  tag {o.tag_id} ({rules}) re-evaluated: {o.gained:,} gained, "
+                   f"{o.lost:,} lost, {o.after:,} hold it")
 
 
 @config.command("check")
@@ -263,9 +273,12 @@ def config_apply(file: Path, operator: str | None, database_url: str | None,
                  data_dir: Path | None) -> None:
     """Validate and apply a shop configuration file (versioned; every version kept)."""
     cfg = load_config(file)
-    with connection(database_url, data_dir) as conn:
-        result = apply_shop_config(conn, settings_from().topics.member_events, cfg,
-                                   operator_name(operator), datetime.now(UTC))
+    try:
+        with connection(database_url, data_dir) as conn:
+            result = apply_shop_config(conn, settings_from().topics.member_events, cfg,
+                                       operator_name(operator), datetime.now(UTC))
+    except OperationRefused as exc:
+        raise click.ClickException(f"{file}: not applied: {exc}") from None
     _print_applied(cfg, result)
 
 

@@ -32,7 +32,7 @@ from memberflow.cli_common import (
 )
 from memberflow.readmodel import level_history
 from services.tiering import operations
-from services.tiering.operations import OperationRefused
+from shared.audit import OperationRefused
 from shared.filters import MemberFilter
 from shared.policy import LevelPolicy, RuleBroken
 from shared.shopconfig import ConfigError, parse
@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def filter_options(func: F) -> F:
-    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days, combined with AND."""
+    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days/--tag/--important (AND)."""
     options = [
         click.option("--member", "f_member", multiple=True, help="member id (repeatable)"),
         click.option("--level", "f_level", type=int, multiple=True,
@@ -53,6 +53,10 @@ def filter_options(func: F) -> F:
         click.option("--max-spend", "f_max", type=Decimal, help="net spend at most this"),
         click.option("--dormant-days", "f_dormant", type=click.IntRange(min=1),
                      help="no completed trade in this many days (event time)"),
+        click.option("--tag", "f_tag", multiple=True,
+                     help="members holding this tag (repeatable: all of them)"),
+        click.option("--important", "f_important", is_flag=True, default=None,
+                     help="members marked important"),
     ]
     for option in reversed(options):
         func = option(func)
@@ -64,19 +68,21 @@ def member_filter(kw: dict[str, Any]) -> MemberFilter:
     return MemberFilter(
         member_ids=tuple(kw.pop("f_member")), levels=tuple(kw.pop("f_level")),
         abc_classes=tuple(kw.pop("f_abc")), min_spend=kw.pop("f_min"),
-        max_spend=kw.pop("f_max"), dormant_days=kw.pop("f_dormant"))
+        max_spend=kw.pop("f_max"), dormant_days=kw.pop("f_dormant"), tags=tuple(kw.pop("f_tag")),
+        important=kw.pop("f_important") or None)
 
 
 def emit(rows: Iterable[dict[str, Any]], columns: Iterable[str], fmt: str,
          document: Any = None) -> None:
-    """Rows as CSV, or `document` (default: the rows) as JSON, on stdout."""
+    """Rows as CSV (lists joined with "|"), or `document` (default: the rows) as JSON, on stdout."""
     if fmt == "json":
         click.echo(json.dumps(document if document is not None else list(rows), indent=2,
                               ensure_ascii=False))
         return
     writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: "|".join(v) if isinstance(v, list) else v for k, v in row.items()}
+                     for row in rows)
 
 
 @click.group()

@@ -14,12 +14,12 @@ import aiohttp
 import click
 import yaml
 
+from memberflow.configure import apply_shop_config
 from memberflow.report import PipelineFigures, summary
 from memberflow.runtime import WORKERS, Services, Stack, open_stack
 from memberflow.sample import bad_lines, generate, write_jsonl
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import Progress, count_lines, read_file, replay
-from services.tiering.operations import apply_shop_config
 from shared.config import Settings
 from shared.db import make_engine
 from shared.metrics import Metrics
@@ -41,6 +41,26 @@ levels:
 abc:
   customers: {period_days: 365, a_share: "0.05", b_share: "0.20"}
   products: {period_days: 365, a_cutoff: "0.70", b_cutoff: "0.90"}
+tagging:
+  groups:
+    - id: value
+      name: Value
+      groups: [{id: value-top, name: Top spenders}]
+    - {id: lifecycle, name: Lifecycle}
+    - {id: interests, name: Interests}
+  tags:
+    - {id: big-spender, name: Big spender, group: value-top}
+    - {id: loyal, name: Loyal, group: value}
+    - {id: dormant-60, name: No purchase for 60 days, group: lifecycle}
+    - {id: one-timer, name: Bought once, group: lifecycle}
+    - {id: bestseller-buyer, name: Bought a bestseller, group: interests}
+    - {id: vip-care, name: VIP care (by hand)}
+  rules:
+    - {id: r-big-spender, tag: big-spender, when: "spend >= 2000 and trades >= 3"}
+    - {id: r-loyal, tag: loyal, when: "trades >= 5 or (level >= 3 and abc in [\"A\", \"B\"])"}
+    - {id: r-dormant-60, tag: dormant-60, when: "days_since_last_purchase >= 60"}
+    - {id: r-one-timer, tag: one-timer, when: "trades == 1"}
+    - {id: g-bestsellers, tag: bestseller-buyer, goods: [SKU-0001, SKU-0002, SKU-0003]}
 """
 
 
@@ -70,7 +90,8 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
         finally:
             engine.dispose()
         click.echo(f"shop configuration {config_file} applied (version {applied.version}): "
-                   "4 membership levels, customer and product ABC settings")
+                   "4 membership levels, customer and product ABC settings, 6 tags and their "
+                   "rules")
         asyncio.run(_demo(stack, sample, serve))
 
 

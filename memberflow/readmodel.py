@@ -7,13 +7,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from services.tiering.level_store import shop_configs
 from services.tiering.levels import discount
 from shared.filters import MemberFilter
 from shared.money import CENT, from_cents
+from shared.shops import shop_configs
 
-MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted", "abc_class",
-                  "completed_trades", "spend", "aov", "gross", "refunded",
+MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted", "important",
+                  "abc_class", "tags", "completed_trades", "spend", "aov", "gross", "refunded",
                   "first_purchase_at", "last_purchase_at", "region")
 
 
@@ -28,8 +28,10 @@ def member_records(conn: Connection, shop_id: str,
     policy = entry[1].levels if entry else None
     where, params = (selection or MemberFilter()).where(shop_id)
     rows = conn.exec_driver_sql(
-        "SELECT member_id, level, blacklisted, abc_class, completed_trades, spend_cents, "
-        "gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region "
+        "SELECT member_id, level, blacklisted, important, abc_class, completed_trades, "
+        "spend_cents, gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region, "
+        "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
+        "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
         f"FROM members m WHERE {where} ORDER BY member_id", params).all()
     return [
         {
@@ -38,7 +40,9 @@ def member_records(conn: Connection, shop_id: str,
             "level_name": policy.name_of(r.level) if policy and r.level else None,
             "discount": str(discount(policy, r.level, r.blacklisted)),
             "blacklisted": r.blacklisted,
+            "important": r.important,
             "abc_class": r.abc_class,
+            "tags": list(r.tags),
             "completed_trades": r.completed_trades,
             "spend": str(from_cents(r.spend_cents)),
             # Average order value: net spend per completed trade.
@@ -72,6 +76,21 @@ def level_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[s
          "triggering_event_id": r.event_id, "policy_version": r.policy_version,
          "operator": r.operator, "reason": r.reason,
          "effective_from": iso(r.effective_from), "recorded_at": iso(r.recorded_at)}
+        for r in rows
+    ]
+
+
+def tag_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[str, Any]]:
+    """Every tag change of a member, oldest first, with its cause (rule, goods, operator)."""
+    rows = conn.exec_driver_sql(
+        "SELECT tag_id, action, cause, rule_id, operator, reason, event_id, config_version, "
+        "effective_at, recorded_at FROM tag_changes WHERE shop_id = %s AND member_id = %s "
+        "ORDER BY id", (shop_id, member_id)).all()
+    return [
+        {"tag_id": r.tag_id, "action": r.action, "cause": r.cause, "rule_id": r.rule_id,
+         "operator": r.operator, "reason": r.reason, "triggering_event_id": r.event_id,
+         "config_version": r.config_version, "effective_at": iso(r.effective_at),
+         "recorded_at": iso(r.recorded_at)}
         for r in rows
     ]
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, text
 
 from memberflow.abc_report import product_abc
-from services.tiering.level_store import shop_configs
 from services.tiering.levels import discount
 from shared.money import CENT, format_cents, from_cents
+from shared.shops import shop_configs
 
 BUCKETS = ((0, 1), (1, 10_000), (10_000, 50_000), (50_000, 100_000), (100_000, 500_000),
            (500_000, None))  # net spend in cents: 0, <100, 100-500, 500-1k, 1k-5k, 5k+
@@ -91,6 +91,7 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
         lines.append(f"  {r.member_id:<12} {r.region or '-':<14} {r.completed_trades:>4} trades  "
                      f"{format_cents(r.spend_cents):>12}")
     lines += _tiers(conn, shop_id)
+    lines += _tags(conn, shop_id)
     if parked:
         lines += ["", "Dead letters (memberflow dead-letters list shows all)"]
         lines += [f"  {r.source_ref}: {r.reason}" for r in parked]
@@ -137,4 +138,28 @@ def _tiers(conn: Connection, shop_id: str) -> list[str]:
         share = sum(r.sales_cents for r in rows_of) / sales
         parts.append(f"{cls} {len(rows_of):,} items / {share:.0%} of sales")
     lines += ["", f"Product ABC ({len(products.rows):,} items sold): " + ", ".join(parts)]
+    return lines
+
+
+def _tags(conn: Connection, shop_id: str) -> list[str]:
+    """Members per tag, and tag changes by cause."""
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    if entry is None or not entry[1].tagging.tags:
+        return []
+    tagging = entry[1].tagging
+    counts: dict[str, int] = dict(conn.execute(text(
+        "SELECT tag_id, count(*) FROM member_tags WHERE shop_id = :s GROUP BY tag_id"),
+        {"s": shop_id}).tuples().all())
+    how: dict[str, str] = {}
+    for rule in tagging.rules:
+        how.setdefault(rule.tag, f"when {rule.when}" if rule.when
+                       else f"buys {', '.join(rule.goods or ())}")
+    lines = ["", "Tags (members holding each; how it is applied)"]
+    for tag in tagging.tags:
+        lines.append(f"  {tag.id:<18} {counts.get(tag.id, 0):>7,}  {how.get(tag.id, 'by hand')}")
+    changes = conn.execute(text(
+        "SELECT cause || ' ' || action, count(*) FROM tag_changes WHERE shop_id = :s "
+        "GROUP BY 1 ORDER BY 1"), {"s": shop_id}).tuples().all()
+    lines.append("  tag changes           " + (", ".join(f"{n:,} {c}" for c, n in changes)
+                                             or "none"))
     return lines

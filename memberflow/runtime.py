@@ -18,6 +18,7 @@ from memberflow.readmodel import read_member
 from services.ingest.archive import DeadLetterRecorder, EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
+from services.tagging.handlers import TaggingHandler
 from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import TieringHandler
 from shared import kafka
@@ -37,6 +38,7 @@ WORKERS: dict[str, Callable[[Settings], Handler]] = {
     "dead-letters": lambda s: DeadLetterRecorder(s.topics),
     "tiering": lambda s: TieringHandler(
         s.topics, abc_debounce=timedelta(seconds=s.abc_debounce_seconds)),
+    "tagging": lambda s: TaggingHandler(s.topics),
 }
 
 
@@ -154,13 +156,21 @@ class Services:
                 raise RuntimeError(f"worker {task.get_name()} crashed") from task.exception()
 
     async def wait_caught_up(self, deadline_s: float = 600.0) -> None:
-        """Wait until every worker's consumer group has committed to the end of its topics."""
+        """Wait until every worker's consumer group has committed to the end of its topics.
+
+        Workers feed each other (tiering publishes what tagging reads, timed work publishes
+        between batches), so "caught up" is only believed when nothing was written to any of
+        the topics while the lags and the outstanding timed work were checked.
+        """
         end = time.monotonic() + deadline_s
+        topics = sorted({t for w in self.workers for t in w.handler.topics})
         while True:
             self.check()
+            before = await kafka.end_offsets(self.stack.bootstrap, topics)
             lags = [await kafka.group_lag(self.stack.bootstrap, w.handler.name, w.handler.topics)
                     for w in self.workers]
-            if not any(lags) and await asyncio.to_thread(self._settled):
+            if (not any(lags) and await asyncio.to_thread(self._settled)
+                    and await kafka.end_offsets(self.stack.bootstrap, topics) == before):
                 return
             if time.monotonic() > end:
                 raise TimeoutError(f"workers still behind after {deadline_s}s: "

@@ -69,6 +69,9 @@ class Output:
     key: bytes | None
     value: bytes
     type: str
+    # Sent to every partition of the topic instead of by key: a watermark that each partition's
+    # reader must see after the keyed messages published before it.
+    broadcast: bool = False
 
 
 @dataclass
@@ -395,6 +398,12 @@ class BatchWorker:
         future.result()
 
     async def _publish(self, outputs: list[Output], dead: list[DeadLetter]) -> None:
-        sends = [await self.producer.send(o.topic, o.value, key=o.key) for o in outputs]
+        sends = []
+        for o in outputs:
+            if o.broadcast:
+                for partition in sorted(await self.producer.partitions_for(o.topic)):
+                    sends.append(await self.producer.send(o.topic, o.value, partition=partition))
+            else:
+                sends.append(await self.producer.send(o.topic, o.value, key=o.key))
         sends += [await self.producer.send(self.dead_letter_topic, d.to_json()) for d in dead]
         await asyncio.gather(*sends)

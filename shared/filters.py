@@ -1,4 +1,5 @@
-"""Member selections an operator acts on: by id, level, ABC class, spend, dormancy, blacklist.
+"""Member selections an operator acts on: by id, level, ABC class, spend, dormancy, blacklist,
+tags and the important mark.
 
 One filter type serves listing, manual level changes and (later) tagging and campaign targets, so
 "the members I listed" and "the members I changed" are the same set. Dormancy is measured back
@@ -25,6 +26,8 @@ class MemberFilter:
     max_spend: Decimal | None = None
     dormant_days: int | None = None          # no completed trade in this many days (or never)
     blacklisted: bool | None = None
+    tags: tuple[str, ...] = ()               # holding every one of these tags
+    important: bool | None = None
 
     @property
     def empty(self) -> bool:
@@ -62,4 +65,13 @@ class MemberFilter:
         if self.blacklisted is not None:
             parts.append("m.blacklisted = %(f_black)s")
             params["f_black"] = self.blacklisted
+        if self.tags:
+            parts.append(
+                "(SELECT count(*) FROM member_tags t WHERE t.shop_id = m.shop_id "
+                "  AND t.member_id = m.member_id AND t.tag_id = ANY(%(f_tags)s)) = %(f_ntags)s")
+            params["f_tags"] = sorted(set(self.tags))
+            params["f_ntags"] = len(set(self.tags))
+        if self.important is not None:
+            parts.append("m.important = %(f_important)s")
+            params["f_important"] = self.important
         return " AND ".join(parts), params

@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from shared.policy import AbcSettings, LevelPolicy, RuleBroken
+from shared.tagging_config import Tagging
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
 
@@ -37,6 +38,8 @@ class ShopConfig(BaseModel):
     levels: LevelPolicy | None = Field(
         None, description="membership levels; without it every member stays at level 0")
     abc: AbcSettings = AbcSettings()
+    tagging: Tagging = Field(default_factory=Tagging,
+                             description="tag groups, tags and the rules that apply them")
 
     @field_validator("timezone")
     @classmethod

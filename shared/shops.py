@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Connection, text
 
 from shared.shopconfig import ShopConfig
 
 
-def apply_config(conn: Connection, config: ShopConfig, applied_by: str) -> tuple[int, bool]:
-    """Store the configuration; returns (version, changed). An identical config is a no-op."""
+def shop_configs(conn: Connection, shop_ids: Sequence[str], *, share_lock: bool = False
+                 ) -> dict[str, tuple[int, ShopConfig]]:
+    """The applied configuration (version, config) of each listed shop that has one.
+
+    `share_lock` holds the rows until the transaction ends, so a configuration being applied
+    waits for work that runs on the current one (and that work never mixes two versions).
+    """
+    rows = conn.exec_driver_sql(
+        "SELECT shop_id, config_version, config FROM shops WHERE shop_id = ANY(%s) ORDER BY "
+        "shop_id" + (" FOR SHARE" if share_lock else ""),
+        (list(shop_ids),),
+    ).all()
+    return {r[0]: (int(r[1]), ShopConfig.model_validate(r[2])) for r in rows}
+
+
+def config_versions(conn: Connection, shop_ids: Sequence[str], *, share_lock: bool = False
+                    ) -> dict[str, int]:
+    """The applied configuration version of each listed shop that has one (see shop_configs)."""
+    rows = conn.exec_driver_sql(
+        "SELECT shop_id, config_version FROM shops WHERE shop_id = ANY(%s) ORDER BY shop_id"
+        + (" FOR SHARE" if share_lock else ""),
+        (list(shop_ids),),
+    ).all()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def apply_config(conn: Connection, config: ShopConfig, applied_by: str
+                 ) -> tuple[int, bool, ShopConfig | None]:
+    """Store the configuration; returns (version, changed, the configuration it replaced).
+
+    An identical configuration is a no-op (changed is False).
+    """
     doc = config.model_dump(mode="json")
     row = conn.execute(
         text("SELECT config, config_version FROM shops WHERE shop_id = :s FOR UPDATE"),
         {"s": config.shop_id},
     ).first()
     if row is not None and row.config == doc:
-        return int(row.config_version), False
+        return int(row.config_version), False, config
+    old = ShopConfig.model_validate(row.config) if row is not None else None
     version = (int(row.config_version) if row else 0) + 1
     conn.execute(
         text("INSERT INTO shops (shop_id, name, config, config_version) "
@@ -29,4 +62,4 @@ def apply_config(conn: Connection, config: ShopConfig, applied_by: str) -> tuple
              "VALUES (:s, :v, CAST(:c AS jsonb), :by)"),
         {"s": config.shop_id, "v": version, "c": config.model_dump_json(), "by": applied_by},
     )
-    return version, True
+    return version, True, old

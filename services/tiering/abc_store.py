@@ -57,18 +57,22 @@ class AbcRun:
     changes: list[ClassChange]
 
 
-def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> None:
-    """Order events arrived: move each shop's watermark forward and mark its classes stale."""
+def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, datetime]:
+    """Order events arrived: move each shop's watermark forward and mark its classes stale.
+
+    Returns each shop's watermark after the move.
+    """
     if not watermarks:
-        return
+        return {}
     shops = sorted(watermarks)
-    conn.exec_driver_sql(
+    return dict(conn.exec_driver_sql(
         "INSERT INTO abc_shops AS a (shop_id, watermark, dirty) "
         "SELECT s, w, true FROM unnest(%s::text[], %s::timestamptz[]) AS u(s, w) "
         "ON CONFLICT (shop_id) DO UPDATE SET dirty = true, "
-        "  watermark = GREATEST(a.watermark, excluded.watermark)",
+        "  watermark = GREATEST(a.watermark, excluded.watermark) "
+        "RETURNING a.shop_id, a.watermark",
         (shops, [watermarks[s] for s in shops]),
-    )
+    ).tuples().all())
 
 
 def due_shops(conn: Connection, now: datetime, debounce: timedelta) -> list[tuple[str, datetime]]:

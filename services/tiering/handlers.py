@@ -2,7 +2,9 @@
 
 Per batch (one transaction): lock the touched ledger entries, apply the domain, save figures
 and order lines, move each shop's event-time watermark, then upgrade the members whose
-completed trades carry them over a bar and publish `member.level_changed`.
+completed trades carry them over a bar. Published with the batch, in this order:
+`member.figures_changed` for every member whose figures changed or who completed a trade,
+`member.level_changed` for every upgrade, and one `shop.clock` per partition with the watermarks.
 
 Per tick (between batches): recompute the customer ABC classes of shops that changed (debounced:
 at most once per `abc_debounce` per shop, never per event) and publish `member.abc_changed`;
@@ -23,8 +25,9 @@ from services.tiering.level_store import LevelChange
 from services.tiering.levels import Completion, LevelFacts, climb, upgraded_level
 from shared.consumer import Batch, Output
 from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
-from shared.member_events import member_event, take_pending
+from shared.member_events import figures_changed, member_event, shop_clock, take_pending
 from shared.policy import CustomerAbc
+from shared.shops import shop_configs
 from shared.topics import Topics
 
 # A recompute that took t seconds is not repeated for the same shop within ABC_MAX_SHARE * t.
@@ -59,15 +62,39 @@ class TieringHandler:
         stored = store.lock_orders(conn, keys)
         changed, deltas = domain.apply(stored, batch.events)
         store.save_orders(conn, changed.values())
-        store.add_member_deltas(conn, deltas)
-        store.save_items(conn, (e for e in batch.events if isinstance(e, OrderPlaced)))
+        figures = store.add_member_deltas(conn, deltas)
+        itemised = store.save_items(conn, (e for e in batch.events if isinstance(e, OrderPlaced)))
+        # Items count as bought when their order completes; a placement that arrives after its
+        # completion brings them late, so both ways in are looked up.
+        completed_now = {k for k, o in changed.items()
+                         if o.completed and not (k in stored and stored[k].completed)}
+        bought = store.skus_bought(conn, completed_now | itemised)
         watermarks: dict[str, datetime] = {}
+        last: dict[tuple[str, str], tuple[datetime, str]] = {}
         for event in batch.events:
             seen = watermarks.get(event.shop_id)
             if seen is None or event.occurred_at > seen:
                 watermarks[event.shop_id] = event.occurred_at
-        abc_store.touch(conn, watermarks)
-        return self._upgrade(conn, deltas)
+            member = (event.shop_id, event.member_id)
+            if member not in last or event.occurred_at >= last[member][0]:
+                last[member] = (event.occurred_at, event.event_id)
+        clocks = abc_store.touch(conn, watermarks)
+        first = batch.deliveries[0].ref if batch.deliveries else "-"
+        outputs: list[Output] = []
+        for key in sorted(figures):
+            delta = deltas[key]
+            if not (delta.completed_trades or delta.refunded_cents or delta.region is not None
+                    or key in bought):
+                continue  # nothing a downstream reader could act on (e.g. a placement alone)
+            # An order's figures go to its owner even when a later event names someone else.
+            at, event_id = last.get(key) or (watermarks[key[0]], first)
+            outputs.append(figures_changed(
+                self.member_events, key[0], key[1], figures[key], bought.get(key, ()), at,
+                f"figures:{key[0]}:{key[1]}:{event_id}"))
+        outputs += self._upgrade(conn, deltas)
+        if clocks:
+            outputs.append(shop_clock(self.member_events, clocks, f"clock:{first}"))
+        return outputs
 
     def _upgrade(self, conn: Connection, deltas: dict[tuple[str, str], MemberDelta]
                  ) -> list[Output]:
@@ -78,7 +105,7 @@ class TieringHandler:
                 by_shop[shop_id][member_id] = delta
         if not by_shop:
             return []
-        configs = level_store.shop_configs(conn, sorted(by_shop))
+        configs = shop_configs(conn, sorted(by_shop))
         changes: list[LevelChange] = []
         outputs: list[Output] = []
         for shop_id in sorted(by_shop):
@@ -116,7 +143,7 @@ class TieringHandler:
         due = abc_store.due_shops(conn, now, self.abc_debounce)
         if not due:
             return outputs
-        configs = level_store.shop_configs(conn, [shop for shop, _ in due])
+        configs = shop_configs(conn, [shop for shop, _ in due])
         for shop_id, watermark in due:
             last = self._abc_cost.get(shop_id)
             if last is not None and now < last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +14,6 @@ from shared.consumer import Output
 from shared.member_events import member_event
 from shared.money import to_cents
 from shared.policy import LevelPolicy
-from shared.shopconfig import ShopConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +30,6 @@ class LevelChange:
     policy_version: int | None = None
     operator: str | None = None
     reason: str | None = None
-
-
-def shop_configs(conn: Connection, shop_ids: Sequence[str]) -> dict[str, tuple[int, ShopConfig]]:
-    """The applied configuration (version, config) of each listed shop that has one."""
-    rows = conn.exec_driver_sql(
-        "SELECT shop_id, config_version, config FROM shops WHERE shop_id = ANY(%s)",
-        (list(shop_ids),),
-    ).all()
-    return {r[0]: (int(r[1]), ShopConfig.model_validate(r[2])) for r in rows}
 
 
 def load_facts(conn: Connection, shop_id: str, policy: LevelPolicy,
@@ -144,12 +133,3 @@ def level_changed_event(topic: str, change: LevelChange, policy: LevelPolicy | N
     }
     return member_event(topic, "member.level_changed", event_id, change.shop_id,
                         change.member_id, change.effective_from, payload)
-
-
-def audit(conn: Connection, shop_id: str, member_id: str | None, action: str,
-          operator: str, detail: dict[str, Any]) -> None:
-    conn.exec_driver_sql(
-        "INSERT INTO audit_log (shop_id, member_id, action, detail, operator) "
-        "VALUES (%s, %s, %s, %s::jsonb, %s)",
-        (shop_id, member_id, action, json.dumps(detail, default=str), operator),
-    )

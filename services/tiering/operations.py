@@ -16,19 +16,16 @@ from sqlalchemy import Connection
 from services.tiering import level_store
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import qualified_level, upgraded_level
+from shared.audit import OperationRefused, audit
 from shared.filters import MemberFilter
 from shared.member_events import enqueue
 from shared.policy import LevelPolicy
 from shared.shopconfig import ShopConfig
-from shared.shops import apply_config
-
-
-class OperationRefused(ValueError):
-    """An operator request that cannot be carried out as asked; nothing was changed."""
+from shared.shops import shop_configs
 
 
 def _policy(conn: Connection, shop_id: str) -> tuple[int, LevelPolicy | None]:
-    entry = level_store.shop_configs(conn, [shop_id]).get(shop_id)
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
     if entry is None:
         raise OperationRefused(f"shop {shop_id!r} has no configuration; apply one first "
                                "(memberflow config apply SHOP.yaml)")
@@ -74,7 +71,7 @@ def set_level(conn: Connection, topic: str, shop_id: str, selection: MemberFilte
         changes.append(LevelChange(shop_id, member_id, int(old), level, "manual", now,
                                    policy_version=version, operator=operator, reason=reason))
     _record(conn, topic, changes, policy, now, "manual")
-    level_store.audit(conn, shop_id, None, "levels.set", operator,
+    audit(conn, shop_id, None, "levels.set", operator,
                       {"level": level, "reason": reason, "changed": len(changes),
                        "filter": repr(selection)})
     result.changed = len(changes)
@@ -103,34 +100,22 @@ def set_blacklist(conn: Connection, shop_id: str, member_ids: list[str], blackli
         "WHERE shop_id = %s AND member_id = ANY(%s) AND blacklisted <> %s RETURNING member_id",
         (blacklisted, shop_id, member_ids, blacklisted)).all()]
     for member_id in sorted(changed):
-        level_store.audit(conn, shop_id, member_id,
-                          "blacklist.add" if blacklisted else "blacklist.remove", operator,
-                          {"reason": reason})
+        audit(conn, shop_id, member_id, "blacklist.add" if blacklisted else "blacklist.remove",
+              operator, {"reason": reason})
     return len(changed)
 
 
-@dataclass
-class ConfigResult:
-    version: int
-    changed: bool
-    moved_up: int = 0   # members the new level policy upgraded
-
-
-def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator: str,
-                      now: datetime) -> ConfigResult:
-    """Apply a configuration; a new level policy re-evaluates every member (upgrades only)."""
-    old = level_store.shop_configs(conn, [config.shop_id]).get(config.shop_id)
-    version, changed = apply_config(conn, config, operator)
-    result = ConfigResult(version, changed)
-    if not changed:
-        return result
-    old_config = old[1] if old else None
-    if config.levels is not None and (old_config is None or old_config.levels != config.levels):
-        result.moved_up = reevaluate(conn, topic, config.shop_id, version, config.levels, now)
-    if old_config is None or old_config.abc != config.abc:
+def config_changed(conn: Connection, topic: str, old: ShopConfig | None, new: ShopConfig,
+                   version: int, now: datetime) -> int:
+    """A new configuration was applied: a new level policy re-evaluates every member (upgrades
+    only; returns how many moved up) and new ABC settings mark the classes stale."""
+    moved_up = 0
+    if new.levels is not None and (old is None or old.levels != new.levels):
+        moved_up = reevaluate(conn, topic, new.shop_id, version, new.levels, now)
+    if old is None or old.abc != new.abc:
         conn.exec_driver_sql("UPDATE abc_shops SET dirty = true, computed_at = NULL "
-                             "WHERE shop_id = %s", (config.shop_id,))
-    return result
+                             "WHERE shop_id = %s", (new.shop_id,))
+    return moved_up
 
 
 def reevaluate(conn: Connection, topic: str, shop_id: str, version: int, policy: LevelPolicy,

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from memberflow.sample import bad_lines, generate, write_jsonl
-
 from shared.money import from_cents
 from tests.support import expected_member_figures
 

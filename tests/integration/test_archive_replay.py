@@ -7,11 +7,11 @@ from pathlib import Path
 
 import psycopg
 from click.testing import CliRunner
-from memberflow.sample import generate
 from sqlalchemy.engine import make_url
 
 from memberflow.cli import main
 from memberflow.runtime import Services, Stack
+from memberflow.sample import generate
 from shared.db import make_engine
 from shared.metrics import Metrics
 from tests.support import member_figures, pipeline, scalar

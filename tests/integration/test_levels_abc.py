@@ -14,8 +14,10 @@ import aiohttp
 import pytest
 from sqlalchemy import Engine
 
+from memberflow.configure import apply_shop_config
 from memberflow.runtime import Services, Stack
 from services.tiering import operations
+from shared.audit import OperationRefused
 from shared.db import make_engine
 from shared.filters import MemberFilter
 from shared.metrics import Metrics
@@ -98,7 +100,7 @@ DISCOUNT = {0: "1.00", 1: "0.98", 2: "0.95", 3: "0.90", 4: "0.85"}
 def engine(stack: Stack) -> Iterator[Engine]:
     eng = make_engine(stack.database_url)
     with eng.begin() as conn:
-        operations.apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
+        apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
                                      datetime.now(UTC))
     yield eng
     eng.dispose()
@@ -224,7 +226,7 @@ def test_blacklist_policy_change_manual_levels_and_preview(stack: Stack, engine:
     assert final_state(engine) == state  # the preview changed nothing
 
     with engine.begin() as conn:
-        result = operations.apply_shop_config(conn, topic, lower, "ops", now)
+        result = apply_shop_config(conn, topic, lower, "ops", now)
     assert result.changed and result.moved_up == preview.moved_up
     after = final_state(engine)
     assert {m for m in after if after[m][0] == 2} == {"m-steps", "m-refund", "f01", "f02", "f03"}
@@ -234,7 +236,7 @@ def test_blacklist_policy_change_manual_levels_and_preview(stack: Stack, engine:
         manual = operations.set_level(conn, topic, SHOP, MemberFilter(member_ids=("m-jump",)),
                                       1, "ops", "test account", now)
     assert manual.changed == 1 and final_state(engine)["m-jump"][0] == 1
-    with pytest.raises(operations.OperationRefused), engine.begin() as conn:
+    with pytest.raises(OperationRefused), engine.begin() as conn:
         operations.set_level(conn, topic, SHOP, MemberFilter(levels=(1,)), 4, "ops", " ", now)
     pipeline(stack, _trade("m-jump", "o-jump-2", "10.00", END + timedelta(days=1)))
     assert final_state(engine)["m-jump"][0] == 3
@@ -299,7 +301,7 @@ def _custom_trades(member: str, amounts_days: list[tuple[str, int]]) -> list[dic
 
 def test_custom_ladder_with_recency_windows_in_event_time(stack: Stack, engine: Engine) -> None:
     with engine.begin() as conn:
-        operations.apply_shop_config(conn, stack.topics.member_events, parse(CUSTOM), "test",
+        apply_shop_config(conn, stack.topics.member_events, parse(CUSTOM), "test",
                                      datetime.now(UTC))
     first = (_custom_trades("w-spread", [("100.00", 0), ("100.00", 40), ("100.00", 80)])
              + _custom_trades("w-burst", [("100.00", 0), ("100.00", 10), ("100.00", 20)])

@@ -7,10 +7,10 @@ import random
 from typing import Any
 
 import pytest
-from memberflow.sample import bad_lines, generate
 from sqlalchemy import Engine
 
 from memberflow.runtime import Stack
+from memberflow.sample import bad_lines, generate
 from shared.db import make_engine
 from tests.support import expected_member_figures, member_figures, pipeline, scalar
 

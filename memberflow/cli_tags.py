@@ -1,0 +1,235 @@
+"""Commands for tags and the important mark (`memberflow tags ...`, `members important`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from memberflow.cli_common import (
+    connection,
+    db_opt,
+    dir_opt,
+    load_config,
+    operator_name,
+    settings_from,
+)
+from memberflow.cli_tiers import filter_options, member_filter
+from memberflow.readmodel import tag_history
+from services.tagging import operations
+from services.tagging.operations import ManualResult, TagOutcome
+from shared.audit import OperationRefused
+from shared.filters import MemberFilter
+from shared.shops import shop_configs
+
+
+@click.group()
+def tags() -> None:
+    """Tags: list them, tag members by hand, preview rules, explain a member's tags."""
+
+
+def _selection(kw: dict[str, Any], everyone: bool) -> MemberFilter:
+    selection = member_filter(kw)
+    if selection.empty and not everyone:
+        raise click.UsageError("name the members: --member, a filter such as --level/--tag/"
+                               "--abc, or --all")
+    return selection
+
+
+def _report(shop: str, verb: str, result: ManualResult) -> None:
+    click.echo(f"shop {shop}: {result.selected} selected, {result.changed} {verb}")
+    if result.missing:
+        click.echo(f"unknown member(s): {', '.join(result.missing)}", err=True)
+
+
+def _manual(run: Callable[..., ManualResult], shop: str, selection: MemberFilter,
+            operator: str | None, reason: str, database_url: str | None, data_dir: Path | None,
+            **args: Any) -> ManualResult:
+    if not reason.strip():
+        raise click.UsageError("--reason must say why (it is recorded with every change)")
+    topic = settings_from().topics.member_events
+    try:
+        with connection(database_url, data_dir) as conn:
+            return run(conn, topic, shop, selection, operator=operator_name(operator),
+                       reason=reason, now=datetime.now(UTC), **args)
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+_reason = click.option("--reason", required=True, help="why (recorded with every change)")
+_operator = click.option("--operator", help="who (recorded; default: the OS user)")
+_all = click.option("--all", "everyone", is_flag=True, help="every member of the shop")
+
+
+@tags.command("add")
+@click.option("--shop", required=True)
+@click.option("--tag", "tag_id", required=True, help="the tag to add")
+@_reason
+@_operator
+@_all
+@filter_options
+@db_opt
+@dir_opt
+def tags_add(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
+             database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
+    """Add to (copy): the selected members gain the tag and keep every tag they hold."""
+    result = _manual(operations.add_to, shop, _selection(kw, everyone), operator, reason,
+                     database_url, data_dir, tag_id=tag_id)
+    _report(shop, f"gained {tag_id!r}", result)
+
+
+@tags.command("move")
+@click.option("--shop", required=True)
+@click.option("--from", "source", required=True, help="the tag the members leave")
+@click.option("--to", "target", required=True, help="the tag they join")
+@_reason
+@_operator
+@_all
+@filter_options
+@db_opt
+@dir_opt
+def tags_move(shop: str, source: str, target: str, reason: str, operator: str | None,
+              everyone: bool, database_url: str | None, data_dir: Path | None,
+              **kw: Any) -> None:
+    """Move to (cut): selected members holding --from lose it and gain --to."""
+    result = _manual(operations.move_to, shop, _selection(kw, everyone), operator, reason,
+                     database_url, data_dir, source=source, target=target)
+    _report(shop, f"moved from {source!r} to {target!r}", result)
+
+
+@tags.command("remove")
+@click.option("--shop", required=True)
+@click.option("--tag", "tag_id", required=True, help="the tag to take away")
+@_reason
+@_operator
+@_all
+@filter_options
+@db_opt
+@dir_opt
+def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
+                database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
+    """Remove the tag from the selected members (e.g. everyone holding it: --tag T --all)."""
+    result = _manual(operations.remove, shop, _selection(kw, everyone), operator, reason,
+                     database_url, data_dir, tag_id=tag_id)
+    _report(shop, f"lost {tag_id!r}", result)
+
+
+@tags.command("list")
+@click.option("--shop", required=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@db_opt
+@dir_opt
+def tags_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
+    """The shop's tag groups and tags: how each is applied and how many members hold it."""
+    with connection(database_url, data_dir) as conn:
+        entry = shop_configs(conn, [shop]).get(shop)
+        counts = dict(conn.exec_driver_sql(
+            "SELECT tag_id, count(*) FROM member_tags WHERE shop_id = %s GROUP BY tag_id",
+            (shop,)).tuples().all())
+    if entry is None:
+        raise click.ClickException(f"shop {shop!r} has no configuration")
+    tagging = entry[1].tagging
+    parents = tagging.group_ids()
+    rules: dict[str, list[str]] = {}
+    for rule in tagging.rules:
+        how = f"when {rule.when}" if rule.when else f"buys any of {', '.join(rule.goods or ())}"
+        rules.setdefault(rule.tag, []).append(f"{rule.id}: {how}")
+    rows: list[dict[str, Any]] = []
+    for tag in tagging.tags:
+        group = tag.group
+        path = "/".join(p for p in (parents.get(group) if group else None, group) if p)
+        rows.append({"tag_id": tag.id, "name": tag.name, "group": path or None,
+                     "members": int(counts.get(tag.id, 0)), "rules": rules.get(tag.id, [])})
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"shop {shop}: {len(rows)} of 100 tags")
+    for r in rows:
+        how = "; ".join(r["rules"]) or "by hand"
+        click.echo(f"  {r['tag_id']:<20} {r['name']:<16} {r['group'] or '-':<24} "
+                   f"{r['members']:>8,} members   {how}")
+
+
+def _print_outcomes(shop: str, outcomes: list[TagOutcome], would: bool, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([o.__dict__ for o in outcomes], indent=2))
+        return
+    verb = "would" if would else ""
+    if not outcomes:
+        click.echo(f"shop {shop}: no tag's rules change")
+    for o in outcomes:
+        rules = ", ".join(o.rules) or "no rule"
+        click.echo(f"  tag {o.tag_id} ({rules}): {o.before:,} -> {o.after:,} members; "
+                   f"{verb + ' ' if verb else ''}gain {o.gained:,}, "
+                   f"{verb + ' ' if verb else ''}lose {o.lost:,}")
+
+
+@tags.command("preview")
+@click.option("--shop", required=True)
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
+                                                          path_type=Path),
+              help="a shop configuration: what its tag rules would change")
+@click.option("--rule", "when", help='a condition, e.g. "spend >= 500 and trades >= 3"')
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@db_opt
+@dir_opt
+def tags_preview(shop: str, config_file: Path | None, when: str | None, fmt: str,
+                 database_url: str | None, data_dir: Path | None) -> None:
+    """How many members a rule would tag, from the stored history (changes nothing)."""
+    if (config_file is None) == (when is None):
+        raise click.UsageError("give either --config FILE or --rule EXPRESSION")
+    config = load_config(config_file) if config_file else None
+    if config is not None and config.shop_id != shop:
+        raise click.UsageError(f"{config_file} is the configuration of shop {config.shop_id!r}")
+    try:
+        with connection(database_url, data_dir) as conn:
+            if config is not None:
+                outcomes = operations.preview(conn, config)
+                count = None
+            else:
+                assert when is not None
+                count = operations.preview_rule(conn, shop, when)
+            conn.rollback()  # read only, whatever happens
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    if count is not None:
+        if fmt == "json":
+            click.echo(json.dumps({"shop_id": shop, "rule": when, "members": count}))
+        else:
+            click.echo(f"shop {shop}: the rule holds for {count:,} member(s) now")
+        return
+    _print_outcomes(shop, outcomes, would=True, fmt=fmt)
+
+
+@tags.command("history")
+@click.option("--shop", required=True)
+@click.option("--member", required=True)
+@db_opt
+@dir_opt
+def tags_history(shop: str, member: str, database_url: str | None,
+                 data_dir: Path | None) -> None:
+    """Every tag change of one member with its cause (rule, goods rule or operator)."""
+    with connection(database_url, data_dir) as conn:
+        rows = tag_history(conn, shop, member)
+    click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+
+
+@click.command("important")
+@click.option("--shop", required=True)
+@click.option("--member", "members", multiple=True, required=True)
+@click.option("--remove", is_flag=True, help="take the mark off")
+@_reason
+@_operator
+@db_opt
+@dir_opt
+def important(shop: str, members: tuple[str, ...], remove: bool, reason: str,
+              operator: str | None, database_url: str | None, data_dir: Path | None) -> None:
+    """Mark members important (shown and filterable wherever members are listed)."""
+    with connection(database_url, data_dir) as conn:
+        n = operations.set_important(conn, shop, list(members), not remove,
+                                     operator_name(operator), reason)
+    click.echo(f"shop {shop}: {n} member(s) {'unmarked' if remove else 'marked important'}")

@@ -1,0 +1,188 @@
+"""Pure tagging rules: a member's facts + the shop's tag rules -> the tag changes due. No I/O.
+
+A member's automatic tags are a function of what is known about them and of the shop's clock:
+
+- a tag with a `when` rule is held exactly while the rule holds (added when it starts to hold,
+  removed when it stops), so it depends only on the member's latest facts and the clock, never
+  on how events were batched or repeated;
+- goods rules add their tag when the member completes a trade with one of the rule's SKUs; the
+  tag then stays until an operator removes it or the rule changes (buying is a fact that does
+  not expire), so the order of purchases does not matter either.
+
+The clock is event time: the newest order event of the shop (see `shared.member_events`). A
+time-based rule ("no purchase for 180 days") therefore turns true when the shop's events pass
+day 180, in a replay exactly as it did live, whether or not the member sends anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from shared.tag_rules import MemberFacts, Rule, compile_rule
+
+from shared.member_events import AbcChanged, FiguresChanged, LevelChanged, MemberEventIn
+from shared.shopconfig import ShopConfig
+
+MemberKey = tuple[str, str]        # (shop_id, member_id)
+ClockKey = tuple[str, int]         # (shop_id, partition of the member-events topic)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """Why a member holds a tag: `rule`, `goods` (with the rule's id) or `manual`."""
+
+    cause: str
+    rule_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagChange:
+    """A tag added to or removed from a member, and what caused it."""
+
+    shop_id: str
+    member_id: str
+    tag_id: str
+    action: str                       # added | removed
+    cause: str                        # rule | goods | manual | config
+    effective_at: datetime
+    rule_id: str | None = None
+    event_id: str | None = None       # the member event that triggered it
+    operator: str | None = None
+    reason: str | None = None
+    config_version: int | None = None
+
+    @property
+    def holding(self) -> Holding:
+        return Holding(self.cause, self.rule_id)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """One shop's tag rules, compiled, at one configuration version."""
+
+    shop_id: str
+    version: int
+    when: tuple[tuple[str, str, Rule], ...] = ()                    # (rule id, tag, rule)
+    goods: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # sku -> ((rule id, tag), ...) in configuration order
+
+    @classmethod
+    def from_config(cls, version: int, config: ShopConfig) -> RuleSet:
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(config.timezone)
+        goods: dict[str, list[tuple[str, str]]] = {}
+        for rule in config.tagging.goods_rules():
+            for sku in rule.goods or ():
+                goods.setdefault(sku, []).append((rule.id, rule.tag))
+        return cls(
+            config.shop_id, version,
+            tuple((r.id, r.tag, compile_rule(r.when, zone))
+                  for r in config.tagging.rules if r.when is not None),
+            {sku: tuple(pairs) for sku, pairs in goods.items()})
+
+    @property
+    def maintained(self) -> dict[str, str]:
+        """Tags kept equal to a condition, with the id of their rule."""
+        return {tag: rule_id for rule_id, tag, _ in self.when}
+
+    @property
+    def thresholds(self) -> frozenset[tuple[str, int]]:
+        """(column, days) pairs at which some time-based rule may change its mind."""
+        return frozenset(t for _, _, rule in self.when for t in rule.time_thresholds())
+
+    def holding_rules(self, facts: MemberFacts, clock: datetime | None) -> dict[str, str]:
+        """The condition-maintained tags the member should hold now: tag -> rule id."""
+        return {tag: rule_id for rule_id, tag, rule in self.when if rule.holds(facts, clock)}
+
+    def goods_tags(self, skus: Iterable[str]) -> dict[str, str]:
+        """Tags earned by buying these SKUs: tag -> the first goods rule that gives it."""
+        out: dict[str, str] = {}
+        for sku in sorted(skus):
+            for rule_id, tag in self.goods.get(sku, ()):
+                out.setdefault(tag, rule_id)
+        return out
+
+
+def decide(rules: RuleSet, member_id: str, holdings: Mapping[str, Holding], facts: MemberFacts,
+           clock: datetime | None, skus: Iterable[str], at: datetime,
+           event_id: str | None) -> list[TagChange]:
+    """The tag changes due for one member, sorted by tag."""
+    changes: list[TagChange] = []
+    shop = rules.shop_id
+    due = rules.holding_rules(facts, clock)
+    for tag, rule_id in rules.maintained.items():
+        if tag in due and tag not in holdings:
+            changes.append(TagChange(shop, member_id, tag, "added", "rule", at, rule_id,
+                                     event_id, config_version=rules.version))
+        elif tag not in due and tag in holdings:
+            changes.append(TagChange(shop, member_id, tag, "removed", "rule", at, rule_id,
+                                     event_id, config_version=rules.version))
+    for tag, rule_id in rules.goods_tags(skus).items():
+        if tag not in holdings:
+            changes.append(TagChange(shop, member_id, tag, "added", "goods", at, rule_id,
+                                     event_id, config_version=rules.version))
+    return sorted(changes, key=lambda c: c.tag_id)
+
+
+def crossing(rules: RuleSet, facts: MemberFacts, after: datetime | None,
+             until: datetime) -> datetime:
+    """When, between two clock readings, a time-based rule may have turned for this member.
+
+    The earliest bar crossed in (after, until]; `until` if none is (nothing to report earlier).
+    """
+    crossed = [
+        at + timedelta(days=days)
+        for column, days in rules.thresholds
+        if (at := getattr(facts, column)) is not None
+        and (after is None or at + timedelta(days=days) > after)
+        and at + timedelta(days=days) <= until
+    ]
+    return min(crossed, default=until)
+
+
+@dataclass
+class MemberUpdate:
+    """What one batch of member events tells the tagging worker about one member."""
+
+    partition: int
+    facts: MemberFacts
+    skus: set[str] = field(default_factory=set)
+    event_id: str | None = None       # the last event applied: the trigger of any tag change
+    at: datetime | None = None
+
+
+def fold(known: Mapping[MemberKey, tuple[int, MemberFacts]],
+         events: Iterable[tuple[int, MemberEventIn]]) -> dict[MemberKey, MemberUpdate]:
+    """Apply member events, in topic order, to the facts known before; clocks are skipped.
+
+    Figures are snapshots, levels and classes are set outright, items bought accumulate: the
+    last word on each wins, so a repeated or re-published event changes nothing.
+    """
+    out: dict[MemberKey, MemberUpdate] = {}
+    for partition, event in events:
+        if not isinstance(event, FiguresChanged | LevelChanged | AbcChanged):
+            continue
+        key = (event.shop_id, event.member_id)
+        update = out.get(key)
+        if update is None:
+            _, facts = known.get(key, (partition, MemberFacts()))
+            update = out[key] = MemberUpdate(partition, facts)
+        update.partition = partition
+        if isinstance(event, FiguresChanged):
+            f = event.figures
+            update.facts = replace(
+                update.facts, completed_trades=f.completed_trades, spend_cents=f.spend_cents,
+                gross_cents=f.gross_cents, refunded_cents=f.refunded_cents,
+                first_purchase_at=f.first_purchase_at, last_purchase_at=f.last_purchase_at,
+                region=f.region)
+            update.skus.update(event.skus_bought)
+        elif isinstance(event, LevelChanged):
+            update.facts = replace(update.facts, level=event.new_level)
+        else:
+            update.facts = replace(update.facts, abc_class=event.new_class)
+        update.event_id, update.at = event.event_id, event.occurred_at
+    return out
