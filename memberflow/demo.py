@@ -57,7 +57,7 @@ tagging:
     - {id: vip-care, name: VIP care (by hand)}
   rules:
     - {id: r-big-spender, tag: big-spender, when: "spend >= 2000 and trades >= 3"}
-    - {id: r-loyal, tag: loyal, when: "trades >= 5 or (level >= 3 and abc in [\"A\", \"B\"])"}
+    - {id: r-loyal, tag: loyal, when: 'trades >= 5 or (level >= 3 and abc in ["A", "B"])'}
     - {id: r-dormant-60, tag: dormant-60, when: "days_since_last_purchase >= 60"}
     - {id: r-one-timer, tag: one-timer, when: "trades == 1"}
     - {id: g-bestsellers, tag: bestseller-buyer, goods: [SKU-0001, SKU-0002, SKU-0003]}
