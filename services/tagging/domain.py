@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-
-from shared.tag_rules import MemberFacts, Rule, compile_rule
+from zoneinfo import ZoneInfo
 
 from shared.member_events import AbcChanged, FiguresChanged, LevelChanged, MemberEventIn
 from shared.shopconfig import ShopConfig
+from shared.tag_rules import MemberFacts, Rule, compile_rule
 
 MemberKey = tuple[str, str]        # (shop_id, member_id)
 ClockKey = tuple[str, int]         # (shop_id, partition of the member-events topic)
@@ -71,8 +71,6 @@ class RuleSet:
 
     @classmethod
     def from_config(cls, version: int, config: ShopConfig) -> RuleSet:
-        from zoneinfo import ZoneInfo
-
         zone = ZoneInfo(config.timezone)
         goods: dict[str, list[tuple[str, str]]] = {}
         for rule in config.tagging.goods_rules():
@@ -108,40 +106,48 @@ class RuleSet:
 
 
 def decide(rules: RuleSet, member_id: str, holdings: Mapping[str, Holding], facts: MemberFacts,
-           clock: datetime | None, skus: Iterable[str], at: datetime,
+           clock: datetime | None, skus: Iterable[str], since: datetime | None,
            event_id: str | None) -> list[TagChange]:
-    """The tag changes due for one member, sorted by tag."""
+    """The tag changes due for one member, sorted by tag.
+
+    `since` is when the facts became what they are (the triggering event's time), or for a
+    member looked at only because the clock moved, the clock's previous reading. A change takes
+    effect then, unless a time-based rule turned later, before `clock`: then at the bar it
+    crossed ("no purchase for 180 days" is true from day 180, whenever that was noticed).
+    """
     changes: list[TagChange] = []
     shop = rules.shop_id
-    due = rules.holding_rules(facts, clock)
-    for tag, rule_id in rules.maintained.items():
-        if tag in due and tag not in holdings:
-            changes.append(TagChange(shop, member_id, tag, "added", "rule", at, rule_id,
-                                     event_id, config_version=rules.version))
-        elif tag not in due and tag in holdings:
-            changes.append(TagChange(shop, member_id, tag, "removed", "rule", at, rule_id,
-                                     event_id, config_version=rules.version))
-    for tag, rule_id in rules.goods_tags(skus).items():
-        if tag not in holdings:
-            changes.append(TagChange(shop, member_id, tag, "added", "goods", at, rule_id,
-                                     event_id, config_version=rules.version))
+    fallback = since or clock
+    for rule_id, tag, rule in rules.when:
+        holds = rule.holds(facts, clock)
+        if holds == (tag in holdings):
+            continue
+        turned = crossing(rule.time_thresholds(), facts, since, clock) if clock else None
+        at = turned or fallback
+        assert at is not None, "a rule changed its mind without an event or a clock"
+        changes.append(TagChange(shop, member_id, tag, "added" if holds else "removed", "rule",
+                                 at, rule_id, event_id, config_version=rules.version))
+    if fallback is not None:
+        for tag, rule_id in rules.goods_tags(skus).items():
+            if tag not in holdings:
+                changes.append(TagChange(shop, member_id, tag, "added", "goods", fallback,
+                                         rule_id, event_id, config_version=rules.version))
     return sorted(changes, key=lambda c: c.tag_id)
 
 
-def crossing(rules: RuleSet, facts: MemberFacts, after: datetime | None,
-             until: datetime) -> datetime:
-    """When, between two clock readings, a time-based rule may have turned for this member.
-
-    The earliest bar crossed in (after, until]; `until` if none is (nothing to report earlier).
-    """
-    crossed = [
-        at + timedelta(days=days)
-        for column, days in rules.thresholds
-        if (at := getattr(facts, column)) is not None
-        and (after is None or at + timedelta(days=days) > after)
-        and at + timedelta(days=days) <= until
-    ]
-    return min(crossed, default=until)
+def crossing(thresholds: Iterable[tuple[str, int]], facts: MemberFacts, after: datetime | None,
+             until: datetime) -> datetime | None:
+    """The earliest (column + days) bar in (after, until]: when a time-based rule may have turned
+    for this member between two readings of the clock (None if no bar falls in between)."""
+    crossed = []
+    for column, days in thresholds:
+        start = getattr(facts, column)
+        if start is None:
+            continue
+        bar = start + timedelta(days=days)
+        if (after is None or bar > after) and bar <= until:
+            crossed.append(bar)
+    return min(crossed, default=None)
 
 
 @dataclass

@@ -28,7 +28,6 @@ from services.tagging.domain import (
     MemberKey,
     RuleSet,
     TagChange,
-    crossing,
     decide,
     fold,
 )
@@ -122,8 +121,7 @@ class TaggingHandler:
             partition, facts = timed_facts[key]
             shop_rules, now = rules[key[0]], clock[(key[0], partition)]
             before = moved[(key[0], partition)][0]
-            at = crossing(shop_rules, facts, before, now)
-            changes += decide(shop_rules, key[1], held.get(key, {}), facts, now, (), at,
+            changes += decide(shop_rules, key[1], held.get(key, {}), facts, now, (), before,
                               f"clock:{key[0]}:{now.isoformat()}")
         store.record(conn, changes)
         return outputs + store.events_for(self.member_events, changes, held, "-")
