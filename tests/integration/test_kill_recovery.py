@@ -1,4 +1,4 @@
-"""SIGKILL the tiering worker mid-stream; after a restart the state is exactly right."""
+"""SIGKILL a worker mid-stream; after a restart the state is exactly right."""
 
 from __future__ import annotations
 
@@ -7,23 +7,37 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
+from memberflow.configure import apply_shop_config
+from memberflow.demo import DEMO_CONFIG
 from memberflow.runtime import Stack
 from memberflow.sample import generate
+from services.tagging.operations import plan_tag
 from shared import kafka
 from shared.db import make_engine
-from tests.support import expected_member_figures, member_figures, produce, scalar, wait_until
+from shared.shopconfig import parse
+from tests.support import (
+    expected_member_figures,
+    member_figures,
+    pipeline,
+    produce,
+    scalar,
+    wait_until,
+)
 
 
-def start_worker(stack: Stack, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(stack: Stack, log: Path, name: str = "tiering") -> subprocess.Popen[bytes]:
     env = {**os.environ,
            "MEMBERFLOW_TOPIC_PREFIX": stack.settings.topic_prefix,
            "MEMBERFLOW_PARTITIONS": str(stack.settings.partitions),
            # Small batches, so the kill lands between many committed batches.
            "MEMBERFLOW_BATCH_MAX_RECORDS": "100"}
     return subprocess.Popen(
-        [sys.executable, "-m", "memberflow", "worker", "tiering",
+        [sys.executable, "-m", "memberflow", "worker", name,
          "--kafka", stack.bootstrap, "--database-url", stack.database_url],
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
@@ -60,5 +74,55 @@ def test_sigkill_mid_replay_ends_in_the_same_state(stack: Stack, tmp_path: Path)
         assert scalar(engine, applied) == on_topic
         claimed = "SELECT count(*) FROM processed_events WHERE consumer = 'tiering'"
         assert scalar(engine, claimed) == refunds  # only refunds need their ids remembered
+    finally:
+        engine.dispose()
+
+
+def test_sigkill_of_the_tagging_worker_changes_no_tag(stack: Stack, tmp_path: Path) -> None:
+    """Tiering publishes the member events first; the tagging worker is killed twice while
+    reading them. The tags it ends with are exactly what the rules say of the final facts, and
+    no tag change was applied twice."""
+    events = generate(members=300, days=240, seed=9)
+    engine = make_engine(stack.database_url)
+    config = parse(yaml.safe_load(DEMO_CONFIG))
+    with engine.begin() as conn:
+        apply_shop_config(conn, stack.topics.member_events, config, "test", datetime.now(UTC))
+    pipeline(stack, events, workers=("tiering",))
+    ends = asyncio.run(kafka.end_offsets(stack.bootstrap, [stack.topics.member_events]))
+    on_topic = sum(ends.values())
+    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
+               "WHERE consumer = 'tagging'")
+    log = tmp_path / "tagging.log"
+    try:
+        for fraction in (0.2, 0.6):
+            proc = start_worker(stack, log, "tagging")
+            wait_until(lambda f=fraction: scalar(engine, applied) >= f * on_topic,  # type: ignore[misc]
+                       deadline_s=120, what=f"{fraction:.0%} of member events applied")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert scalar(engine, applied) < on_topic, "the kill came too late to test anything"
+        proc = start_worker(stack, log, "tagging")
+        try:
+            wait_until(lambda: scalar(engine, applied) >= on_topic, deadline_s=120,
+                       what="the restarted worker to catch up", interval=0.5)
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0, log.read_text()
+
+        with engine.connect() as conn:
+            for tag in config.tagging.tags:
+                gained, lost, _ = plan_tag(conn, config.shop_id, tag.id, config)
+                assert (tag.id, gained, lost) == (tag.id, {}, {})
+            total = conn.exec_driver_sql("SELECT count(*) FROM member_tags").scalar()
+            # Per member and tag, changes alternate added/removed: none was applied twice.
+            repeated = conn.exec_driver_sql(
+                "SELECT count(*) FROM (SELECT action, lag(action) OVER (PARTITION BY member_id, "
+                "tag_id ORDER BY id) AS before FROM tag_changes) x WHERE action = before"
+            ).scalar()
+            first_removed = conn.exec_driver_sql(
+                "SELECT count(*) FROM (SELECT DISTINCT ON (member_id, tag_id) action "
+                "FROM tag_changes ORDER BY member_id, tag_id, id) x WHERE action = 'removed'"
+            ).scalar()
+        assert total > 100 and repeated == 0 and first_removed == 0
     finally:
         engine.dispose()
