@@ -66,8 +66,8 @@ _all = click.option("--all", "everyone", is_flag=True, help="every member of the
 
 
 @tags.command("add")
+@click.argument("tag_id", metavar="TAG")
 @click.option("--shop", required=True)
-@click.option("--tag", "tag_id", required=True, help="the tag to add")
 @_reason
 @_operator
 @_all
@@ -76,7 +76,7 @@ _all = click.option("--all", "everyone", is_flag=True, help="every member of the
 @dir_opt
 def tags_add(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
              database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
-    """Add to (copy): the selected members gain the tag and keep every tag they hold."""
+    """Add to (copy): the selected members gain TAG and keep every tag they hold."""
     result = _manual(operations.add_to, shop, _selection(kw, everyone), operator, reason,
                      database_url, data_dir, tag_id=tag_id)
     _report(shop, f"gained {tag_id!r}", result)
@@ -102,8 +102,8 @@ def tags_move(shop: str, source: str, target: str, reason: str, operator: str | 
 
 
 @tags.command("remove")
+@click.argument("tag_id", metavar="TAG")
 @click.option("--shop", required=True)
-@click.option("--tag", "tag_id", required=True, help="the tag to take away")
 @_reason
 @_operator
 @_all
@@ -112,7 +112,7 @@ def tags_move(shop: str, source: str, target: str, reason: str, operator: str | 
 @dir_opt
 def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
                 database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
-    """Remove the tag from the selected members (e.g. everyone holding it: --tag T --all)."""
+    """Take TAG from the selected members (from everyone holding it: TAG --tag TAG)."""
     result = _manual(operations.remove, shop, _selection(kw, everyone), operator, reason,
                      database_url, data_dir, tag_id=tag_id)
     _report(shop, f"lost {tag_id!r}", result)

@@ -18,9 +18,11 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from shared.policy import AbcSettings, LevelPolicy, RuleBroken
+from shared.tag_rules import RuleError, compile_rule
 from shared.tagging_config import Tagging
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
@@ -49,6 +51,22 @@ class ShopConfig(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    @model_validator(mode="after")
+    def _rules_in_the_shops_zone(self) -> ShopConfig:
+        # Dates in tag rules are read in the shop's time zone, so that is where they must hold.
+        zone = ZoneInfo(self.timezone)
+        problems = []
+        for i, rule in enumerate(self.tagging.rules):
+            if rule.when is None:
+                continue
+            try:
+                compile_rule(rule.when, zone)
+            except RuleError as exc:
+                problems.append((f"tagging.rules[{i}].when", str(exc)))
+        if problems:
+            raise RuleBroken(problems)
+        return self
 
 
 class ConfigError(ValueError):

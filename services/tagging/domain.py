@@ -66,16 +66,16 @@ class RuleSet:
     shop_id: str
     version: int
     when: tuple[tuple[str, str, Rule], ...] = ()                    # (rule id, tag, rule)
-    goods: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-    # sku -> ((rule id, tag), ...) in configuration order
+    goods: Mapping[str, tuple[tuple[int, str, str], ...]] = field(default_factory=dict)
+    # sku -> ((position in the configuration, rule id, tag), ...)
 
     @classmethod
     def from_config(cls, version: int, config: ShopConfig) -> RuleSet:
         zone = ZoneInfo(config.timezone)
-        goods: dict[str, list[tuple[str, str]]] = {}
-        for rule in config.tagging.goods_rules():
+        goods: dict[str, list[tuple[int, str, str]]] = {}
+        for position, rule in enumerate(config.tagging.goods_rules()):
             for sku in rule.goods or ():
-                goods.setdefault(sku, []).append((rule.id, rule.tag))
+                goods.setdefault(sku, []).append((position, rule.id, rule.tag))
         return cls(
             config.shop_id, version,
             tuple((r.id, r.tag, compile_rule(r.when, zone))
@@ -97,11 +97,12 @@ class RuleSet:
         return {tag: rule_id for rule_id, tag, rule in self.when if rule.holds(facts, clock)}
 
     def goods_tags(self, skus: Iterable[str]) -> dict[str, str]:
-        """Tags earned by buying these SKUs: tag -> the first goods rule that gives it."""
+        """Tags earned by buying these SKUs: tag -> the first goods rule (in the configuration)
+        that gives it."""
+        earned = sorted({g for sku in skus for g in self.goods.get(sku, ())})
         out: dict[str, str] = {}
-        for sku in sorted(skus):
-            for rule_id, tag in self.goods.get(sku, ()):
-                out.setdefault(tag, rule_id)
+        for _, rule_id, tag in earned:
+            out.setdefault(tag, rule_id)
         return out
 
 
@@ -112,42 +113,62 @@ def decide(rules: RuleSet, member_id: str, holdings: Mapping[str, Holding], fact
 
     `since` is when the facts became what they are (the triggering event's time), or for a
     member looked at only because the clock moved, the clock's previous reading. A change takes
-    effect then, unless a time-based rule turned later, before `clock`: then at the bar it
-    crossed ("no purchase for 180 days" is true from day 180, whenever that was noticed).
+    effect then, unless a time-based rule turned later, before `clock`: then at the bar where it
+    last turned ("no purchase for 180 days" is true from day 180, whenever that was noticed).
     """
     changes: list[TagChange] = []
     shop = rules.shop_id
-    fallback = since or clock
     for rule_id, tag, rule in rules.when:
         holds = rule.holds(facts, clock)
         if holds == (tag in holdings):
             continue
-        turned = crossing(rule.time_thresholds(), facts, since, clock) if clock else None
-        at = turned or fallback
+        at = turned(rule, facts, since, clock) or since or clock
         assert at is not None, "a rule changed its mind without an event or a clock"
         changes.append(TagChange(shop, member_id, tag, "added" if holds else "removed", "rule",
                                  at, rule_id, event_id, config_version=rules.version))
-    if fallback is not None:
+    bought_at = since or clock
+    if bought_at is not None:
         for tag, rule_id in rules.goods_tags(skus).items():
             if tag not in holdings:
-                changes.append(TagChange(shop, member_id, tag, "added", "goods", fallback,
+                changes.append(TagChange(shop, member_id, tag, "added", "goods", bought_at,
                                          rule_id, event_id, config_version=rules.version))
     return sorted(changes, key=lambda c: c.tag_id)
 
 
-def crossing(thresholds: Iterable[tuple[str, int]], facts: MemberFacts, after: datetime | None,
-             until: datetime) -> datetime | None:
-    """The earliest (column + days) bar in (after, until]: when a time-based rule may have turned
-    for this member between two readings of the clock (None if no bar falls in between)."""
-    crossed = []
+def bars(thresholds: Iterable[tuple[str, int]], facts: MemberFacts, after: datetime | None,
+         until: datetime) -> list[datetime]:
+    """The (column + days) instants in (after, until], in order: where a time-based rule may
+    change its mind for these facts between two readings of the clock."""
+    out = set()
     for column, days in thresholds:
         start = getattr(facts, column)
         if start is None:
             continue
-        bar = start + timedelta(days=days)
+        try:
+            bar = start + timedelta(days=days)
+        except OverflowError:
+            continue  # beyond the last representable time: never crossed
         if (after is None or bar > after) and bar <= until:
-            crossed.append(bar)
-    return min(crossed, default=None)
+            out.add(bar)
+    return sorted(out)
+
+
+def turned(rule: Rule, facts: MemberFacts, since: datetime | None,
+           clock: datetime | None) -> datetime | None:
+    """The last bar in (since, clock] at which the rule's verdict on these facts changed, or
+    None if it holds at `clock` what it held at `since` (the change is the event's)."""
+    if clock is None:
+        return None
+    crossed = bars(rule.time_thresholds(), facts, since, clock)
+    if not crossed:
+        return None
+    before = since if since is not None else crossed[0] - timedelta(microseconds=1)
+    verdict, last = rule.holds(facts, before), None
+    for bar in crossed:
+        now = rule.holds(facts, bar)
+        if now != verdict:
+            verdict, last = now, bar
+    return last
 
 
 @dataclass

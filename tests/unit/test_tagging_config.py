@@ -273,8 +273,6 @@ def test_a_second_broken_when_names_its_own_index() -> None:
     assert "at column 8" in problem
 
 
-@pytest.mark.xfail(strict=True, reason="when rules are compiled in UTC at validation, but in the "
-                   "shop's time zone by RuleSet.from_config, which then raises RuleError")
 def test_a_when_that_cannot_compile_in_the_shops_time_zone_is_refused() -> None:
     # 0001-01-01 in Asia/Shanghai (UTC+8) is before the first representable UTC instant.
     text = "first_purchase >= 0001-01-01"

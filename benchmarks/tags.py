@@ -1,0 +1,212 @@
+"""Tagging figures (printed, never asserted).
+
+    python benchmarks/tags.py [--members 1000000] [--rules 100] [--events 200000]
+
+1. rule evaluations: a shop's 100 `when` rules (mixed: spend, trades, aov, region, level,
+   class, days since the last purchase) evaluated in Python (`RuleSet.holding_rules`, as the
+   worker does per member) over N synthetic members;
+2. one rule re-evaluated over N members stored in PostgreSQL, as `config apply` does when an
+   operator changes it: the SQL selection alone, the preview, and the apply (selection, tag
+   holdings, `tag_changes`, one outbox event per member whose tags changed), first giving the
+   tag to every member it holds for, then narrowing the rule;
+3. the tagging worker's batch path without Kafka: `TaggingHandler.apply` on `member.figures_changed`
+   deliveries (5,000 per transaction) with the 100 rules configured, members drawn with a long
+   tail from 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from workload import fresh_database, postgres
+
+from memberflow.configure import apply_shop_config
+from services.tagging import operations
+from services.tagging.domain import RuleSet
+from services.tagging.handlers import TaggingHandler
+from shared.consumer import Batch, Delivery
+from shared.member_events import Figures, figures_changed, shop_clock
+from shared.shopconfig import ShopConfig
+from shared.tag_rules import MemberFacts
+from shared.topics import Topics
+
+SHOP = "bench-shop"
+TOPICS = Topics("bench.")
+CLOCK = datetime(2026, 11, 1, tzinfo=UTC)
+REGIONS = ("Shanghai", "Zhejiang", "Beijing", "Guangdong", "Sichuan", None)
+
+
+def rules(n: int) -> list[str]:
+    """N conditions of the kinds operators write, with varied bars."""
+    rng = random.Random(5)
+    templates = [
+        lambda: f"spend >= {rng.randrange(100, 5000)} and trades >= {rng.randrange(1, 8)}",
+        lambda: f"days_since_last_purchase >= {rng.randrange(30, 365)}",
+        lambda: f"aov >= {rng.randrange(50, 800)}.50 or level >= {rng.randrange(1, 4)}",
+        lambda: f'region in ["Shanghai", "Zhejiang"] and spend > {rng.randrange(0, 900)}',
+        lambda: f'abc in ["A", "B"] and not (days_since_last_purchase > {rng.randrange(30, 90)})',
+        lambda: f"trades == 1 and first_purchase >= 2026-0{rng.randrange(1, 9)}-01",
+    ]
+    return [templates[i % len(templates)]() for i in range(n)]
+
+
+def config(conditions: list[str]) -> ShopConfig:
+    return ShopConfig.model_validate({
+        "shop_id": SHOP, "name": "Benchmark shop", "timezone": "UTC",
+        "tagging": {"tags": [{"id": f"t{i:03d}", "name": f"Tag {i}"}
+                             for i in range(len(conditions))],
+                    "rules": [{"id": f"r{i:03d}", "tag": f"t{i:03d}", "when": c}
+                              for i, c in enumerate(conditions)]}})
+
+
+def facts(rng: random.Random) -> MemberFacts:
+    trades = rng.choice((0, 1, 1, 1, 2, 2, 3, 5, 8, 13))
+    if not trades:
+        return MemberFacts(region=rng.choice(REGIONS))
+    gross = trades * rng.randrange(2_000, 80_000)
+    refunded = gross // 10 if rng.random() < 0.1 else 0
+    last = CLOCK - timedelta(seconds=rng.randrange(400 * 86400))
+    first = last - timedelta(seconds=rng.randrange(200 * 86400))
+    return MemberFacts(trades, gross - refunded, gross, refunded, first, last,
+                       rng.choice(REGIONS), rng.choice((0, 0, 1, 1, 2, 3, 4)),
+                       rng.choice(("A", "B", "C", "C", "C", None)))
+
+
+def timed(label: str, fn: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - started
+    print(f"   {label:<58} {seconds:8.2f} s")
+    return result, seconds
+
+
+def evaluation(members: int, n_rules: int) -> None:
+    print(f"1. rule evaluation in Python: {n_rules} rules x {members:,} members")
+    rng = random.Random(7)
+    population = [facts(rng) for _ in range(members)]
+    ruleset = RuleSet.from_config(1, config(rules(n_rules)))
+    held, seconds = timed("RuleSet.holding_rules over every member", lambda: sum(
+        len(ruleset.holding_rules(f, CLOCK)) for f in population))
+    print(f"   {members * n_rules / seconds:,.0f} rule evaluations/s "
+          f"({members / seconds:,.0f} members/s with all {n_rules} rules); "
+          f"{held:,} tags held ({held / members:.1f} per member)")
+    one = ruleset.when[0][2]
+    _, seconds = timed(f"one rule ({one.text}) over every member",
+                       lambda: sum(one.holds(f, CLOCK) for f in population))
+    print(f"   {members / seconds:,.0f} evaluations/s of one rule")
+
+
+def load_members(engine: Any, members: int) -> None:
+    rng = random.Random(11)
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            with cur.copy("COPY tag_members (shop_id, member_id, partition, completed_trades, "
+                          "spend_cents, gross_cents, refunded_cents, first_purchase_at, "
+                          "last_purchase_at, region, level, abc_class) FROM STDIN") as copy:
+                for i in range(members):
+                    f = facts(rng)
+                    copy.write_row((SHOP, f"m{i:07d}", i % 4, f.completed_trades, f.spend_cents,
+                                    f.gross_cents, f.refunded_cents, f.first_purchase_at,
+                                    f.last_purchase_at, f.region, f.level, f.abc_class))
+            for p in range(4):
+                cur.execute("INSERT INTO tag_clocks VALUES (%s, %s, %s)", (SHOP, p, CLOCK))
+            # Members the operator commands select from: tiering's table.
+            cur.execute("INSERT INTO members (shop_id, member_id) "
+                        "SELECT shop_id, member_id FROM tag_members")
+            cur.execute("ANALYZE")
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def reevaluation(root: Path, members: int) -> None:
+    print(f"\n2. one rule re-evaluated over {members:,} members in PostgreSQL")
+    with postgres(root) as db:
+        _, engine = fresh_database(db, "bench_tags")
+        try:
+            _, seconds = timed("load members (COPY)", lambda: load_members(engine, members))
+            wide = config(["spend >= 500 and trades >= 3"])
+            narrow = config(["spend >= 2000 and trades >= 3"])
+            rule = RuleSet.from_config(1, wide).when[0][2]
+            with engine.connect() as conn:
+                matched, _ = timed("SQL selection alone (rule_members)",
+                                   lambda: len(operations.rule_members(conn, SHOP, rule)))
+            with engine.begin() as conn:
+                result, seconds = timed("apply: tag given to every member it holds for",
+                                        lambda: apply_shop_config(conn, TOPICS.member_events,
+                                                                  wide, "bench", CLOCK).tags)
+            print(f"   {matched:,} members match; {result[0].gained:,} gained the tag "
+                  f"({result[0].gained / seconds:,.0f} tag changes/s incl. outbox)")
+            with engine.connect() as conn:
+                timed("preview of the narrower rule", lambda: operations.preview(conn, narrow))
+            with engine.begin() as conn:
+                result, seconds = timed("apply: the narrower rule",
+                                        lambda: apply_shop_config(conn, TOPICS.member_events,
+                                                                  narrow, "bench", CLOCK).tags)
+            print(f"   {result[0].lost:,} lost the tag, {result[0].after:,} keep it")
+        finally:
+            engine.dispose()
+
+
+def worker(root: Path, events: int, n_rules: int) -> None:
+    print(f"\n3. tagging worker batches (no Kafka): {events:,} member.figures_changed, "
+          f"{n_rules} rules")
+    rng = random.Random(13)
+    deliveries = []
+    for i in range(events):
+        member = f"m{int(100_000 * rng.random() ** 2):06d}"
+        f = facts(rng)
+        out = figures_changed(TOPICS.member_events, SHOP, member, Figures(
+            f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
+            f.first_purchase_at, f.last_purchase_at, f.region), (), CLOCK, f"f{i}")
+        deliveries.append(Delivery(TOPICS.member_events, i % 4, i, out.key, out.value, 0))
+        if i % 5000 == 4999:
+            clock = shop_clock(TOPICS.member_events, {SHOP: CLOCK + timedelta(hours=i)}, f"c{i}")
+            deliveries += [Delivery(TOPICS.member_events, p, i, None, clock.value, 0)
+                           for p in range(4)]
+    with postgres(root) as db:
+        _, engine = fresh_database(db, "bench_tag_worker")
+        try:
+            with engine.begin() as conn:
+                apply_shop_config(conn, TOPICS.member_events, config(rules(n_rules)), "bench",
+                                  CLOCK)
+            handler = TaggingHandler(TOPICS)
+
+            def feed() -> int:
+                published = 0
+                for start in range(0, len(deliveries), 5000):
+                    with engine.begin() as conn:
+                        published += len(handler.apply(conn, Batch([], deliveries[
+                            start:start + 5000])))
+                return published
+
+            published, seconds = timed("TaggingHandler.apply, 5,000 deliveries a batch", feed)
+            with engine.connect() as conn:
+                changes = conn.exec_driver_sql("SELECT count(*) FROM tag_changes").scalar_one()
+            print(f"   {len(deliveries) / seconds:,.0f} member events/s; {changes:,} tag changes "
+                  f"({changes / seconds:,.0f}/s), {published:,} member.tags_changed published")
+        finally:
+            engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--rules", type=int, default=100)
+    parser.add_argument("--events", type=int, default=200_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="memberflow-bench-tags-") as tmp:
+        evaluation(args.members, args.rules)
+        reevaluation(Path(tmp) / "a", args.members)
+        worker(Path(tmp) / "b", args.events, args.rules)
+
+
+if __name__ == "__main__":
+    main()
