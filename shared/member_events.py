@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 from sqlalchemy import Connection
 
 from shared.consumer import Output
-from shared.money import from_cents, to_cents
+from shared.money import cents_text, to_cents
 
 SCHEMA_VERSION = 1
 
@@ -73,9 +73,9 @@ def figures_changed(topic: str, shop_id: str, member_id: str, figures: Figures,
     return member_event(topic, "member.figures_changed", event_id, shop_id, member_id,
                         occurred_at, {
                             "completed_trades": figures.completed_trades,
-                            "spend": str(from_cents(figures.spend_cents)),
-                            "gross": str(from_cents(figures.gross_cents)),
-                            "refunded": str(from_cents(figures.refunded_cents)),
+                            "spend": cents_text(figures.spend_cents),
+                            "gross": cents_text(figures.gross_cents),
+                            "refunded": cents_text(figures.refunded_cents),
                             "first_purchase_at": _iso_or_none(figures.first_purchase_at),
                             "last_purchase_at": _iso_or_none(figures.last_purchase_at),
                             "region": figures.region,

@@ -23,3 +23,9 @@ def from_cents(cents: int) -> Decimal:
 def format_cents(cents: int) -> str:
     """Human-readable amount with thousands separators, e.g. 1,234.50."""
     return f"{from_cents(cents):,.2f}"
+
+
+def cents_text(cents: int) -> str:
+    """Integer cents as the two-decimal wire string (`12345` -> `"123.45"`), without Decimal."""
+    sign, whole = ("-", -cents) if cents < 0 else ("", cents)
+    return f"{sign}{whole // 100}.{whole % 100:02d}"

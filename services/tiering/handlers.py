@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.tiering import abc_store, domain, level_store, store
-from services.tiering.domain import MemberDelta
+from services.tiering.domain import MemberDelta, MemberKey, Order, OrderKey
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import Completion, LevelFacts, climb, upgraded_level
 from shared.consumer import Batch, Output
@@ -62,13 +62,14 @@ class TieringHandler:
         stored = store.lock_orders(conn, keys)
         changed, deltas = domain.apply(stored, batch.events)
         store.save_orders(conn, changed.values())
-        figures = store.add_member_deltas(conn, deltas)
-        itemised = store.save_items(conn, (e for e in batch.events if isinstance(e, OrderPlaced)))
-        # Items count as bought when their order completes; a placement that arrives after its
-        # completion brings them late, so both ways in are looked up.
-        completed_now = {k for k, o in changed.items()
-                         if o.completed and not (k in stored and stored[k].completed)}
-        bought = store.skus_bought(conn, completed_now | itemised)
+        placed = [e for e in batch.events if isinstance(e, OrderPlaced)]
+        store.save_items(conn, placed)
+        bought = self._bought(conn, stored, changed, placed)
+        # Figures go out when trades, refunds or items bought changed them, or the region.
+        report = {k: bool(d.completed_trades or d.refunded_cents or k in bought)
+                  for k, d in deltas.items() if d.region is not None or k in bought
+                  or d.completed_trades or d.refunded_cents}
+        figures = store.add_member_deltas(conn, deltas, report)
         watermarks: dict[str, datetime] = {}
         last: dict[tuple[str, str], tuple[datetime, str]] = {}
         for event in batch.events:
@@ -82,10 +83,6 @@ class TieringHandler:
         first = batch.deliveries[0].ref if batch.deliveries else "-"
         outputs: list[Output] = []
         for key in sorted(figures):
-            delta = deltas[key]
-            if not (delta.completed_trades or delta.refunded_cents or delta.region is not None
-                    or key in bought):
-                continue  # nothing a downstream reader could act on (e.g. a placement alone)
             # An order's figures go to its owner even when a later event names someone else.
             at, event_id = last.get(key) or (watermarks[key[0]], first)
             outputs.append(figures_changed(
@@ -95,6 +92,23 @@ class TieringHandler:
         if clocks:
             outputs.append(shop_clock(self.member_events, clocks, f"clock:{first}"))
         return outputs
+
+    @staticmethod
+    def _bought(conn: Connection, stored: dict[OrderKey, Order], changed: dict[OrderKey, Order],
+                placed: list[OrderPlaced]) -> dict[MemberKey, set[str]]:
+        """Items bought in this batch, by member: those of orders it completed, and those of
+        placements that arrive after their order's completion."""
+        lines = {(e.shop_id, e.payload.order_id): {i.sku for i in e.payload.items}
+                 for e in placed}
+        completed = {k: o.member_id for k, o in changed.items()
+                     if o.completed and not (k in stored and stored[k].completed)}
+        lines |= store.order_skus(conn, completed.keys() - lines.keys())
+        completed |= store.completed_owners(conn, lines.keys() - completed.keys())
+        bought: dict[MemberKey, set[str]] = {}
+        for order, member_id in completed.items():
+            if order in lines:
+                bought.setdefault((order[0], member_id), set()).update(lines[order])
+        return bought
 
     def _upgrade(self, conn: Connection, deltas: dict[tuple[str, str], MemberDelta]
                  ) -> list[Output]:

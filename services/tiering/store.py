@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Connection
 
@@ -46,18 +46,26 @@ def save_orders(conn: Connection, orders: Iterable[Order]) -> None:
     )
 
 
-def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]
+def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta],
+                      report: Mapping[MemberKey, bool] | None = None
                       ) -> dict[MemberKey, Figures]:
     """Add each member's batch delta to their stored figures (creating the member if new).
 
-    Returns every touched member's figures after the change.
+    Returns the figures after the change of the members in `report`: always for those mapped
+    to True, and for those mapped to False only if their region changed.
     """
     if not deltas:
         return {}
+    report = report or {}
+    wanted = sorted(report)
     keys = sorted(deltas)  # a fixed order keeps concurrent batches from deadlocking
     d = [deltas[k] for k in keys]
     rows = conn.exec_driver_sql(
-        "INSERT INTO members AS m (shop_id, member_id, completed_trades, gross_cents, "
+        # `before` reads the rows as they were: every part of one statement sees one snapshot.
+        "WITH w AS (SELECT * FROM unnest(%b::text[], %b::text[], %b::bool[]) AS w(s, m, always)), "
+        "before AS (SELECT shop_id, member_id, region FROM members "
+        "  WHERE (shop_id, member_id) IN (SELECT s, m FROM w WHERE NOT always)), "
+        "up AS (INSERT INTO members AS m (shop_id, member_id, completed_trades, gross_cents, "
         "  refunded_cents, spend_cents, first_purchase_at, last_purchase_at, region, region_at) "
         "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::bigint[], %b::bigint[], "
         "  %b::bigint[], %b::timestamptz[], %b::timestamptz[], %b::text[], %b::timestamptz[]) "
@@ -73,8 +81,13 @@ def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]
         "  region_at = GREATEST(m.region_at, excluded.region_at), "
         "  updated_at = now() "
         "RETURNING m.shop_id, m.member_id, m.completed_trades, m.spend_cents, m.gross_cents, "
-        "  m.refunded_cents, m.first_purchase_at, m.last_purchase_at, m.region",
-        ([k[0] for k in keys], [k[1] for k in keys], [x.completed_trades for x in d],
+        "  m.refunded_cents, m.first_purchase_at, m.last_purchase_at, m.region) "
+        # Only the rows asked for come back: most members of a batch only placed an order.
+        "SELECT up.* FROM up JOIN w ON up.shop_id = w.s AND up.member_id = w.m "
+        "LEFT JOIN before b ON b.shop_id = up.shop_id AND b.member_id = up.member_id "
+        "WHERE w.always OR up.region IS DISTINCT FROM b.region",
+        ([k[0] for k in wanted], [k[1] for k in wanted], [report[k] for k in wanted],
+         [k[0] for k in keys], [k[1] for k in keys], [x.completed_trades for x in d],
          [x.gross_cents for x in d], [x.refunded_cents for x in d], [x.spend_cents for x in d],
          [x.first_purchase_at for x in d], [x.last_purchase_at for x in d],
          [x.region for x in d], [x.region_at for x in d]),
@@ -82,11 +95,8 @@ def add_member_deltas(conn: Connection, deltas: dict[MemberKey, MemberDelta]
     return {(r[0], r[1]): Figures(*r[2:]) for r in rows}
 
 
-def save_items(conn: Connection, events: Iterable[OrderPlaced]) -> set[OrderKey]:
-    """Keep the lines of placed orders (once per order; a re-sent placement changes nothing).
-
-    Returns the orders whose lines were new.
-    """
+def save_items(conn: Connection, events: Iterable[OrderPlaced]) -> None:
+    """Keep the lines of placed orders (once per order; a re-sent placement changes nothing)."""
     shops: list[str] = []
     orders: list[str] = []
     lines: list[int] = []
@@ -102,26 +112,36 @@ def save_items(conn: Connection, events: Iterable[OrderPlaced]) -> set[OrderKey]
             qtys.append(item.qty)
             prices.append(to_cents(item.unit_price))
     if not shops:
-        return set()
-    return {(r[0], r[1]) for r in conn.exec_driver_sql(
+        return
+    conn.exec_driver_sql(
         "INSERT INTO order_items (shop_id, order_id, line, sku, qty, unit_price_cents) "
         "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::text[], %b::int[], "
-        "  %b::bigint[]) ON CONFLICT DO NOTHING RETURNING shop_id, order_id",
+        "  %b::bigint[]) ON CONFLICT DO NOTHING",
         (shops, orders, lines, skus, qtys, prices),
-    )}
+    )
 
 
-def skus_bought(conn: Connection, orders: Iterable[OrderKey]) -> dict[MemberKey, set[str]]:
-    """The items of those of the given orders that are completed, by the member who owns them."""
+def order_skus(conn: Connection, orders: Iterable[OrderKey]) -> dict[OrderKey, set[str]]:
+    """The items of the given orders, as stored from their placements."""
+    keys = sorted(set(orders))
+    out: dict[OrderKey, set[str]] = {}
+    if not keys:
+        return out
+    for shop_id, order_id, sku in conn.exec_driver_sql(
+            "SELECT shop_id, order_id, sku FROM order_items "
+            "WHERE (shop_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+            ([k[0] for k in keys], [k[1] for k in keys])):
+        out.setdefault((shop_id, order_id), set()).add(sku)
+    return out
+
+
+def completed_owners(conn: Connection, orders: Iterable[OrderKey]) -> dict[OrderKey, str]:
+    """Of the given orders, those already completed, with the member who owns each."""
     keys = sorted(set(orders))
     if not keys:
         return {}
-    out: dict[MemberKey, set[str]] = {}
-    for shop_id, member_id, sku in conn.exec_driver_sql(
-            "SELECT o.shop_id, o.member_id, i.sku FROM member_orders o "
-            "JOIN order_items i ON i.shop_id = o.shop_id AND i.order_id = o.order_id "
-            "WHERE (o.shop_id, o.order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
-            "AND o.completed_at IS NOT NULL",
-            ([k[0] for k in keys], [k[1] for k in keys])):
-        out.setdefault((shop_id, member_id), set()).add(sku)
-    return out
+    return {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
+        "SELECT shop_id, order_id, member_id FROM member_orders "
+        "WHERE (shop_id, order_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
+        "AND completed_at IS NOT NULL",
+        ([k[0] for k in keys], [k[1] for k in keys]))}
