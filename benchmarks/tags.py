@@ -1,6 +1,6 @@
 """Tagging figures (printed, never asserted).
 
-    python benchmarks/tags.py [--members 1000000] [--rules 100] [--events 200000]
+    python benchmarks/tags.py [--members 1000000] [--rules 100] [--events 200000] [--parts 123]
 
 1. rule evaluations: a shop's 100 `when` rules (mixed: spend, trades, aov, region, level,
    class, days since the last purchase) evaluated in Python (`RuleSet.holding_rules`, as the
@@ -9,9 +9,10 @@
    operator changes it: the SQL selection alone, the preview, and the apply (selection, tag
    holdings, `tag_changes`, one outbox event per member whose tags changed), first giving the
    tag to every member it holds for, then narrowing the rule;
-3. the tagging worker's batch path without Kafka: `TaggingHandler.apply` on `member.figures_changed`
-   deliveries (5,000 per transaction) with the 100 rules configured, members drawn with a long
-   tail from 100k.
+3. the tagging worker's batch path without Kafka: `TaggingHandler.apply` on a year of
+   `member.figures_changed` deliveries (5,000 per transaction; each one more completed trade of
+   a member drawn with a long tail from 100k; the shop's clock after every 1,000) with the 100
+   rules configured.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import random
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,15 +162,24 @@ def worker(root: Path, events: int, n_rules: int) -> None:
           f"{n_rules} rules")
     rng = random.Random(13)
     deliveries = []
+    members: dict[str, MemberFacts] = {}
+    start = CLOCK - timedelta(days=365)
     for i in range(events):
+        # A member's next trade: figures grow one completed order at a time, as in a shop.
         member = f"m{int(100_000 * rng.random() ** 2):06d}"
-        f = facts(rng)
+        at = start + timedelta(seconds=i * 365 * 86400 // events)
+        f = members.get(member) or MemberFacts(region=rng.choice(REGIONS))
+        amount = rng.randrange(2_000, 80_000)
+        f = members[member] = replace(
+            f, completed_trades=f.completed_trades + 1, spend_cents=f.spend_cents + amount,
+            gross_cents=f.gross_cents + amount, first_purchase_at=f.first_purchase_at or at,
+            last_purchase_at=at)
         out = figures_changed(TOPICS.member_events, SHOP, member, Figures(
             f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
-            f.first_purchase_at, f.last_purchase_at, f.region), (), CLOCK, f"f{i}")
+            f.first_purchase_at, f.last_purchase_at, f.region), (), at, f"f{i}")
         deliveries.append(Delivery(TOPICS.member_events, i % 4, i, out.key, out.value, 0))
-        if i % 5000 == 4999:
-            clock = shop_clock(TOPICS.member_events, {SHOP: CLOCK + timedelta(hours=i)}, f"c{i}")
+        if i % 1000 == 999:  # tiering's clock after each of its batches, on every partition
+            clock = shop_clock(TOPICS.member_events, {SHOP: at}, f"c{i}")
             deliveries += [Delivery(TOPICS.member_events, p, i, None, clock.value, 0)
                            for p in range(4)]
     with postgres(root) as db:
@@ -201,11 +212,16 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1_000_000)
     parser.add_argument("--rules", type=int, default=100)
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--parts", default="123", help="which parts to run, e.g. 13")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memberflow-bench-tags-") as tmp:
-        evaluation(args.members, args.rules)
-        reevaluation(Path(tmp) / "a", args.members)
-        worker(Path(tmp) / "b", args.events, args.rules)
+        if "1" in args.parts:
+            evaluation(args.members, args.rules)
+        if "2" in args.parts:
+            reevaluation(Path(tmp) / "a", args.members)
+        if "3" in args.parts:
+            for n in sorted({10, args.rules}):  # a typical shop's handful, and the 100 above
+                worker(Path(tmp) / f"b{n}", args.events, n)
 
 
 if __name__ == "__main__":

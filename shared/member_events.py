@@ -10,8 +10,10 @@ Workers downstream of tiering (tagging) read the member-events topic with `read`
 worker is the one source of members' figures, levels and classes, and of shop clocks.
 
 - `member.figures_changed`: a member's trade figures after a batch changed them, with the items
-  of trades completed in it (`skus_bought`). A snapshot, not a delta: applying it twice, or an
-  older one after a newer one of the same batch retried, settles on the last one.
+  of trades completed in it (`skus_bought`, filled for shops whose configuration has goods
+  rules: the lookup costs the tiering worker a query per batch, and only goods rules read it).
+  A snapshot, not a delta: applying it twice, or an older one after a newer one of the same
+  batch retried, settles on the last one.
 - `shop.clock`: each shop's event-time watermark (its newest order event), sent to every
   partition after the batch's member events, so a reader of one partition knows that no figures
   older than the watermark are still to come from that batch.

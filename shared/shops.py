@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import Connection, text
 
@@ -33,6 +33,26 @@ def config_versions(conn: Connection, shop_ids: Sequence[str], *, share_lock: bo
         (list(shop_ids),),
     ).all()
     return {r[0]: int(r[1]) for r in rows}
+
+
+class ConfigCache:
+    """Shop configurations for a worker: parsed once per version, however many batches ask.
+
+    Parsing validates the whole file (every tag rule compiled), which is too slow to repeat for
+    every batch; a version number is cheap to read and tells when a shop's file changed.
+    """
+
+    def __init__(self) -> None:
+        self._configs: dict[str, tuple[int, ShopConfig]] = {}
+
+    def get(self, conn: Connection, shop_ids: Collection[str], *, share_lock: bool = False
+            ) -> dict[str, tuple[int, ShopConfig]]:
+        """The applied configuration (version, config) of each listed shop that has one."""
+        versions = config_versions(conn, sorted(shop_ids), share_lock=share_lock)
+        stale = [s for s, v in versions.items()
+                 if s not in self._configs or self._configs[s][0] != v]
+        self._configs.update(shop_configs(conn, stale))
+        return {s: self._configs[s] for s in versions if s in self._configs}
 
 
 def apply_config(conn: Connection, config: ShopConfig, applied_by: str

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from shared.member_events import AbcChanged, FiguresChanged, LevelChanged, MemberEventIn
@@ -82,12 +83,17 @@ class RuleSet:
                   for r in config.tagging.rules if r.when is not None),
             {sku: tuple(pairs) for sku, pairs in goods.items()})
 
-    @property
+    @cached_property
+    def timed(self) -> tuple[tuple[str, str, Rule], ...]:
+        """The `when` rules whose verdict can change as time passes."""
+        return tuple(r for r in self.when if r[2].time_thresholds())
+
+    @cached_property
     def maintained(self) -> dict[str, str]:
         """Tags kept equal to a condition, with the id of their rule."""
         return {tag: rule_id for rule_id, tag, _ in self.when}
 
-    @property
+    @cached_property
     def thresholds(self) -> frozenset[tuple[str, int]]:
         """(column, days) pairs at which some time-based rule may change its mind."""
         return frozenset(t for _, _, rule in self.when for t in rule.time_thresholds())
@@ -108,17 +114,18 @@ class RuleSet:
 
 def decide(rules: RuleSet, member_id: str, holdings: Mapping[str, Holding], facts: MemberFacts,
            clock: datetime | None, skus: Iterable[str], since: datetime | None,
-           event_id: str | None) -> list[TagChange]:
+           event_id: str | None, *, time_only: bool = False) -> list[TagChange]:
     """The tag changes due for one member, sorted by tag.
 
     `since` is when the facts became what they are (the triggering event's time), or for a
     member looked at only because the clock moved, the clock's previous reading. A change takes
     effect then, unless a time-based rule turned later, before `clock`: then at the bar where it
     last turned ("no purchase for 180 days" is true from day 180, whenever that was noticed).
+    With `time_only` (the facts did not change, only the clock) other rules are not looked at.
     """
     changes: list[TagChange] = []
     shop = rules.shop_id
-    for rule_id, tag, rule in rules.when:
+    for rule_id, tag, rule in rules.timed if time_only else rules.when:
         holds = rule.holds(facts, clock)
         if holds == (tag in holdings):
             continue

@@ -35,7 +35,7 @@ from shared.consumer import Batch, Output
 from shared.deadletter import dead_letter
 from shared.events import Problem
 from shared.member_events import MemberEventIn, ShopClock, UnreadableMemberEvent, read
-from shared.shops import config_versions, shop_configs
+from shared.shops import ConfigCache
 from shared.topics import Topics
 
 
@@ -52,16 +52,16 @@ class TaggingHandler:
         self.topics: tuple[str, ...] = (topics.member_events,)
         self.member_events = topics.member_events
         self.dead_letters = topics.dead_letters
+        self._configs = ConfigCache()
         self._rules: dict[str, RuleSet] = {}     # compiled rules by shop, at its last version
 
     def rulesets(self, conn: Connection, shops: set[str]) -> dict[str, RuleSet]:
         """The shops' compiled rules, share-locking their configurations until commit."""
-        versions = config_versions(conn, sorted(shops), share_lock=True)
-        stale = [s for s, v in versions.items()
-                 if s not in self._rules or self._rules[s].version != v]
-        for shop_id, (version, config) in shop_configs(conn, stale).items():
-            self._rules[shop_id] = RuleSet.from_config(version, config)
-        return {s: self._rules[s] for s in versions if s in self._rules}
+        configs = self._configs.get(conn, shops, share_lock=True)
+        for shop_id, (version, config) in configs.items():
+            if shop_id not in self._rules or self._rules[shop_id].version != version:
+                self._rules[shop_id] = RuleSet.from_config(version, config)
+        return {s: self._rules[s] for s in configs}
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         outputs: list[Output] = []
@@ -122,6 +122,6 @@ class TaggingHandler:
             shop_rules, now = rules[key[0]], clock[(key[0], partition)]
             before = moved[(key[0], partition)][0]
             changes += decide(shop_rules, key[1], held.get(key, {}), facts, now, (), before,
-                              f"clock:{key[0]}:{now.isoformat()}")
+                              f"clock:{key[0]}:{now.isoformat()}", time_only=True)
         store.record(conn, changes)
         return outputs + store.events_for(self.member_events, changes, held, "-")

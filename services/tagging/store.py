@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from shared.tag_rules import MemberFacts
 from sqlalchemy import Connection
 
 from services.tagging.domain import ClockKey, Holding, MemberKey, MemberUpdate, TagChange
 from shared.consumer import Output
 from shared.member_events import member_event
+from shared.tag_rules import MemberFacts
 
 _FACTS = ("completed_trades, spend_cents, gross_cents, refunded_cents, first_purchase_at, "
           "last_purchase_at, region, level, abc_class")
@@ -125,49 +125,53 @@ def holdings(conn: Connection, keys: Iterable[MemberKey]
     out: dict[MemberKey, dict[str, Holding]] = {}
     if not shops:
         return out
-    for shop_id, member_id, tag_id, cause, rule_id in conn.exec_driver_sql(
-            "SELECT shop_id, member_id, tag_id, cause, rule_id FROM member_tags "
-            "WHERE (shop_id, member_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
+    # One row per member (arrays), not per tag: members of a busy shop hold dozens of tags.
+    for shop_id, member_id, tags, causes, rules in conn.exec_driver_sql(
+            "SELECT shop_id, member_id, array_agg(tag_id), array_agg(cause), array_agg(rule_id) "
+            "FROM member_tags "
+            "WHERE (shop_id, member_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
+            "GROUP BY shop_id, member_id",
             (shops, members)):
-        out.setdefault((shop_id, member_id), {})[tag_id] = Holding(cause, rule_id)
+        out[(shop_id, member_id)] = {t: Holding(c, r) for t, c, r in zip(tags, causes, rules,
+                                                                         strict=True)}
     return out
+
+
+_TYPED_COLUMNS = ("shop_id text, member_id text, tag_id text, action text, cause text, "
+                  "rule_id text, operator text, reason text, event_id text, config_version int, "
+                  "effective_at timestamptz")
 
 
 def record(conn: Connection, changes: Sequence[TagChange]) -> None:
     """Apply tag changes to the holdings and keep each one, with its cause, in `tag_changes`."""
     if not changes:
         return
-    added = sorted((c for c in changes if c.action == "added"),
-                   key=lambda c: (c.shop_id, c.tag_id, c.member_id))
-    removed = sorted((c for c in changes if c.action == "removed"),
-                     key=lambda c: (c.shop_id, c.tag_id, c.member_id))
-    if removed:
-        conn.exec_driver_sql(
-            "DELETE FROM member_tags t USING unnest(%b::text[], %b::text[], %b::text[]) "
-            "  AS u(shop_id, tag_id, member_id) "
-            "WHERE t.shop_id = u.shop_id AND t.tag_id = u.tag_id AND t.member_id = u.member_id",
-            ([c.shop_id for c in removed], [c.tag_id for c in removed],
-             [c.member_id for c in removed]))
-    if added:
-        conn.exec_driver_sql(
-            "INSERT INTO member_tags (shop_id, tag_id, member_id, cause, rule_id, operator, "
-            "  event_id, since) "
-            "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
-            "  %b::text[], %b::text[], %b::timestamptz[]) ON CONFLICT DO NOTHING",
-            ([c.shop_id for c in added], [c.tag_id for c in added],
-             [c.member_id for c in added], [c.cause for c in added],
-             [c.rule_id for c in added], [c.operator for c in added],
-             [c.event_id for c in added], [c.effective_at for c in added]))
-    # COPY: a rule change can add or remove a tag for hundreds of thousands of members.
     raw = conn.connection.driver_connection
     assert raw is not None
     columns = ("shop_id, member_id, tag_id, action, cause, rule_id, operator, reason, event_id, "
                "config_version, effective_at")
-    with raw.cursor() as cur, cur.copy(f"COPY tag_changes ({columns}) FROM STDIN") as copy:
-        for c in changes:
-            copy.write_row((c.shop_id, c.member_id, c.tag_id, c.action, c.cause, c.rule_id,
-                            c.operator, c.reason, c.event_id, c.config_version,
-                            c.effective_at))
+    with raw.cursor() as cur:
+        # One COPY carries every change (a rule change can touch hundreds of thousands of
+        # members); the holdings and the history are then written from it in SQL.
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS tag_changes_in (seq serial, "
+                    f"{_TYPED_COLUMNS}) ON COMMIT DELETE ROWS")
+        with cur.copy(f"COPY tag_changes_in ({columns}) FROM STDIN") as copy:
+            for c in changes:
+                copy.write_row((c.shop_id, c.member_id, c.tag_id, c.action, c.cause, c.rule_id,
+                                c.operator, c.reason, c.event_id, c.config_version,
+                                c.effective_at))
+        # Removals first: a holding whose cause changes is removed and added in one go.
+        cur.execute("DELETE FROM member_tags t USING tag_changes_in u WHERE u.action = 'removed' "
+                    "AND t.shop_id = u.shop_id AND t.tag_id = u.tag_id "
+                    "AND t.member_id = u.member_id")
+        cur.execute("INSERT INTO member_tags (shop_id, tag_id, member_id, cause, rule_id, "
+                    "operator, event_id, since) SELECT shop_id, tag_id, member_id, cause, "
+                    "rule_id, operator, event_id, effective_at FROM tag_changes_in "
+                    "WHERE action = 'added' ORDER BY shop_id, tag_id, member_id "
+                    "ON CONFLICT DO NOTHING")
+        cur.execute(f"INSERT INTO tag_changes ({columns}) SELECT {columns} FROM tag_changes_in "
+                    "ORDER BY seq")
+        cur.execute("TRUNCATE tag_changes_in")
 
 
 def tags_changed_event(topic: str, shop_id: str, member_id: str, changes: Sequence[TagChange],

@@ -27,7 +27,7 @@ from shared.consumer import Batch, Output
 from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
 from shared.member_events import figures_changed, member_event, shop_clock, take_pending
 from shared.policy import CustomerAbc
-from shared.shops import shop_configs
+from shared.shops import ConfigCache
 from shared.topics import Topics
 
 # A recompute that took t seconds is not repeated for the same shop within ABC_MAX_SHARE * t.
@@ -52,8 +52,13 @@ class TieringHandler:
         self.abc_debounce = abc_debounce
         self.tick_seconds = tick_seconds
         self._abc_cost: dict[str, tuple[datetime, float]] = {}  # shop -> (last run, seconds)
+        self._configs = ConfigCache()
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
+        # First, a share lock on the shops' configurations: a configuration being applied waits
+        # for this batch (and this batch for it), so rules it adds are evaluated over history
+        # that includes the batch, and the batch never mixes two versions.
+        configs = self._configs.get(conn, {e.shop_id for e in batch.events}, share_lock=True)
         keys = [
             (e.shop_id, e.payload.order_id)
             for e in batch.events
@@ -64,7 +69,11 @@ class TieringHandler:
         store.save_orders(conn, changed.values())
         placed = [e for e in batch.events if isinstance(e, OrderPlaced)]
         store.save_items(conn, placed)
-        bought = self._bought(conn, stored, changed, placed)
+        # Items bought matter only to goods rules; shops without any skip the lookups.
+        with_goods = {s for s, (_, c) in configs.items() if c.tagging.goods_rules()}
+        bought = self._bought(conn, {k: o for k, o in stored.items() if k[0] in with_goods},
+                              {k: o for k, o in changed.items() if k[0] in with_goods},
+                              [e for e in placed if e.shop_id in with_goods])
         # Figures go out when trades, refunds or items bought changed them, or the region.
         report = {k: bool(d.completed_trades or d.refunded_cents or k in bought)
                   for k, d in deltas.items() if d.region is not None or k in bought
@@ -119,7 +128,7 @@ class TieringHandler:
                 by_shop[shop_id][member_id] = delta
         if not by_shop:
             return []
-        configs = shop_configs(conn, sorted(by_shop))
+        configs = self._configs.get(conn, by_shop)
         changes: list[LevelChange] = []
         outputs: list[Output] = []
         for shop_id in sorted(by_shop):
@@ -157,7 +166,7 @@ class TieringHandler:
         due = abc_store.due_shops(conn, now, self.abc_debounce)
         if not due:
             return outputs
-        configs = shop_configs(conn, [shop for shop, _ in due])
+        configs = self._configs.get(conn, [shop for shop, _ in due])
         for shop_id, watermark in due:
             last = self._abc_cost.get(shop_id)
             if last is not None and now < last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):
