@@ -14,6 +14,7 @@ from typing import Any
 import click
 from sqlalchemy import text
 
+from memberflow.cli_campaigns import campaigns, report_campaign
 from memberflow.cli_common import (
     connection,
     db_opt,
@@ -224,6 +225,8 @@ members.add_command(blacklist)
 members.add_command(important)
 main.add_command(levels)
 main.add_command(tags)
+main.add_command(campaigns)
+report.add_command(report_campaign)
 main.add_command(report)
 
 

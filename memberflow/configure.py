@@ -1,5 +1,5 @@
 """Applying a shop configuration: one transaction that stores the new version and lets every
-capability react to it (level policy re-evaluation, ABC settings, tag rules)."""
+capability react to it (level policy re-evaluation, ABC settings, tag rules, campaigns)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from services.campaigns import operations as campaigns
 from services.tagging import operations as tagging
 from services.tagging.operations import TagOutcome
 from services.tiering import operations as tiering
@@ -21,6 +22,7 @@ class ConfigResult:
     changed: bool
     moved_up: int = 0                                   # members a new level policy upgraded
     tags: list[TagOutcome] = field(default_factory=list)  # tags whose rules changed
+    campaigns: list[str] = field(default_factory=list)   # campaigns defined, changed, deleted
 
 
 def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator: str,
@@ -35,4 +37,5 @@ def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator
         return ConfigResult(version, changed=False)
     moved = tiering.config_changed(conn, topic, old, config, version, now)
     tags = tagging.config_changed(conn, topic, old, config, version, operator, now)
-    return ConfigResult(version, True, moved, tags)
+    defined = campaigns.config_changed(conn, topic, old, config, operator)
+    return ConfigResult(version, True, moved, tags, defined)

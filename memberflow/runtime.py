@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from memberflow.readmodel import read_member
+from services.campaigns.handlers import CampaignHandler
 from services.ingest.archive import DeadLetterRecorder, EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
@@ -39,6 +40,8 @@ WORKERS: dict[str, Callable[[Settings], Handler]] = {
     "tiering": lambda s: TieringHandler(
         s.topics, abc_debounce=timedelta(seconds=s.abc_debounce_seconds)),
     "tagging": lambda s: TaggingHandler(s.topics),
+    "campaigns": lambda s: CampaignHandler(
+        s.topics, lateness=timedelta(hours=s.campaign_lateness_hours)),
 }
 
 

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     abc_debounce_seconds: float = Field(
         5.0, ge=0, le=3600, description="recompute a shop's customer ABC at most this often")
+    campaign_lateness_hours: float = Field(
+        24.0, gt=0, le=720, description="campaign events further behind their stream than this "
+                                       "are refused (dead letters), never attributed")
 
     @property
     def topics(self) -> Topics:

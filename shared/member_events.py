@@ -36,7 +36,8 @@ from shared.money import cents_text, to_cents
 SCHEMA_VERSION = 1
 
 
-def _iso(at: datetime) -> str:
+def iso(at: datetime) -> str:
+    """UTC time as ISO-8601 with a Z."""
     return at.isoformat().replace("+00:00", "Z")
 
 
@@ -49,7 +50,7 @@ def member_event(topic: str, event_type: str, event_id: str, shop_id: str, membe
         "schema_version": SCHEMA_VERSION,
         "shop_id": shop_id,
         "member_id": member_id,
-        "occurred_at": _iso(occurred_at),
+        "occurred_at": iso(occurred_at),
         "payload": payload,
     }
     return Output(topic, f"{shop_id}/{member_id}".encode(),
@@ -88,12 +89,12 @@ def figures_changed(topic: str, shop_id: str, member_id: str, figures: Figures,
 def shop_clock(topic: str, watermarks: Mapping[str, datetime], event_id: str) -> Output:
     """`shop.clock`: shops' event-time watermarks, broadcast to every partition of `topic`."""
     body = {"event_id": event_id, "type": "shop.clock", "schema_version": SCHEMA_VERSION,
-            "payload": {"watermarks": {s: _iso(w) for s, w in sorted(watermarks.items())}}}
+            "payload": {"watermarks": {s: iso(w) for s, w in sorted(watermarks.items())}}}
     return Output(topic, None, json.dumps(body).encode(), "shop.clock", broadcast=True)
 
 
 def _iso_or_none(at: datetime | None) -> str | None:
-    return _iso(at) if at is not None else None
+    return iso(at) if at is not None else None
 
 
 # --- reading member events ---------------------------------------------------------------------

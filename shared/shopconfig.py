@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.campaign_config import CampaignDefinition, campaign_problems
 from shared.policy import AbcSettings, LevelPolicy, RuleBroken
 from shared.tag_rules import RuleError, compile_rule
 from shared.tagging_config import Tagging
@@ -42,6 +43,8 @@ class ShopConfig(BaseModel):
     abc: AbcSettings = AbcSettings()
     tagging: Tagging = Field(default_factory=Tagging,
                              description="tag groups, tags and the rules that apply them")
+    campaigns: list[CampaignDefinition] = Field(
+        default_factory=list, description="campaigns declared with the shop (see also the CLI)")
 
     @field_validator("timezone")
     @classmethod
@@ -53,7 +56,7 @@ class ShopConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _rules_in_the_shops_zone(self) -> ShopConfig:
+    def _across_sections(self) -> ShopConfig:
         # Dates in tag rules are read in the shop's time zone, so that is where they must hold.
         zone = ZoneInfo(self.timezone)
         problems = []
@@ -64,6 +67,7 @@ class ShopConfig(BaseModel):
                 compile_rule(rule.when, zone)
             except RuleError as exc:
                 problems.append((f"tagging.rules[{i}].when", str(exc)))
+        problems += campaign_problems(self.campaigns, {t.id for t in self.tagging.tags})
         if problems:
             raise RuleBroken(problems)
         return self

@@ -1,0 +1,237 @@
+"""The campaign effect report: per campaign, channel and day — sent, clicked, conversions after
+a click and after a mere send, revenue — each day marked provisional until it has settled.
+
+Days are the shop's calendar days. Messages count on the day they were sent and clicks on the
+day of the message's first click; an order credited to a click counts on the click's day, one
+credited to a send (no click) on the send's day. A day's figures can change until every order
+its clicks and sends could bring is in: until the campaign's longest window has passed after
+the day, plus the lateness bound the campaigns worker still accepts events within, by the
+newest event time read. After that they are final.
+
+The campaigns worker judges lateness against each input partition's own newest event (so what
+is refused does not depend on how the topics interleave), while finality is judged against
+the newest event overall (so a quiet partition does not hold every report provisional): an
+event from a partition that stayed silent for longer than the bound can still be applied to a
+day already reported final. Credits stay exact; only the label was early.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from services.campaigns import store
+from shared.member_events import iso
+from shared.money import CENT, from_cents
+from shared.shops import shop_configs
+
+COLUMNS = ("campaign_id", "channel", "day", "status", "sent", "clicked", "click_rate",
+           "converted_members", "orders", "revenue", "conversion_rate", "send_orders",
+           "send_revenue", "revenue_per_message")
+
+
+class NoCampaigns(LookupError):
+    """Nothing to report: the shop (or the campaign) has no messages."""
+
+
+@dataclass
+class Row:
+    campaign_id: str
+    channel: str
+    day: date
+    sent: int = 0
+    clicked: int = 0
+    converted: set[str] = field(default_factory=set)   # members converted after a click
+    orders: int = 0
+    revenue_cents: int = 0
+    send_orders: int = 0
+    send_revenue_cents: int = 0
+    final: bool = False
+
+    def record(self) -> dict[str, Any]:
+        def rate(n: int, d: int) -> str | None:
+            return str((Decimal(n) / d).quantize(Decimal("0.0001"))) if d else None
+
+        revenue = self.revenue_cents + self.send_revenue_cents
+        return {
+            "campaign_id": self.campaign_id, "channel": self.channel,
+            "day": self.day.isoformat(), "status": "final" if self.final else "provisional",
+            "sent": self.sent, "clicked": self.clicked,
+            "click_rate": rate(self.clicked, self.sent),
+            "converted_members": len(self.converted), "orders": self.orders,
+            "revenue": str(from_cents(self.revenue_cents)),
+            "conversion_rate": rate(len(self.converted), self.clicked),
+            "send_orders": self.send_orders,
+            "send_revenue": str(from_cents(self.send_revenue_cents)),
+            "revenue_per_message": str((from_cents(revenue) / self.sent).quantize(CENT))
+            if self.sent else None,
+        }
+
+
+@dataclass
+class Report:
+    shop_id: str
+    timezone: str
+    settled_until: datetime | None    # figures of events before this can no longer change
+    rows: list[Row]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shop_id": self.shop_id, "timezone": self.timezone,
+                "settled_until": iso(self.settled_until) if self.settled_until else None,
+                "rows": [r.record() for r in self.rows], "totals": self.totals()}
+
+    def totals(self) -> list[dict[str, Any]]:
+        """One line per campaign over all its days and channels."""
+        merged: dict[str, Row] = {}
+        for r in self.rows:
+            t = merged.setdefault(r.campaign_id, Row(r.campaign_id, "all", r.day, final=True))
+            t.day = min(t.day, r.day)
+            t.sent += r.sent
+            t.clicked += r.clicked
+            t.converted |= r.converted
+            t.orders += r.orders
+            t.revenue_cents += r.revenue_cents
+            t.send_orders += r.send_orders
+            t.send_revenue_cents += r.send_revenue_cents
+            t.final = t.final and r.final
+        return [{**t.record(), "day": None} for _, t in sorted(merged.items())]
+
+
+def campaign_report(conn: Connection, shop_id: str, campaign_id: str | None,
+                    lateness: timedelta) -> Report:
+    """The effect of the shop's campaigns (or one), from the campaigns worker's state."""
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    zone = entry[1].timezone if entry else "UTC"
+    only = "" if campaign_id is None else " AND campaign_id = %(c)s"
+    params = {"s": shop_id, "c": campaign_id, "z": zone}
+    rows: dict[tuple[str, str, date], Row] = {}
+
+    def row(campaign: str, channel: str | None, day: date) -> Row:
+        key = (campaign, channel or "unknown", day)
+        return rows.setdefault(key, Row(*key))
+
+    for c, ch, day, n in conn.exec_driver_sql(
+            "SELECT campaign_id, channel, (sent_at AT TIME ZONE %(z)s)::date, count(*) "
+            f"FROM campaign_sends WHERE shop_id = %(s)s{only} GROUP BY 1, 2, 3", params):
+        row(c, ch, day).sent += n
+    for c, ch, day, n in conn.exec_driver_sql(
+            "SELECT k.campaign_id, s.channel, (k.first AT TIME ZONE %(z)s)::date, count(*) "
+            "FROM (SELECT campaign_id, message_id, min(clicked_at) AS first FROM campaign_clicks "
+            f"  WHERE shop_id = %(s)s{only} GROUP BY 1, 2) k LEFT JOIN campaign_sends s "
+            "ON s.shop_id = %(s)s AND s.campaign_id = k.campaign_id "
+            "AND s.message_id = k.message_id GROUP BY 1, 2, 3", params):
+        row(c, ch, day).clicked += n
+    for c, ch, kind, day, member, value in conn.exec_driver_sql(
+            "SELECT o.campaign_id, s.channel, o.credit_kind, "
+            "  (o.credited_at AT TIME ZONE %(z)s)::date, o.member_id, "
+            "  GREATEST(COALESCE(o.completed_cents, o.paid_cents) - o.refunded_cents, 0) "
+            "FROM campaign_orders o LEFT JOIN campaign_sends s ON s.shop_id = o.shop_id "
+            "  AND s.campaign_id = o.campaign_id AND s.message_id = o.message_id "
+            "WHERE o.shop_id = %(s)s AND o.campaign_id IS NOT NULL"
+            + ("" if campaign_id is None else " AND o.campaign_id = %(c)s"), params):
+        r = row(c, ch, day)
+        if kind == "click":
+            r.converted.add(member)
+            r.orders += 1
+            r.revenue_cents += value
+        else:
+            r.send_orders += 1
+            r.send_revenue_cents += value
+    if not rows:
+        raise NoCampaigns(f"shop {shop_id!r} has no campaign messages"
+                          + (f" for campaign {campaign_id!r}" if campaign_id else ""))
+
+    newest = store.watermark(conn)
+    settled = newest - lateness if newest else None
+    windows = store.campaign_windows(conn, {(shop_id, c) for c, _, _ in rows})
+    tz = ZoneInfo(zone)
+    for (campaign, _, day), r in rows.items():
+        click, send = windows.get((shop_id, campaign), (store.DEFAULT_CLICK_WINDOW,
+                                                        store.DEFAULT_SEND_WINDOW))
+        day_end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+        r.final = settled is not None and day_end + max(click, send) <= settled
+    return Report(shop_id, zone, settled, [rows[k] for k in sorted(rows)])
+
+
+def write_xlsx(report: Report, path: Path) -> None:
+    """The report as a workbook: one sheet by day, one of totals; money and rates as numbers."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    book = Workbook()
+    sheets = [(book.active, "by day", [r.record() for r in report.rows]),
+              (book.create_sheet(), "totals", report.totals())]
+    for sheet, title, records in sheets:
+        assert sheet is not None
+        sheet.title = title
+        sheet.append(list(COLUMNS))
+        for cell in sheet[1]:
+            cell.font = Font(bold=True)
+        for rec in records:
+            sheet.append([Decimal(rec[c]) if c in _DECIMALS and rec[c] is not None else rec[c]
+                          for c in COLUMNS])
+        for column in ("J", "M", "N"):    # revenue, send revenue, revenue per message
+            for cell in sheet[column][1:]:
+                cell.number_format = "#,##0.00"
+        for column in ("G", "K"):         # click rate, conversion rate
+            for cell in sheet[column][1:]:
+                cell.number_format = "0.00%"
+        sheet.freeze_panes = "A2"
+    notes = book.create_sheet("about")
+    notes.append(["shop", report.shop_id])
+    notes.append(["time zone of days", report.timezone])
+    notes.append(["settled until", iso(report.settled_until) if report.settled_until else "-"])
+    notes.append(["provisional", "a day's figures can still change until its attribution "
+                                 "windows (plus the lateness bound) have passed"])
+    book.save(path)
+
+
+_DECIMALS = {"click_rate", "revenue", "conversion_rate", "send_revenue", "revenue_per_message"}
+
+
+def conversions_png(report: Report, path: Path) -> None:
+    """Orders credited per day and campaign (after a click, after a send); provisional days are
+    drawn hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    from matplotlib import pyplot as plt
+
+    per: dict[str, dict[date, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    final: dict[tuple[str, date], bool] = {}
+    for r in report.rows:
+        counts = per[r.campaign_id][r.day]
+        counts[0] += r.orders
+        counts[1] += r.send_orders
+        final[(r.campaign_id, r.day)] = final.get((r.campaign_id, r.day), True) and r.final
+    first = min(r.day for r in report.rows)
+    last = max(r.day for r in report.rows)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for campaign, days in sorted(per.items()):
+        xs = sorted(days)
+        ys = [sum(days[d]) for d in xs]
+        at = [(d - first).days for d in xs]
+        line = ax.plot(at, ys, label=campaign)[0]
+        color = line.get_color()
+        for x, n, y in zip(xs, at, ys, strict=True):
+            ax.plot([n], [y], "o", color=color,
+                    markerfacecolor=color if final[(campaign, x)] else "white")
+    span = (last - first).days
+    ticks = list(range(0, span + 1, max(1, span // 10)))
+    ax.set_xticks(ticks, [(first + timedelta(days=t)).isoformat() for t in ticks])
+    ax.set_title(f"Campaign conversions per day, shop {report.shop_id} "
+                 "(hollow: provisional)")
+    ax.set_xlabel(f"day ({report.timezone})")
+    ax.set_ylabel("orders credited (after click + after send)")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,196 @@
+"""Commands for campaigns (`memberflow campaigns ...`) and their effect report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from pydantic import ValidationError
+
+from memberflow.campaign_report import (
+    COLUMNS,
+    NoCampaigns,
+    campaign_report,
+    conversions_png,
+    write_xlsx,
+)
+from memberflow.cli_common import connection, db_opt, dir_opt, operator_name, settings_from
+from memberflow.cli_tiers import emit
+from services.campaigns import operations
+from services.campaigns.operations import FileSender
+from shared.audit import OperationRefused
+from shared.campaign_config import CampaignDefinition
+from shared.member_events import iso
+from shared.shopconfig import ConfigError, parse
+
+
+@click.group()
+def campaigns() -> None:
+    """Campaigns: define, confirm (record the audience), send; see `report campaign`."""
+
+
+def _definition(path: Path, shop: str) -> CampaignDefinition:
+    """One campaign from a YAML file, checked against the shop's rules (e.g. its tags)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+        raise click.ClickException(f"{path}: cannot be read as YAML ({exc})") from None
+    try:
+        return CampaignDefinition.model_validate(data)
+    except ValidationError:
+        pass
+    try:  # the same checks, with the messages and paths of a configuration file
+        parse({"shop_id": shop, "name": shop, "campaigns": [data]}, str(path))
+    except ConfigError as exc:
+        raise click.ClickException("invalid campaign\n  " + "\n  ".join(
+            f"{path}: {p.replace('campaigns[0].', '')}" for p in exc.problems)) from None
+    raise click.ClickException(f"{path}: invalid campaign")  # pragma: no cover
+
+
+@campaigns.command("create")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--shop", required=True)
+@click.option("--operator", help="who (recorded; default: the OS user)")
+@db_opt
+@dir_opt
+def campaigns_create(file: Path, shop: str, operator: str | None, database_url: str | None,
+                     data_dir: Path | None) -> None:
+    """Create (or, before confirmation, change) a campaign from a YAML definition."""
+    definition = _definition(file, shop)
+    topic = settings_from().topics.member_events
+    try:
+        with connection(database_url, data_dir) as conn:
+            tags = conn.exec_driver_sql(
+                "SELECT config -> 'tagging' -> 'tags' FROM shops WHERE shop_id = %s",
+                (shop,)).scalar()
+            known = {t["id"] for t in tags or []}
+            missing = [t for t in definition.target.tags if t not in known]
+            if missing:
+                raise OperationRefused(f"target.tags: shop {shop!r} has no tag(s) "
+                                       f"{', '.join(missing)}")
+            changed = operations.define(conn, topic, shop, definition, "cli",
+                                        operator_name(operator))
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"campaign {definition.id}: {'saved as a draft' if changed else 'unchanged'}; "
+               f"runs {iso(definition.starts_at)} to {iso(definition.ends_at)}")
+
+
+@campaigns.command("list")
+@click.option("--shop", required=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@db_opt
+@dir_opt
+def campaigns_list(shop: str, fmt: str, database_url: str | None,
+                   data_dir: Path | None) -> None:
+    """The shop's campaigns: window, status, audience, channels, offer."""
+    with connection(database_url, data_dir) as conn:
+        found = operations.campaigns_of(conn, shop)
+    rows: list[dict[str, Any]] = [
+            {"campaign_id": c.definition.id, "name": c.definition.name, "status": c.status,
+             "source": c.source, "starts_at": iso(c.definition.starts_at),
+             "ends_at": iso(c.definition.ends_at), "audience": c.audience_size,
+             "sent_at": iso(c.sent_at) if c.sent_at else None,
+             "channels": c.definition.channels, "offer": c.definition.offer.describe(),
+             "click_window_hours": c.definition.attribution.click_window_hours,
+             "send_window_hours": c.definition.attribution.send_window_hours}
+            for c in found]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"shop {shop}: no campaigns defined")
+    for r in rows:
+        audience = f"{r['audience']:,} members" if r["audience"] is not None else "no audience"
+        click.echo(f"  {r['campaign_id']:<16} {r['status']:<9} {r['starts_at']} .. "
+                   f"{r['ends_at']}  {audience:<16} {'/'.join(r['channels'])}  {r['offer']}")
+
+
+@campaigns.command("confirm")
+@click.option("--shop", required=True)
+@click.option("--campaign", "campaign_id", required=True)
+@click.option("--operator", help="who (recorded; default: the OS user)")
+@db_opt
+@dir_opt
+def campaigns_confirm(shop: str, campaign_id: str, operator: str | None,
+                      database_url: str | None, data_dir: Path | None) -> None:
+    """Resolve the target to members now, record them, and freeze the campaign."""
+    topic = settings_from().topics.member_events
+    try:
+        with connection(database_url, data_dir) as conn:
+            done = operations.confirm(conn, topic, shop, campaign_id, operator_name(operator),
+                                      datetime.now(UTC))
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"campaign {campaign_id} confirmed: audience of {done.audience:,} member(s) "
+               "recorded; its window and target can no longer change")
+
+
+@campaigns.command("send")
+@click.option("--shop", required=True)
+@click.option("--campaign", "campaign_id", required=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="where the file sender writes messages (default: DATA_DIR/outgoing)")
+@click.option("--operator", help="who (recorded; default: the OS user)")
+@db_opt
+@dir_opt
+def campaigns_send(shop: str, campaign_id: str, out_dir: Path | None, operator: str | None,
+                   database_url: str | None, data_dir: Path | None) -> None:
+    """Send a confirmed campaign to its audience (file sender) and record the messages sent."""
+    settings = settings_from(None, database_url, data_dir)
+    sender = FileSender(out_dir or settings.data_dir / "outgoing")
+    try:
+        with connection(database_url, data_dir) as conn:
+            n = operations.send(conn, settings.topics, shop, campaign_id, sender,
+                                operator_name(operator), datetime.now(UTC))
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"campaign {campaign_id}: {n:,} message(s) written to "
+               f"{sender.path(shop, campaign_id)}; message_sent events queued for the broker")
+
+
+@click.command("campaign")
+@click.option("--shop", required=True)
+@click.option("--campaign", "campaign_id", help="one campaign (default: all)")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "xlsx"]), default="json")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="write to this file (required for xlsx)")
+@click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
+              help="also write conversions over time to this PNG file")
+@db_opt
+@dir_opt
+def report_campaign(shop: str, campaign_id: str | None, fmt: str, out: Path | None,
+                    chart: Path | None, database_url: str | None,
+                    data_dir: Path | None) -> None:
+    """Campaign effect per campaign, channel and day; provisional until the windows close."""
+    if fmt == "xlsx" and out is None:
+        raise click.UsageError("--format xlsx needs --out FILE.xlsx")
+    lateness = timedelta(hours=settings_from().campaign_lateness_hours)
+    try:
+        with connection(database_url, data_dir) as conn:
+            result = campaign_report(conn, shop, campaign_id, lateness)
+    except NoCampaigns as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "xlsx":
+        assert out is not None
+        write_xlsx(result, out)
+    elif out is not None:
+        with out.open("w", encoding="utf-8", newline="") as handle:
+            if fmt == "json":
+                handle.write(json.dumps(result.to_dict(), indent=2) + "\n")
+            else:
+                writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+                writer.writeheader()
+                writer.writerows(r.record() for r in result.rows)
+    else:
+        emit((r.record() for r in result.rows), COLUMNS, fmt, result.to_dict())
+    if out is not None:
+        click.echo(f"report written to {out}", err=True)
+    if chart:
+        conversions_png(result, chart)
+        click.echo(f"conversions chart written to {chart}", err=True)
