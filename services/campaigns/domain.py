@@ -174,7 +174,7 @@ def credit(order: Order, clicks: Iterable[Click], sends: Iterable[Send],
 
 def reach(campaigns: Mapping[str, Campaign]) -> timedelta:
     """The longest click or send window of any campaign (zero when there are none)."""
-    return max((c.click_window for c in campaigns.values()), default=_ZERO)
+    return max((max(c.click_window, c.send_window) for c in campaigns.values()), default=_ZERO)
 
 
 def affected(order_times: Iterable[tuple[str, datetime]], touch_at: datetime,

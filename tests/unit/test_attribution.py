@@ -259,11 +259,9 @@ CHANNELS = ["sms", "email", "im"]
 WINDOWS = [timedelta(0), DAY, 36 * H, 2 * DAY, 2 * DAY]
 
 
-
 def hours(lo: int, hi: int) -> st.SearchStrategy[datetime]:
-    """Whole hours plus or minus a microsecond: lots of ties and lots of exact window edges."""
-    return st.builds(lambda h, u: T0 + h * H + u * US,
-                     st.integers(lo, hi), st.sampled_from([0, 0, 0, 1, -1]))
+    """Whole hours, some a microsecond off: lots of ties and lots of exact window edges."""
+    return st.sampled_from([T0 + h * H + u * US for h in range(lo, hi + 1) for u in (0, 0, 1, -1)])
 
 
 times = hours(-12, 48)
