@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -124,5 +125,73 @@ def test_sigkill_of_the_tagging_worker_changes_no_tag(stack: Stack, tmp_path: Pa
                 "FROM tag_changes ORDER BY member_id, tag_id, id) x WHERE action = 'removed'"
             ).scalar()
         assert total > 100 and repeated == 0 and first_removed == 0
+    finally:
+        engine.dispose()
+
+
+def expected_credits(events: list[dict[str, Any]]) -> dict[str, tuple[str, str, str] | None]:
+    """Every converted order's credit, straight from the events by the pure rule: campaigns
+    known only from their messages (default windows), targeted by the messages they sent."""
+    from services.campaigns.domain import Campaign, Click, Order, Send, credit
+
+    unique = list({e["event_id"]: e for e in events}.values())
+    sends = [Send(e["payload"]["campaign_id"], e["payload"]["message_id"], e["member_id"],
+                  e["payload"]["channel"], datetime.fromisoformat(e["occurred_at"]))
+             for e in unique if e["type"] == "campaign.message_sent"]
+    clicks = [Click(e["payload"]["campaign_id"], e["payload"]["message_id"], e["member_id"],
+                    datetime.fromisoformat(e["occurred_at"]), e["event_id"])
+              for e in unique if e["type"] == "campaign.message_clicked"]
+    audience: dict[str, set[str]] = {}
+    for s in sends:
+        audience.setdefault(s.campaign_id, set()).add(s.member_id)
+    campaigns = {c: Campaign(c, audience=frozenset(m)) for c, m in audience.items()}
+    converted: dict[str, tuple[str, datetime]] = {}
+    for e in unique:
+        if e["type"] in ("order.paid", "order.completed"):
+            at = datetime.fromisoformat(e["occurred_at"])
+            order = e["payload"]["order_id"]
+            if order not in converted or at < converted[order][1]:
+                converted[order] = (e["member_id"], at)
+    out: dict[str, tuple[str, str, str] | None] = {}
+    for order, (member, at) in converted.items():
+        c = credit(Order(order, member, at), [x for x in clicks if x.member_id == member],
+                   [x for x in sends if x.member_id == member], campaigns)
+        out[order] = (c.kind, c.campaign_id, c.message_id) if c else None
+    return out
+
+
+def test_sigkill_of_the_campaigns_worker_changes_no_credit(stack: Stack, tmp_path: Path) -> None:
+    events = generate(members=400, days=150, seed=21)
+    asyncio.run(produce(stack, events))
+    engine = make_engine(stack.database_url)
+    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
+               "WHERE consumer = 'campaigns'")
+    on_topics = sum(1 for e in events if e["type"].startswith(("order.", "campaign.")))
+    log = tmp_path / "campaigns.log"
+    try:
+        for fraction in (0.3, 0.7):
+            proc = start_worker(stack, log, "campaigns")
+            wait_until(lambda f=fraction: scalar(engine, applied) >= f * on_topics,  # type: ignore[misc]
+                       deadline_s=120, what=f"{fraction:.0%} of events applied")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            assert scalar(engine, applied) < on_topics, "the kill came too late to test anything"
+        proc = start_worker(stack, log, "campaigns")
+        try:
+            wait_until(lambda: scalar(engine, applied) >= on_topics, deadline_s=120,
+                       what="the restarted worker to catch up", interval=0.5)
+        finally:
+            proc.terminate()
+            assert proc.wait(30) == 0, log.read_text()
+
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT order_id, credit_kind, campaign_id, message_id FROM campaign_orders "
+                "WHERE converted_at IS NOT NULL").all()
+            marks = conn.exec_driver_sql("SELECT count(*) FROM campaign_watermarks").scalar()
+        got = {r[0]: (r[1], r[2], r[3]) if r[1] else None for r in rows}
+        expected = expected_credits(events)
+        assert got == expected
+        assert sum(1 for c in expected.values() if c) > 10 and marks
     finally:
         engine.dispose()
