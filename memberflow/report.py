@@ -92,6 +92,7 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
                      f"{format_cents(r.spend_cents):>12}")
     lines += _tiers(conn, shop_id)
     lines += _tags(conn, shop_id)
+    lines += _campaigns(conn, shop_id)
     if parked:
         lines += ["", "Dead letters (memberflow dead-letters list shows all)"]
         lines += [f"  {r.source_ref}: {r.reason}" for r in parked]
@@ -162,4 +163,26 @@ def _tags(conn: Connection, shop_id: str) -> list[str]:
         "GROUP BY 1 ORDER BY 1"), {"s": shop_id}).tuples().all()
     lines.append("  tag changes           " + (", ".join(f"{n:,} {c}" for c, n in changes)
                                              or "none"))
+    return lines
+
+
+def _campaigns(conn: Connection, shop_id: str) -> list[str]:
+    """Each campaign's messages, clicks and credited orders (the effect report in short)."""
+    from datetime import timedelta
+
+    from memberflow.campaign_report import NoCampaigns, campaign_report
+    from shared.config import Settings
+
+    lateness = timedelta(hours=Settings().campaign_lateness_hours)
+    try:
+        report = campaign_report(conn, shop_id, None, lateness)
+    except NoCampaigns:
+        return []
+    lines = ["", "Campaigns (memberflow report campaign: by channel and day, provisional or "
+                 "final)"]
+    for t in report.totals():
+        lines.append(
+            f"  {t['campaign_id']:<12} {t['sent']:>6,} sent  {t['clicked']:>5,} clicked  "
+            f"{t['orders']:>4,} orders after a click ({t['revenue']:>10})  "
+            f"{t['send_orders']:>4,} after a send ({t['send_revenue']:>10})  {t['status']}")
     return lines

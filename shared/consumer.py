@@ -388,7 +388,10 @@ class BatchWorker:
         published: dict[str, int] = {}
         for out in outputs:
             published[out.type] = published.get(out.type, 0) + 1
-        for letter in dead:
+        # Parked here for being undecodable, or by the handler itself (e.g. too late).
+        parked = dead + [DeadLetter.from_json(o.value) for o in outputs
+                         if o.topic == self.dead_letter_topic]
+        for letter in parked:
             self.metrics.events_rejected.labels(
                 f"worker:{handler.name}", letter.problems[0].field or "-").inc()
         return BatchResult(len(new), batch.duplicates, invalid, next_offsets, types, published)
