@@ -30,7 +30,7 @@ def reattribute(conn: Connection, keys: Collection[OrderKey]
     reach = store.reach(conn, {shop for shop, _ in orders})
     since = min(o.converted_at - reach[shop] for (shop, _), o in orders.items())
     clicks, sends = store.touches(conn, members, since)
-    campaigns = store.campaigns_for(conn, members)
+    campaigns = store.campaigns_for(conn, members, sends)
     changed: list[tuple[OrderKey, StoredOrder, Credit | None]] = []
     for key in sorted(orders):
         shop, order_id = key

@@ -145,7 +145,8 @@ def lock_orders(conn: Connection, keys: Iterable[OrderKey]) -> dict[OrderKey, St
 
 def touches(conn: Connection, members: Collection[MemberKey], since: datetime
             ) -> tuple[dict[MemberKey, list[Click]], dict[MemberKey, list[Send]]]:
-    """The members' clicks and sends from `since` on."""
+    """The members' clicks from `since` on, and all their sends (a send of any time shows that
+    its campaign targeted the member)."""
     shops, ids = _pairs(members)
     clicks: dict[MemberKey, list[Click]] = {}
     sends: dict[MemberKey, list[Send]] = {}
@@ -161,32 +162,33 @@ def touches(conn: Connection, members: Collection[MemberKey], since: datetime
     for shop_id, campaign_id, message_id, member_id, channel, at in conn.exec_driver_sql(
             "SELECT shop_id, campaign_id, message_id, member_id, channel, sent_at "
             "FROM campaign_sends WHERE (shop_id, member_id) IN "
-            "(SELECT * FROM unnest(%b::text[], %b::text[])) AND sent_at >= %b",
-            (shops, ids, since)):
+            "(SELECT * FROM unnest(%b::text[], %b::text[]))",
+            (shops, ids)):
         sends.setdefault((shop_id, member_id), []).append(
             Send(campaign_id, message_id, member_id, channel, at))
     return clicks, sends
 
 
-def campaigns_for(conn: Connection, members: Collection[MemberKey]
-                  ) -> dict[str, dict[str, Campaign]]:
+def campaigns_for(conn: Connection, members: Collection[MemberKey],
+                  sends: Mapping[MemberKey, list[Send]]) -> dict[str, dict[str, Campaign]]:
     """Per shop, the campaigns that targeted any of these members, with their windows.
 
     A member was targeted by a campaign whose recorded audience holds them, or that sent them
-    a message (history imported from an earlier tool has sends but no audience). Campaigns
-    known only from their messages attribute with the default windows.
+    a message (`sends`: all the members' messages; history imported from an earlier tool has
+    sends but no audience). Campaigns known only from their messages attribute with the
+    default windows.
     """
     shops, ids = _pairs(members)
     out: dict[str, dict[str, Campaign]] = {}
     if not shops:
         return out
     targeted: dict[tuple[str, str], set[str]] = {}
+    for (shop_id, member_id), received in sends.items():
+        for message in received:
+            targeted.setdefault((shop_id, message.campaign_id), set()).add(member_id)
     for shop_id, campaign_id, member_id in conn.exec_driver_sql(
-            "WITH m AS (SELECT * FROM unnest(%b::text[], %b::text[]) AS m(s, id)) "
-            "SELECT a.shop_id, a.campaign_id, a.member_id FROM campaign_audience a "
-            "  JOIN m ON a.shop_id = m.s AND a.member_id = m.id "
-            "UNION SELECT DISTINCT x.shop_id, x.campaign_id, x.member_id FROM campaign_sends x "
-            "  JOIN m ON x.shop_id = m.s AND x.member_id = m.id",
+            "SELECT shop_id, campaign_id, member_id FROM campaign_audience "
+            "WHERE (shop_id, member_id) IN (SELECT * FROM unnest(%b::text[], %b::text[]))",
             (shops, ids)):
         targeted.setdefault((shop_id, campaign_id), set()).add(member_id)
     windows = campaign_windows(conn, targeted)
