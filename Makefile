@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_ARGS ?=
 
-.PHONY: demo test unit bench lint schema clean
+.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns lint schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ unit: $(STAMP)
 
 bench: $(STAMP)  ## throughput and memory figures (printed, never asserted)
 	$(BIN)/python benchmarks/pipeline.py
+
+bench-tiers: $(STAMP)  ## customer ABC, level evaluation, policy re-evaluation
+	$(BIN)/python benchmarks/tiers.py
+
+bench-tags: $(STAMP)  ## rule evaluations, one rule over 1M members, the tagging worker
+	$(BIN)/python benchmarks/tags.py
+
+bench-campaigns: $(STAMP)  ## attribution with 1M sends and 100k clicks outstanding
+	$(BIN)/python benchmarks/campaigns.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services memberflow tests benchmarks
