@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -128,3 +129,23 @@ def unique_by_id(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in messages:
         seen.setdefault(m["event_id"], m)
     return list(seen.values())
+
+
+def shuffled_within_members(history: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Each member's events in a random order, members interleaved at random."""
+    rng = random.Random(seed)
+    per_member: dict[str, list[dict[str, Any]]] = {}
+    for e in history:
+        per_member.setdefault(e["member_id"], []).append(e)
+    queues = []
+    for events in per_member.values():
+        events = events[:]
+        rng.shuffle(events)
+        queues.append(events)
+    out: list[dict[str, Any]] = []
+    while queues:
+        q = rng.choice(queues)
+        out.append(q.pop(0))
+        if not q:
+            queues.remove(q)
+    return out

@@ -6,28 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
 from openpyxl import load_workbook
 
-from memberflow.sample import generate, write_jsonl
-from tests.e2e.test_cli import mf
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
+from tests.e2e.test_cli import mf, run_example_shop
 
 
 def test_define_confirm_send_and_report(tmp_path: Path) -> None:
-    history = generate(members=300, days=120, seed=4)
-    events_file = tmp_path / "history.jsonl"
-    write_jsonl(history, events_file)
-    config = tmp_path / "shop.yaml"
-    shutil.copy(EXAMPLE, config)
-    data = tmp_path / "state"
-    assert mf("run", "--events", str(events_file), "--data-dir", str(data), "--config",
-              str(config), cwd=tmp_path).returncode == 0
+    history, data = run_example_shop(tmp_path, members=300, days=120, seed=4)
 
     def cli(*args: str) -> str:
         out = mf(*args, "--data-dir", str(data), cwd=tmp_path)

@@ -5,18 +5,38 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from memberflow.sample import bad_lines, generate, write_jsonl
 from shared.money import from_cents
 from tests.support import expected_member_figures
 
+EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
+
 
 def mf(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "memberflow", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=600)
+
+
+def run_example_shop(tmp_path: Path, **sample: Any) -> tuple[list[dict[str, Any]], Path]:
+    """A sample history run into a fresh data dir under the example shop configuration;
+    returns the history and the data dir (the configuration is at tmp_path/shop.yaml)."""
+    history = generate(**sample)
+    events_file = tmp_path / "history.jsonl"
+    write_jsonl(history, events_file)
+    config = tmp_path / "shop.yaml"
+    shutil.copy(EXAMPLE, config)
+    data = tmp_path / "state"
+    run = mf("run", "--events", str(events_file), "--data-dir", str(data), "--config",
+             str(config), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "applied as version 1" in run.stdout
+    return history, data
 
 
 def test_run_then_list_members_and_apply_config(tmp_path: Path) -> None:

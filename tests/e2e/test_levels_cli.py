@@ -5,28 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from decimal import Decimal
 from pathlib import Path
 
-from memberflow.sample import generate, write_jsonl
-from tests.e2e.test_cli import mf
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
+from tests.e2e.test_cli import mf, run_example_shop
 
 
 def test_levels_blacklist_and_abc_reports(tmp_path: Path) -> None:
-    history = generate(members=200, days=90, seed=5)
-    events_file = tmp_path / "history.jsonl"
-    write_jsonl(history, events_file)
-    config = tmp_path / "shop.yaml"
-    shutil.copy(EXAMPLE, config)
-    data = tmp_path / "state"
-
-    run = mf("run", "--events", str(events_file), "--data-dir", str(data), "--config",
-             str(config), cwd=tmp_path)
-    assert run.returncode == 0, run.stderr
-    assert "applied as version 1" in run.stdout
+    _, data = run_example_shop(tmp_path, members=200, days=90, seed=5)
 
     def members(*filters: str) -> list[dict[str, str]]:
         out = mf("members", "list", "--data-dir", str(data), "--shop", "demo-shop",

@@ -6,28 +6,18 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import yaml
 
-from memberflow.sample import generate, write_jsonl
-from tests.e2e.test_cli import mf
-
-EXAMPLE = Path(__file__).parents[2] / "examples" / "shop.yaml"
+from tests.e2e.test_cli import mf, run_example_shop
 
 
 def test_tags_from_rules_by_hand_and_their_history(tmp_path: Path) -> None:
-    history = generate(members=200, days=240, seed=3)
-    events_file = tmp_path / "history.jsonl"
-    write_jsonl(history, events_file)
+    history, data = run_example_shop(tmp_path, members=200, days=240, seed=3)
     config = tmp_path / "shop.yaml"
-    shutil.copy(EXAMPLE, config)
-    data = tmp_path / "state"
-    assert mf("run", "--events", str(events_file), "--data-dir", str(data), "--config",
-              str(config), cwd=tmp_path).returncode == 0
 
     def cli(*args: str) -> str:
         out = mf(*args, "--data-dir", str(data), cwd=tmp_path)

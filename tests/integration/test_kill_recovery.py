@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import Engine
 
 from memberflow.configure import apply_shop_config
 from memberflow.demo import DEMO_CONFIG
@@ -43,36 +44,40 @@ def start_worker(stack: Stack, log: Path, name: str = "tiering") -> subprocess.P
         env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def kill_twice_then_finish(stack: Stack, engine: Engine, name: str, total: int,
+                           log: Path, fractions: tuple[float, float] = (0.2, 0.6)) -> None:
+    """Start worker `name`, SIGKILL it once each fraction of `total` records is applied (by the
+    positions stored with its state), then run it again until it has applied them all (and
+    whatever it published to its own topics meanwhile)."""
+    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
+               f"WHERE consumer = '{name}'")
+    for fraction in fractions:
+        proc = start_worker(stack, log, name)
+        wait_until(lambda f=fraction: scalar(engine, applied) >= f * total,  # type: ignore[misc]
+                   deadline_s=120, what=f"{fraction:.0%} of the records applied")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert scalar(engine, applied) < total, "the kill came too late to test anything"
+    proc = start_worker(stack, log, name)
+    try:
+        wait_until(lambda: scalar(engine, applied) >= total, deadline_s=120,
+                   what="the restarted worker to catch up", interval=0.5)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, log.read_text()
+
+
 def test_sigkill_mid_replay_ends_in_the_same_state(stack: Stack, tmp_path: Path) -> None:
     events = generate(members=400, days=150, seed=5)
     asyncio.run(produce(stack, events))
     engine = make_engine(stack.database_url)
-    # Progress is the read position stored with the state: records of the orders topic applied.
-    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
-               "WHERE consumer = 'tiering'")
     on_topic = sum(1 for e in events if e["type"].startswith("order."))
     refunds = len({e["event_id"] for e in events if e["type"] == "order.refunded"})
-    log = tmp_path / "worker.log"
     try:
-        for fraction in (0.2, 0.6):
-            proc = start_worker(stack, log)
-            wait_until(lambda f=fraction: scalar(engine, applied) >= f * on_topic,  # type: ignore[misc]
-                       deadline_s=120, what=f"{fraction:.0%} of events applied")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert scalar(engine, applied) < on_topic, "the kill came too late to test anything"
-
-        proc = start_worker(stack, log)
-        try:
-            wait_until(lambda: asyncio.run(kafka.group_lag(
-                stack.bootstrap, "tiering", (stack.topics.orders,))) == 0,
-                deadline_s=120, what="the restarted worker to catch up", interval=0.5)
-        finally:
-            proc.terminate()
-            assert proc.wait(30) == 0, log.read_text()
-
-        assert member_figures(engine) == expected_member_figures(events)
+        kill_twice_then_finish(stack, engine, "tiering", on_topic, tmp_path / "worker.log")
+        applied = "SELECT sum(next_offset) FROM consumer_positions WHERE consumer = 'tiering'"
         assert scalar(engine, applied) == on_topic
+        assert member_figures(engine) == expected_member_figures(events)
         claimed = "SELECT count(*) FROM processed_events WHERE consumer = 'tiering'"
         assert scalar(engine, claimed) == refunds  # only refunds need their ids remembered
     finally:
@@ -91,25 +96,8 @@ def test_sigkill_of_the_tagging_worker_changes_no_tag(stack: Stack, tmp_path: Pa
     pipeline(stack, events, workers=("tiering",))
     ends = asyncio.run(kafka.end_offsets(stack.bootstrap, [stack.topics.member_events]))
     on_topic = sum(ends.values())
-    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
-               "WHERE consumer = 'tagging'")
-    log = tmp_path / "tagging.log"
     try:
-        for fraction in (0.2, 0.6):
-            proc = start_worker(stack, log, "tagging")
-            wait_until(lambda f=fraction: scalar(engine, applied) >= f * on_topic,  # type: ignore[misc]
-                       deadline_s=120, what=f"{fraction:.0%} of member events applied")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert scalar(engine, applied) < on_topic, "the kill came too late to test anything"
-        proc = start_worker(stack, log, "tagging")
-        try:
-            wait_until(lambda: scalar(engine, applied) >= on_topic, deadline_s=120,
-                       what="the restarted worker to catch up", interval=0.5)
-        finally:
-            proc.terminate()
-            assert proc.wait(30) == 0, log.read_text()
-
+        kill_twice_then_finish(stack, engine, "tagging", on_topic, tmp_path / "tagging.log")
         with engine.connect() as conn:
             for tag in config.tagging.tags:
                 gained, lost, _ = plan_tag(conn, config.shop_id, tag.id, config)
@@ -164,26 +152,10 @@ def test_sigkill_of_the_campaigns_worker_changes_no_credit(stack: Stack, tmp_pat
     events = generate(members=400, days=150, seed=21)
     asyncio.run(produce(stack, events))
     engine = make_engine(stack.database_url)
-    applied = ("SELECT coalesce(sum(next_offset), 0) FROM consumer_positions "
-               "WHERE consumer = 'campaigns'")
     on_topics = sum(1 for e in events if e["type"].startswith(("order.", "campaign.")))
-    log = tmp_path / "campaigns.log"
     try:
-        for fraction in (0.3, 0.7):
-            proc = start_worker(stack, log, "campaigns")
-            wait_until(lambda f=fraction: scalar(engine, applied) >= f * on_topics,  # type: ignore[misc]
-                       deadline_s=120, what=f"{fraction:.0%} of events applied")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            assert scalar(engine, applied) < on_topics, "the kill came too late to test anything"
-        proc = start_worker(stack, log, "campaigns")
-        try:
-            wait_until(lambda: scalar(engine, applied) >= on_topics, deadline_s=120,
-                       what="the restarted worker to catch up", interval=0.5)
-        finally:
-            proc.terminate()
-            assert proc.wait(30) == 0, log.read_text()
-
+        kill_twice_then_finish(stack, engine, "campaigns", on_topics,
+                               tmp_path / "campaigns.log", (0.3, 0.7))
         with engine.connect() as conn:
             rows = conn.exec_driver_sql(
                 "SELECT order_id, credit_kind, campaign_id, message_id FROM campaign_orders "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from shared.db import make_engine
 from shared.filters import MemberFilter
 from shared.metrics import Metrics
 from shared.shopconfig import parse
-from tests.support import pipeline, read_topic, unique_by_id
+from tests.support import pipeline, read_topic, shuffled_within_members, unique_by_id
 
 SHOP = "scripted"
 END = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)  # the latest event: the ABC period ends here
@@ -159,26 +158,6 @@ def test_scripted_history_gives_the_expected_levels_events_and_classes(
     assert history_rows == len(expected_changes)
 
 
-def _shuffled_within_members(history: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    """Each member's events in a random order, members interleaved at random."""
-    rng = random.Random(seed)
-    per_member: dict[str, list[dict[str, Any]]] = {}
-    for e in history:
-        per_member.setdefault(e["member_id"], []).append(e)
-    queues = []
-    for events in per_member.values():
-        events = events[:]
-        rng.shuffle(events)
-        queues.append(events)
-    out: list[dict[str, Any]] = []
-    while queues:
-        q = rng.choice(queues)
-        out.append(q.pop(0))
-        if not q:
-            queues.remove(q)
-    return out
-
-
 @pytest.mark.parametrize("variant", ["twice", "duplicated", "shuffled"])
 def test_replay_twice_duplicates_and_shuffles_end_in_the_same_state(
         stack: Stack, engine: Engine, variant: str) -> None:
@@ -189,7 +168,7 @@ def test_replay_twice_duplicates_and_shuffles_end_in_the_same_state(
     elif variant == "duplicated":
         pipeline(stack, [e for e in history for _ in range(2)])
     else:
-        pipeline(stack, _shuffled_within_members(history, seed=7))
+        pipeline(stack, shuffled_within_members(history, seed=7))
 
     state = final_state(engine)
     assert {m: s[0] for m, s in state.items()} == EXPECTED_LEVEL

@@ -5,7 +5,6 @@ tag change below was worked out by hand from the scripted history."""
 from __future__ import annotations
 
 import itertools
-import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from shared.audit import OperationRefused
 from shared.db import make_engine
 from shared.filters import MemberFilter
 from shared.shopconfig import parse
-from tests.support import pipeline, read_topic, unique_by_id
+from tests.support import pipeline, read_topic, shuffled_within_members, unique_by_id
 
 SHOP = "tagged"
 WORKERS = ("archiver", "dead-letters", "tiering", "tagging")
@@ -186,21 +185,6 @@ def test_rule_goods_and_time_tags_follow_the_history(stack: Stack, engine: Engin
     assert differ == 0
 
 
-def _shuffled_within_members(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    per_member: dict[str, list[dict[str, Any]]] = {}
-    for e in events:
-        per_member.setdefault(e["member_id"], []).append(e)
-    queues = [rng.sample(q, len(q)) for q in per_member.values()]
-    out: list[dict[str, Any]] = []
-    while queues:
-        q = rng.choice(queues)
-        out.append(q.pop(0))
-        if not q:
-            queues.remove(q)
-    return out
-
-
 @pytest.mark.parametrize("variant", ["twice", "duplicated", "shuffled"])
 def test_replays_duplicates_and_reordering_end_with_the_same_tags(
         stack: Stack, engine: Engine, variant: str) -> None:
@@ -211,7 +195,7 @@ def test_replays_duplicates_and_reordering_end_with_the_same_tags(
     elif variant == "duplicated":
         pipeline(stack, [e for e in h for _ in range(2)], workers=WORKERS)
     else:
-        pipeline(stack, _shuffled_within_members(h, seed=11), workers=WORKERS)
+        pipeline(stack, shuffled_within_members(h, seed=11), workers=WORKERS)
     assert tags_of(engine) == EXPECTED
     with engine.connect() as conn:
         doubled = conn.exec_driver_sql(
