@@ -229,7 +229,10 @@ def tags_history(shop: str, member: str, database_url: str | None,
 def important(shop: str, members: tuple[str, ...], remove: bool, reason: str,
               operator: str | None, database_url: str | None, data_dir: Path | None) -> None:
     """Mark members important (shown and filterable wherever members are listed)."""
-    with connection(database_url, data_dir) as conn:
-        n = operations.set_important(conn, shop, list(members), not remove,
-                                     operator_name(operator), reason)
+    try:
+        with connection(database_url, data_dir) as conn:
+            n = operations.set_important(conn, shop, list(members), not remove,
+                                         operator_name(operator), reason)
+    except OperationRefused as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"shop {shop}: {n} member(s) {'unmarked' if remove else 'marked important'}")

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from shared.tag_rules import Rule, RuleError, compile_rule
 from sqlalchemy import Connection
 
 from services.tagging import store
 from services.tagging.domain import Holding, TagChange
-from shared.audit import OperationRefused, audit
+from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
 from shared.member_events import enqueue
 from shared.shopconfig import ShopConfig
 from shared.shops import shop_configs
+from shared.tag_rules import Rule, RuleError, compile_rule
 from shared.tagging_config import Tagging
 
 # --- manual tagging ----------------------------------------------------------------------------
@@ -129,14 +129,7 @@ def remove(conn: Connection, topic: str, shop_id: str, selection: MemberFilter, 
 def set_important(conn: Connection, shop_id: str, member_ids: list[str], important: bool,
                   operator: str, reason: str) -> int:
     """Mark members important (or take the mark off); returns how many changed."""
-    changed = [r[0] for r in conn.exec_driver_sql(
-        "UPDATE members SET important = %s, updated_at = now() "
-        "WHERE shop_id = %s AND member_id = ANY(%s) AND important <> %s RETURNING member_id",
-        (important, shop_id, member_ids, important)).all()]
-    for member_id in sorted(changed):
-        audit(conn, shop_id, member_id, "important.add" if important else "important.remove",
-              operator, {"reason": reason})
-    return len(changed)
+    return flag_members(conn, shop_id, member_ids, "important", important, operator, reason)
 
 
 # --- rule changes and previews -----------------------------------------------------------------

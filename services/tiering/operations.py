@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 from services.tiering import level_store
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import qualified_level, upgraded_level
-from shared.audit import OperationRefused, audit
+from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
 from shared.member_events import enqueue
 from shared.policy import LevelPolicy
@@ -93,16 +93,7 @@ def _record(conn: Connection, topic: str, changes: list[LevelChange],
 def set_blacklist(conn: Connection, shop_id: str, member_ids: list[str], blacklisted: bool,
                   operator: str, reason: str) -> int:
     """Put members on (or take them off) the blacklist; returns how many changed."""
-    if not reason.strip():
-        raise OperationRefused("a reason is required to change the blacklist")
-    changed = [r[0] for r in conn.exec_driver_sql(
-        "UPDATE members SET blacklisted = %s, updated_at = now() "
-        "WHERE shop_id = %s AND member_id = ANY(%s) AND blacklisted <> %s RETURNING member_id",
-        (blacklisted, shop_id, member_ids, blacklisted)).all()]
-    for member_id in sorted(changed):
-        audit(conn, shop_id, member_id, "blacklist.add" if blacklisted else "blacklist.remove",
-              operator, {"reason": reason})
-    return len(changed)
+    return flag_members(conn, shop_id, member_ids, "blacklisted", blacklisted, operator, reason)
 
 
 def config_changed(conn: Connection, topic: str, old: ShopConfig | None, new: ShopConfig,
