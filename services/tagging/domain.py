@@ -89,6 +89,11 @@ class RuleSet:
         return tuple(r for r in self.when if r[2].time_thresholds())
 
     @cached_property
+    def maintained(self) -> dict[str, str]:
+        """Tags kept equal to a condition, with the id of their rule."""
+        return {tag: rule_id for rule_id, tag, _ in self.when}
+
+    @cached_property
     def thresholds(self) -> frozenset[tuple[str, int]]:
         """(column, days) pairs at which some time-based rule may change its mind."""
         return frozenset(t for _, _, rule in self.when for t in rule.time_thresholds())
