@@ -32,10 +32,10 @@ from memberflow.configure import apply_shop_config
 from services.tagging import operations
 from services.tagging.domain import RuleSet
 from services.tagging.handlers import TaggingHandler
+from services.tagging.rules import MemberFacts
 from shared.consumer import Batch, Delivery
 from shared.member_events import Figures, figures_changed, shop_clock
 from shared.shopconfig import ShopConfig
-from shared.tag_rules import MemberFacts
 from shared.topics import Topics
 
 SHOP = "bench-shop"

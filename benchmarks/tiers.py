@@ -51,10 +51,10 @@ from workload import expected_totals, fresh_database, order_events, postgres
 from memberflow.configure import apply_shop_config
 from services.tiering import abc_store, level_store, operations
 from services.tiering.handlers import TieringHandler
+from services.tiering.policy import CustomerAbc, LevelPolicy
 from shared.consumer import Batch, _settle_garbage_collector, claim_event_ids
 from shared.embedded import EmbeddedDatabase
 from shared.events import EventModel, validate
-from shared.policy import CustomerAbc, LevelPolicy
 from shared.shopconfig import ShopConfig
 from shared.topics import Topics
 

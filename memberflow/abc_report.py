@@ -14,8 +14,8 @@ from sqlalchemy import Connection
 from memberflow.readmodel import iso
 from services.tiering import abc_store
 from services.tiering.abc import ProductRow, class_sizes, classify_products
+from services.tiering.policy import AbcSettings
 from shared.money import from_cents
-from shared.policy import AbcSettings
 from shared.shops import shop_configs
 
 CUSTOMER_COLUMNS = ("rank", "member_id", "spend", "last_purchase_at", "abc_class")

@@ -22,9 +22,9 @@ from memberflow.campaign_report import (
 from memberflow.cli_common import connection, db_opt, dir_opt, operator_name, settings_from
 from memberflow.cli_tiers import emit
 from services.campaigns import operations
+from services.campaigns.config import CampaignDefinition
 from services.campaigns.operations import FileSender
 from shared.audit import OperationRefused
-from shared.campaign_config import CampaignDefinition
 from shared.member_events import iso
 from shared.shopconfig import ConfigError, parse
 

@@ -32,9 +32,10 @@ from memberflow.cli_common import (
 )
 from memberflow.readmodel import level_history
 from services.tiering import operations
+from services.tiering.policy import LevelPolicy
 from shared.audit import OperationRefused
+from shared.config_types import RuleBroken
 from shared.filters import MemberFilter
-from shared.policy import LevelPolicy, RuleBroken
 from shared.shopconfig import ConfigError, parse
 
 F = TypeVar("F", bound=Callable[..., Any])

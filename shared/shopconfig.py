@@ -21,10 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from shared.campaign_config import CampaignDefinition, campaign_problems
-from shared.policy import AbcSettings, LevelPolicy, RuleBroken
-from shared.tag_rules import RuleError, compile_rule
-from shared.tagging_config import Tagging
+from services.campaigns.config import CampaignDefinition, campaign_problems
+from services.tagging.config import Tagging
+from services.tagging.rules import RuleError, compile_rule
+from services.tiering.policy import AbcSettings, LevelPolicy
+from shared.config_types import RuleBroken
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
 

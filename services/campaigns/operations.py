@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
+from services.campaigns.config import CampaignDefinition
 from services.campaigns.credits import credit_events, reattribute
 from shared.audit import OperationRefused, audit
-from shared.campaign_config import CampaignDefinition
 from shared.consumer import Output
 from shared.events import validate
 from shared.member_events import enqueue, iso

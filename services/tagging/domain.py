@@ -22,9 +22,9 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
+from services.tagging.rules import MemberFacts, Rule, compile_rule
 from shared.member_events import AbcChanged, FiguresChanged, LevelChanged, MemberEventIn
 from shared.shopconfig import ShopConfig
-from shared.tag_rules import MemberFacts, Rule, compile_rule
 
 MemberKey = tuple[str, str]        # (shop_id, member_id)
 ClockKey = tuple[str, int]         # (shop_id, partition of the member-events topic)

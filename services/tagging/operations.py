@@ -18,14 +18,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from services.tagging import store
+from services.tagging.config import Tagging
 from services.tagging.domain import Holding, TagChange
+from services.tagging.rules import Rule, RuleError, compile_rule
 from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
 from shared.member_events import enqueue
 from shared.shopconfig import ShopConfig
 from shared.shops import shop_configs
-from shared.tag_rules import Rule, RuleError, compile_rule
-from shared.tagging_config import Tagging
 
 # --- manual tagging ----------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.tagging.domain import ClockKey, Holding, MemberKey, MemberUpdate, TagChange
+from services.tagging.rules import MemberFacts
 from shared.consumer import Output
 from shared.member_events import member_event
-from shared.tag_rules import MemberFacts
 
 _FACTS = ("completed_trades, spend_cents, gross_cents, refunded_cents, first_purchase_at, "
           "last_purchase_at, region, level, abc_class")

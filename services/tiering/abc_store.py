@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from shared.policy import CustomerAbc
+from services.tiering.policy import CustomerAbc
 
 # Spend within the period: each order completed in it, less what was refunded on it.
 _PERIOD_SPEND = (

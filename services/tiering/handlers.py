@@ -23,10 +23,10 @@ from services.tiering import abc_store, domain, level_store, store
 from services.tiering.domain import MemberDelta, MemberKey, Order, OrderKey
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import Completion, LevelFacts, climb, upgraded_level
+from services.tiering.policy import CustomerAbc
 from shared.consumer import Batch, Output
 from shared.events import OrderCompleted, OrderPlaced, OrderRefunded
 from shared.member_events import figures_changed, member_event, shop_clock, take_pending
-from shared.policy import CustomerAbc
 from shared.shops import ConfigCache
 from shared.topics import Topics
 

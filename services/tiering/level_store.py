@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from services.tiering.levels import LevelFacts, discount
+from services.tiering.policy import LevelPolicy
 from shared.consumer import Output
 from shared.member_events import member_event
 from shared.money import to_cents
-from shared.policy import LevelPolicy
 
 
 @dataclass(frozen=True, slots=True)

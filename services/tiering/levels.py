@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from services.tiering.policy import Level, LevelPolicy
 from shared.money import to_cents
-from shared.policy import Level, LevelPolicy
 
 NO_DISCOUNT = Decimal("1.00")
 

@@ -16,10 +16,10 @@ from sqlalchemy import Connection
 from services.tiering import level_store
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import qualified_level, upgraded_level
+from services.tiering.policy import LevelPolicy
 from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
 from shared.member_events import enqueue
-from shared.policy import LevelPolicy
 from shared.shopconfig import ShopConfig
 from shared.shops import shop_configs
 

@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Connection
 
+from services.tagging.rules import FIELDS, MemberFacts, Rule, compile_rule
 from shared.db import make_engine
-from shared.tag_rules import FIELDS, MemberFacts, Rule, compile_rule
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 CLOCK = datetime(2026, 6, 15, 12, 34, 56, 789012, tzinfo=UTC)

@@ -20,8 +20,8 @@ from services.tiering.levels import (
     trigger,
     upgraded_level,
 )
+from services.tiering.policy import Level, LevelPolicy
 from shared.events import OrderCompleted, OrderRefunded, validate
-from shared.policy import Level, LevelPolicy
 
 FAST = settings(max_examples=150, deadline=None, database=None)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""Level policy and ABC settings validation (shared/policy.py), directly and through the shop
-configuration (shared/shopconfig.py `parse`), where every problem names its key path."""
+"""Level policy and ABC settings validation (services/tiering/policy.py), directly and through
+the shop configuration (shared/shopconfig.py `parse`), where every problem names its key path."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from shared.policy import (
+from services.tiering.policy import (
     AbcSettings,
     CustomerAbc,
     Level,
     LevelPolicy,
     ProductAbc,
-    RuleBroken,
 )
+from shared.config_types import RuleBroken
 from shared.shopconfig import ConfigError, parse
 
 FAST = settings(max_examples=100, deadline=None, database=None)

@@ -1,4 +1,4 @@
-"""The tag rule language (shared/tag_rules.py): parsing, three-valued evaluation, errors,
+"""The tag rule language (services/tagging/rules.py): parsing, three-valued evaluation, errors,
 time thresholds — checked by hand and against a slow reference evaluator written here."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.tag_rules import FIELDS, MemberFacts, RuleError, compile_rule
+from services.tagging.rules import FIELDS, MemberFacts, RuleError, compile_rule
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -1,4 +1,4 @@
-"""The `tagging` section of the shop configuration (shared/tagging_config.py), through parse()."""
+"""The `tagging` section of the shop configuration (services/tagging/config.py), through parse()."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.tagging.config import MAX_GOODS_SKUS, MAX_TAGS, Tagging
+from services.tagging.rules import RuleError, compile_rule
 from shared.shopconfig import ConfigError, ShopConfig, parse
-from shared.tag_rules import RuleError, compile_rule
-from shared.tagging_config import MAX_GOODS_SKUS, MAX_TAGS, Tagging
 
 
 def shop(tagging: dict[str, Any], **settings: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from services.tagging.domain import (
     decide,
     fold,
 )
+from services.tagging.rules import MemberFacts
 from shared.member_events import (
     AbcChanged,
     Figures,
@@ -30,7 +31,6 @@ from shared.member_events import (
     ShopClock,
 )
 from shared.shopconfig import ShopConfig, parse
-from shared.tag_rules import MemberFacts
 
 SHOP = "shop-1"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

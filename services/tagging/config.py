@@ -24,14 +24,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from shared.policy import RuleBroken
-from shared.tag_rules import RuleError, compile_rule
+from services.tagging.rules import RuleError, compile_rule
+from shared.config_types import Key, Name, RuleBroken
 
 MAX_TAGS = 100
 MAX_GOODS_SKUS = 10
 
-Key = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^\S+$")]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=60, strip_whitespace=True)]
 Sku = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
 
 

@@ -12,20 +12,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from shared.config_types import Amount, RuleBroken
+
 PRESET_MAX_LEVELS = 4
 PRESET_MIN_DISCOUNT = Decimal("0.70")
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=40, strip_whitespace=True)]
-Amount = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2)]
 Share = Annotated[Decimal, Field(gt=0, lt=1, decimal_places=4)]
-
-
-class RuleBroken(ValueError):
-    """A configuration that is well-formed but breaks a rule; each problem names its key."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{path}: {msg}" for path, msg in problems))
 
 
 class Level(BaseModel):

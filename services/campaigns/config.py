@@ -27,9 +27,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.config_types import Amount, Key, Name, RuleBroken
 from shared.filters import MemberFilter
-from shared.policy import Amount, RuleBroken
-from shared.tagging_config import Key, Name
 
 Channel = Literal["sms", "email", "in_app", "im"]
 
