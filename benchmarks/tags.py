@@ -142,7 +142,7 @@ def reevaluation(root: Path, members: int) -> None:
                                    lambda: len(operations.rule_members(conn, SHOP, rule)))
             with engine.begin() as conn:
                 result, seconds = timed("apply: tag given to every member it holds for",
-                                        lambda: apply_shop_config(conn, TOPICS.member_events,
+                                        lambda: apply_shop_config(conn, TOPICS,
                                                                   wide, "bench", CLOCK).tags)
             print(f"   {matched:,} members match; {result[0].gained:,} gained the tag "
                   f"({result[0].gained / seconds:,.0f} tag changes/s incl. outbox)")
@@ -150,7 +150,7 @@ def reevaluation(root: Path, members: int) -> None:
                 timed("preview of the narrower rule", lambda: operations.preview(conn, narrow))
             with engine.begin() as conn:
                 result, seconds = timed("apply: the narrower rule",
-                                        lambda: apply_shop_config(conn, TOPICS.member_events,
+                                        lambda: apply_shop_config(conn, TOPICS,
                                                                   narrow, "bench", CLOCK).tags)
             print(f"   {result[0].lost:,} lost the tag, {result[0].after:,} keep it")
         finally:
@@ -186,7 +186,7 @@ def worker(root: Path, events: int, n_rules: int) -> None:
         _, engine = fresh_database(db, "bench_tag_worker")
         try:
             with engine.begin() as conn:
-                apply_shop_config(conn, TOPICS.member_events, config(rules(n_rules)), "bench",
+                apply_shop_config(conn, TOPICS, config(rules(n_rules)), "bench",
                                   CLOCK)
             handler = TaggingHandler(TOPICS)
 

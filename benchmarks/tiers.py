@@ -268,7 +268,7 @@ def reevaluation_part(engine: Engine, members: int) -> Reevaluation:
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP, 1,
                                                    WINDOWED, now), rollback=True)
     result, apply_s = in_transaction(
-        engine, lambda conn: apply_shop_config(conn, TOPICS.member_events, cfg,
+        engine, lambda conn: apply_shop_config(conn, TOPICS, cfg,
                                                           "bench", now))
     again, again_s = in_transaction(
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP,
@@ -362,7 +362,7 @@ def level_throughput(db: EmbeddedDatabase, events: list[EventModel], warm_up: li
         if policy:
             with engine.begin() as conn:
                 for shop in (SHOP, WARM_UP_SHOP):
-                    apply_shop_config(conn, TOPICS.member_events,
+                    apply_shop_config(conn, TOPICS,
                                                  config(shop, levels=True), "bench",
                                                  datetime.now(UTC))
         handler = TieringHandler(TOPICS)

@@ -28,8 +28,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from services.campaigns import store
-from shared.member_events import iso
 from shared.money import CENT, from_cents
+from shared.outbound import iso
 from shared.shops import shop_configs
 
 COLUMNS = ("campaign_id", "channel", "day", "status", "sent", "clicked", "click_rate",
@@ -148,7 +148,9 @@ def campaign_report(conn: Connection, shop_id: str, campaign_id: str | None,
         raise NoCampaigns(f"shop {shop_id!r} has no campaign messages"
                           + (f" for campaign {campaign_id!r}" if campaign_id else ""))
 
-    newest = store.watermark(conn)
+    # Every partition's clock has passed `newest`, so no event older than `newest - lateness`
+    # can still be attributed (ingest refuses it as late).
+    newest = store.settled_clock(conn)
     settled = newest - lateness if newest else None
     windows = store.campaign_windows(conn, {(shop_id, c) for c, _, _ in rows})
     tz = ZoneInfo(zone)

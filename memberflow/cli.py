@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import signal
-from collections.abc import Iterator
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,16 +30,17 @@ from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
 from memberflow.runtime import WORKERS, Services, Stack, open_database, open_stack
 from services.ingest.handlers import Ingestor
+from services.ingest.recovery import republish
 from services.ingest.replay import (
     Progress,
     ReplayReport,
     count_lines,
     format_rejections,
-    read_archive,
     read_file,
     replay,
 )
-from shared import kafka
+from services.ingest.ticker import record_tick
+from shared import kafka, logs
 from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
@@ -54,8 +55,7 @@ log = logging.getLogger("memberflow")
 @click.option("-v", "--verbose", is_flag=True, help="log progress and worker activity")
 def main(verbose: bool) -> None:
     """memberflow: member levels, tags, ABC classes and campaign effect from order streams."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(verbose)
 
 
 def _install_stop(services: Services) -> None:
@@ -75,7 +75,8 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
     settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
     with open_stack(settings) as stack:
         async def serve() -> None:
-            services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port)
+            services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port,
+                                ticks=True)
             await services.start()
             _install_stop(services)
             click.echo(f"memberflow up: broker {stack.bootstrap}, ingest {services.http_url}"
@@ -126,10 +127,36 @@ def worker(names: tuple[str, ...], kafka_: str | None, database_url: str | None,
 
 
 def _print_replay(report: ReplayReport) -> None:
+    extra = "".join(f", {n:,} {what}" for n, what in (
+        (report.duplicates, "already archived (skipped)"),
+        (report.late, "too late for campaign attribution"),
+        (report.refused, "no longer valid (skipped)")) if n)
     click.echo(f"replayed {report.total:,} events in {report.seconds:.1f}s: "
-               f"{report.accepted:,} accepted, {len(report.rejected):,} rejected")
+               f"{report.accepted:,} accepted, {len(report.rejected):,} rejected{extra}")
     if report.rejected:
         click.echo(format_rejections(report), err=True, nl=False)
+
+
+async def _replay(settings: Settings, bootstrap: str, engine: Any, file: Path | None,
+                  shop: str | None) -> ReplayReport:
+    await kafka.ensure_topics(bootstrap, settings.topics.all, settings.partitions)
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        if file is None:
+            # The archive itself, in the order it was accepted, with its lateness verdicts.
+            started = time.monotonic()
+            where, params = ("e.shop_id = %(shop)s", {"shop": shop}) if shop else ("true", {})
+            published, refused = await republish(engine, producer, settings.topics,
+                                                 where=where, params=params,
+                                                 progress=Progress(None))
+            return ReplayReport(accepted=published, refused=refused,
+                                seconds=time.monotonic() - started)
+        ingestor = Ingestor(engine, producer, settings.topics, Metrics(), "replay",
+                            lateness=settings.lateness, bounds=settings.bounds)
+        return await replay(read_file(file), ingestor, Progress(count_lines(file)))
+    finally:
+        await producer.stop()
 
 
 @main.command("replay")
@@ -151,25 +178,13 @@ def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: 
                                "(`memberflow run --events FILE` replays into an embedded stack)")
     bootstrap = settings.kafka
 
-    async def go(items: Iterator[tuple[str, Any]], total: int | None) -> ReplayReport:
-        await kafka.ensure_topics(bootstrap, settings.topics.all, settings.partitions)
-        producer = kafka.producer(bootstrap)
-        await producer.start()
+    with open_database(settings) as (url, _):
+        engine = make_engine(url, pool_size=2)
         try:
-            ingestor = Ingestor(producer, settings.topics, Metrics(), source="replay")
-            return await replay(items, ingestor, Progress(total))
+            migrate(engine)
+            report = asyncio.run(_replay(settings, bootstrap, engine, file, shop))
         finally:
-            await producer.stop()
-
-    if file:
-        report = asyncio.run(go(read_file(file), count_lines(file)))
-    else:
-        with open_database(settings) as (url, _):
-            engine = make_engine(url)
-            try:
-                report = asyncio.run(go(read_archive(engine, shop), None))
-            finally:
-                engine.dispose()
+            engine.dispose()
     _print_replay(report)
 
 
@@ -179,23 +194,37 @@ def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: 
 @click.option("--data-dir", required=True, type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path))
-def run(events_file: Path, data_dir: Path, config_file: Path | None) -> None:
-    """Replay a history into the state under DATA_DIR (embedded broker and database), then stop."""
+@click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+              help="end the run with the clock at this time (ISO-8601; default: the newest "
+                   "event of the history)")
+def run(events_file: Path, data_dir: Path, config_file: Path | None,
+        as_of: datetime | None) -> None:
+    """Replay a history into the state under DATA_DIR (embedded broker and database), then stop.
+
+    The run ends with the clock at --as-of (a tick recorded into the archive, so a replay of it
+    ends at the same time): dormancy, ABC periods and report finality are judged then."""
     config = load_config(config_file) if config_file else None
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=UTC)
     settings = Settings(data_dir=data_dir)  # the one-shot run is embedded by definition
     with open_stack(settings) as stack:
         if config:
             _print_applied(config, _apply(stack.database_url, config))
-        report = asyncio.run(_run_once(stack, events_file))
+        report = asyncio.run(_run_once(stack, events_file, as_of))
     _print_replay(report)
 
 
-async def _run_once(stack: Stack, events_file: Path) -> ReplayReport:
+async def _run_once(stack: Stack, events_file: Path, as_of: datetime | None) -> ReplayReport:
     services = Services(stack, list(WORKERS), Metrics())
     await services.start()
     try:
-        ingestor = Ingestor(services.producer, stack.topics, services.metrics, source="replay")
+        ingestor = services.ingestor_for("replay")
         report = await replay(read_file(events_file), ingestor, Progress(count_lines(events_file)))
+        end = as_of or report.newest
+        if end is not None:
+            # One tick at the end reaches every partition: all of them end at the same time.
+            await record_tick(services.ingestor_for("run --as-of", ticks=True), end,
+                              "run --as-of" if as_of else "run")
         await services.wait_caught_up()
         return report
     finally:
@@ -239,7 +268,7 @@ def _apply(url: str, cfg: ShopConfig, operator: str | None = None) -> ConfigResu
     engine = make_engine(url, pool_size=1)
     try:
         with engine.begin() as conn:
-            return apply_shop_config(conn, settings_from().topics.member_events, cfg,
+            return apply_shop_config(conn, settings_from().topics, cfg,
                                      operator_name(operator), datetime.now(UTC))
     except OperationRefused as exc:
         raise click.ClickException(f"configuration not applied: {exc}") from None
@@ -278,7 +307,7 @@ def config_apply(file: Path, operator: str | None, database_url: str | None,
     cfg = load_config(file)
     try:
         with connection(database_url, data_dir) as conn:
-            result = apply_shop_config(conn, settings_from().topics.member_events, cfg,
+            result = apply_shop_config(conn, settings_from().topics, cfg,
                                        operator_name(operator), datetime.now(UTC))
     except OperationRefused as exc:
         raise click.ClickException(f"{file}: not applied: {exc}") from None
@@ -303,19 +332,79 @@ def dead_letters() -> None:
 
 @dead_letters.command("list")
 @click.option("--limit", type=int, default=50)
+@click.option("--shop", help="only letters naming this shop")
+@click.option("--status", type=click.Choice(["parked", "redriven"]), help="only these")
 @db_opt
 @dir_opt
-def dead_letters_list(limit: int, database_url: str | None, data_dir: Path | None) -> None:
-    """Show parked dead letters, newest first, with their reasons."""
+def dead_letters_list(limit: int, shop: str | None, status: str | None,
+                      database_url: str | None, data_dir: Path | None) -> None:
+    """Show dead letters, newest first, with their reasons."""
     with connection(database_url, data_dir) as conn:
         rows = conn.execute(text(
-            "SELECT id, source, source_ref, reason, rejected_at, status FROM dead_letters "
-            "ORDER BY id DESC LIMIT :n"), {"n": limit}).all()
+            "SELECT id, source, source_ref, shop_id, event_id, reason, rejected_at, status "
+            "FROM dead_letters WHERE (CAST(:shop AS text) IS NULL OR shop_id = :shop) "
+            "AND (CAST(:status AS text) IS NULL OR status = :status) ORDER BY id DESC LIMIT :n"),
+            {"n": limit, "shop": shop, "status": status}).all()
     for r in rows:
+        about = " ".join(x for x in (f"shop={r.shop_id}" if r.shop_id else "",
+                                     f"event={r.event_id}" if r.event_id else "") if x)
         click.echo(f"#{r.id} [{r.status}] {r.rejected_at:%Y-%m-%d %H:%M:%S} {r.source} "
-                   f"{r.source_ref}: {r.reason}")
+                   f"{r.source_ref}{' ' + about if about else ''}: {r.reason}")
     if not rows:
         click.echo("no dead letters")
+
+
+@dead_letters.command("redrive")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@kafka_opt
+@db_opt
+@dir_opt
+def dead_letters_redrive(ids: tuple[int, ...], kafka_: str | None, database_url: str | None,
+                         data_dir: Path | None) -> None:
+    """Submit parked inputs again (after fixing what refused them): each is validated, archived
+    and relayed like a new one; a letter whose input is accepted now is marked redriven."""
+    settings = settings_from(kafka_, database_url, data_dir)
+    if not settings.kafka:
+        raise click.UsageError("redrive needs the broker the pipeline reads: --kafka or "
+                               "MEMBERFLOW_KAFKA (`memberflow up` prints it)")
+    with open_database(settings) as (url, _):
+        engine = make_engine(url, pool_size=2)
+        try:
+            results = asyncio.run(_redrive(settings, settings.kafka, engine, list(ids)))
+        finally:
+            engine.dispose()
+    for letter_id, verdict in results:
+        state = "redriven" if verdict and verdict.accepted else "still refused"
+        why = "" if verdict is None else "; ".join(str(p) for p in verdict.problems)
+        click.echo(f"#{letter_id}: {state}{': ' + why if why else ''}")
+
+
+async def _redrive(settings: Settings, bootstrap: str, engine: Any, ids: list[int]
+                   ) -> list[tuple[int, Any]]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT id, raw, raw_size FROM dead_letters WHERE id = ANY(%s) AND status = 'parked' "
+            "ORDER BY id", (ids,)).all()
+    found = {r[0] for r in rows}
+    out: list[tuple[int, Any]] = [(i, None) for i in ids if i not in found]
+    producer = kafka.producer(bootstrap)
+    await producer.start()
+    try:
+        ingestor = Ingestor(engine, producer, settings.topics, Metrics(), "redrive",
+                            lateness=settings.lateness, bounds=settings.bounds)
+        for letter_id, raw, size in rows:
+            if len(raw) < size:
+                out.append((letter_id, None))  # kept cut short: the whole input is not stored
+                continue
+            [verdict] = await ingestor.submit([(f"dead letter #{letter_id}", raw)])
+            if verdict.accepted:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql("UPDATE dead_letters SET status = 'redriven', "
+                                         "redriven_at = now() WHERE id = %s", (letter_id,))
+            out.append((letter_id, verdict))
+    finally:
+        await producer.stop()
+    return out
 
 
 @main.command()

@@ -25,7 +25,7 @@ from services.campaigns import operations
 from services.campaigns.config import CampaignDefinition
 from services.campaigns.operations import FileSender
 from shared.audit import OperationRefused
-from shared.member_events import iso
+from shared.outbound import iso
 from shared.shopconfig import ConfigError, parse
 
 
@@ -62,7 +62,7 @@ def campaigns_create(file: Path, shop: str, operator: str | None, database_url: 
                      data_dir: Path | None) -> None:
     """Create (or, before confirmation, change) a campaign from a YAML definition."""
     definition = _definition(file, shop)
-    topic = settings_from().topics.member_events
+    topic = settings_from().topics.credit_events
     try:
         with connection(database_url, data_dir) as conn:
             tags = conn.exec_driver_sql(
@@ -120,7 +120,7 @@ def campaigns_list(shop: str, fmt: str, database_url: str | None,
 def campaigns_confirm(shop: str, campaign_id: str, operator: str | None,
                       database_url: str | None, data_dir: Path | None) -> None:
     """Resolve the target to members now, record them, and freeze the campaign."""
-    topic = settings_from().topics.member_events
+    topic = settings_from().topics.credit_events
     try:
         with connection(database_url, data_dir) as conn:
             done = operations.confirm(conn, topic, shop, campaign_id, operator_name(operator),

@@ -51,7 +51,7 @@ def _manual(run: Callable[..., ManualResult], shop: str, selection: MemberFilter
             **args: Any) -> ManualResult:
     if not reason.strip():
         raise click.UsageError("--reason must say why (it is recorded with every change)")
-    topic = settings_from().topics.member_events
+    topic = settings_from().topics.tag_events
     try:
         with connection(database_url, data_dir) as conn:
             return run(conn, topic, shop, selection, operator=operator_name(operator),

@@ -14,6 +14,7 @@ from services.tagging.operations import TagOutcome
 from services.tiering import operations as tiering
 from shared.shopconfig import ShopConfig
 from shared.shops import apply_config
+from shared.topics import Topics
 
 
 @dataclass
@@ -25,7 +26,7 @@ class ConfigResult:
     campaigns: list[str] = field(default_factory=list)   # campaigns defined, changed, deleted
 
 
-def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator: str,
+def apply_shop_config(conn: Connection, topics: Topics, config: ShopConfig, operator: str,
                       now: datetime) -> ConfigResult:
     """Store `config` as the shop's next version and re-evaluate what it changes.
 
@@ -35,7 +36,7 @@ def apply_shop_config(conn: Connection, topic: str, config: ShopConfig, operator
     version, changed, old = apply_config(conn, config, operator)
     if not changed:
         return ConfigResult(version, changed=False)
-    moved = tiering.config_changed(conn, topic, old, config, version, now)
-    tags = tagging.config_changed(conn, topic, old, config, version, operator, now)
-    defined = campaigns.config_changed(conn, topic, old, config, operator)
+    moved = tiering.config_changed(conn, topics.member_events, old, config, version, now)
+    tags = tagging.config_changed(conn, topics.tag_events, old, config, version, operator, now)
+    defined = campaigns.config_changed(conn, topics.credit_events, old, config, operator)
     return ConfigResult(version, True, moved, tags, defined)

@@ -97,3 +97,25 @@ def tag_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[str
 
 def iso(t: datetime | None) -> str | None:
     return t.isoformat().replace("+00:00", "Z") if t else None
+
+
+def event_fate(engine: Engine, event_id: str) -> dict[str, Any] | None:
+    """What became of an event: archived (and whether too late for attribution), parked."""
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT type, shop_id, occurred_at, archived_at, late FROM events WHERE event_id = %s",
+            (event_id,)).first()
+        letters = conn.exec_driver_sql(
+            "SELECT source, source_ref, reason, rejected_at FROM dead_letters WHERE event_id = %s "
+            "ORDER BY id", (event_id,)).all()
+    if row is None and not letters:
+        return None
+    return {
+        "event_id": event_id,
+        "archived": row is not None,
+        **({"type": row.type, "shop_id": row.shop_id, "occurred_at": iso(row.occurred_at),
+            "archived_at": iso(row.archived_at), "late_for_attribution": row.late}
+           if row is not None else {}),
+        "dead_letters": [{"source": d.source, "ref": d.source_ref, "reason": d.reason,
+                          "rejected_at": iso(d.rejected_at)} for d in letters],
+    }

@@ -22,6 +22,9 @@ class PipelineFigures:
     seconds: float
     http_accepted: int
     http_rejected: int
+    duplicates: int = 0                 # accepted before: counted once
+    late: int = 0                       # too late for campaign attribution
+    lags: dict[str, int] | None = None  # measured consumer lag per worker after catching up
 
 
 def _bucket_label(lo: int, hi: int | None) -> str:
@@ -65,13 +68,13 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
         f"  events replayed       {pipe.replayed:,} in {pipe.seconds:.1f} s, caught up "
         f"({rate:,.0f} events/s end to end)",
         f"  rejected              {pipe.rejected:,} replayed line(s) + {pipe.http_rejected} "
-        f"over HTTP, parked on the dead-letter topic",
+        f"over HTTP, parked as dead letters",
         f"  accepted over HTTP    {pipe.http_accepted}",
-        f"  duplicates skipped    "
-        f"{max(0, pipe.replayed - pipe.rejected + pipe.http_accepted - archived):,} "
-        "(repeated event ids, counted once)",
+        f"  duplicates skipped    {pipe.duplicates:,} (repeated event ids, counted once)",
+        f"  too late to attribute {pipe.late:,} (counted for levels and tags, not campaigns)",
         f"  archived              {archived:,} distinct events in PostgreSQL",
-        "  consumer lag          0 on every worker",
+        "  consumer lag          " + (", ".join(f"{w} {n:,}" for w, n in sorted(
+            pipe.lags.items())) if pipe.lags is not None else "not measured"),
         "",
         "Members",
         f"  customers             {m.customers:,} ({m.buyers:,} with completed trades, "
@@ -120,15 +123,16 @@ def _tiers(conn: Connection, shop_id: str) -> list[str]:
     lines.append("  level changes         " + (", ".join(f"{n:,} {c}" for c, n in changes)
                                                or "none"))
     abc = conn.execute(text(
-        "SELECT watermark, ranked, zero_spenders FROM abc_shops WHERE shop_id = :s"),
+        "SELECT computed_as_of, ranked, zero_spenders FROM abc_shops WHERE shop_id = :s"),
         {"s": shop_id}).first()
-    if abc is None:
+    if abc is None or abc.computed_as_of is None:
         return lines
     counts: dict[str, int] = dict(conn.execute(text(
         "SELECT abc_class, count(*) FROM members WHERE shop_id = :s AND abc_class IS NOT NULL "
         "GROUP BY abc_class"), {"s": shop_id}).all())
-    lines += ["", f"Customer ABC (spend over the period ending {abc.watermark:%Y-%m-%d %H:%M} "
-                  "UTC, the latest event)",
+    ending = f"{abc.computed_as_of:%Y-%m-%d %H:%M}"
+    lines += ["", f"Customer ABC (spend over the period ending {ending} UTC, the pipeline "
+                  "clock)",
               f"  A {counts.get('A', 0):,}   B {counts.get('B', 0):,}   C {counts.get('C', 0):,}"
               f"   ({abc.ranked:,} ranked; {abc.zero_spenders:,} zero spenders kept apart)"]
     products = product_abc(conn, shop_id)

@@ -9,26 +9,32 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import Engine
 
-from memberflow.readmodel import read_member
+from memberflow.readmodel import event_fate, read_member
+from services.campaigns.handlers import HANDLES as CAMPAIGN_HANDLES
 from services.campaigns.handlers import CampaignHandler
-from services.ingest.archive import DeadLetterRecorder, EventArchiver
+from services.ingest.archive import EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
+from services.ingest.recovery import republish, unapplied
+from services.ingest.ticker import tick_forever
 from services.tagging.handlers import TaggingHandler
 from services.tiering.abc_store import stale_shops
+from services.tiering.handlers import HANDLES as TIERING_HANDLES
 from services.tiering.handlers import TieringHandler
+from services.tiering.operations import resync as tiering_resync
 from shared import kafka
 from shared.config import Settings
 from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase
-from shared.member_events import pending_count
+from shared.health import Probe, Readiness, broker_check, database_check
 from shared.metrics import Metrics
+from shared.outbox import pending_count
 from shared.topics import Topics
 
 log = logging.getLogger("memberflow")
@@ -36,13 +42,15 @@ log = logging.getLogger("memberflow")
 # Every worker the pipeline runs, by name: the explicit list of what `up` starts.
 WORKERS: dict[str, Callable[[Settings], Handler]] = {
     "archiver": lambda s: EventArchiver(s.topics),
-    "dead-letters": lambda s: DeadLetterRecorder(s.topics),
     "tiering": lambda s: TieringHandler(
         s.topics, abc_debounce=timedelta(seconds=s.abc_debounce_seconds)),
     "tagging": lambda s: TaggingHandler(s.topics),
-    "campaigns": lambda s: CampaignHandler(
-        s.topics, lateness=timedelta(hours=s.campaign_lateness_hours)),
+    "campaigns": lambda s: CampaignHandler(s.topics, lateness=s.lateness),
 }
+# What each worker that claims event ids applies: a fresh embedded broker is refilled with the
+# archived events one of them has not applied, whichever workers this process runs.
+CLAIMING: dict[str, frozenset[str]] = {"tiering": TIERING_HANDLES,
+                                       "campaigns": CAMPAIGN_HANDLES}
 
 
 @dataclass
@@ -54,6 +62,8 @@ class Stack:
     database_url: str
     embedded_broker: bool
     embedded_database: bool
+    # A fresh embedded broker over an existing state: what to publish again (see `Refill`).
+    refill: Refill | None = None
 
     @property
     def topics(self) -> Topics:
@@ -89,30 +99,43 @@ def open_stack(settings: Settings) -> Iterator[Stack]:
         engine = make_engine(url, pool_size=2)
         try:
             migrate(engine)
-            if broker is not None:
-                forget_positions(engine)
+            refill = forget_positions(engine) if broker is not None else None
         finally:
             engine.dispose()
         asyncio.run(kafka.ensure_topics(bootstrap, settings.topics.all, settings.partitions))
-        yield Stack(settings, bootstrap, url, broker is not None, embedded_db)
+        yield Stack(settings, bootstrap, url, broker is not None, embedded_db, refill)
 
 
-def forget_positions(engine: Engine) -> None:
-    """A new embedded broker starts empty: positions stored against the old one mean nothing.
+@dataclass(frozen=True)
+class Refill:
+    """A new embedded broker starts empty, and what the old one held but workers had not
+    applied yet must reach them again: the archived events some worker has not applied (its
+    claims say which), and members' current state for the readers of tiering's output (those
+    changed since the oldest position tagging had stored)."""
 
-    The state stays; events replayed again are recognised by their ids and skipped.
+    state_since: datetime | None
+
+
+def forget_positions(engine: Engine) -> Refill:
+    """Positions stored against the old embedded broker mean nothing on a new one: forget them
+    (every worker starts the new topics from the beginning) and say what must be refilled.
+
+    The state stays; events published again are recognised by their ids and skipped.
     """
     with engine.begin() as conn:
+        since = conn.exec_driver_sql(
+            "SELECT min(updated_at) FROM consumer_positions WHERE consumer = 'tagging'").scalar()
         n = conn.exec_driver_sql("DELETE FROM consumer_positions").rowcount
     if n:
         log.info("new embedded broker: forgot %d stored consumer positions", n)
+    return Refill(since - timedelta(minutes=1) if since is not None else None)
 
 
 class Services:
-    """Runs named workers (and optionally the HTTP ingest) in this process until stopped."""
+    """Runs named workers (and optionally the HTTP ingest and the ticker) in this process."""
 
     def __init__(self, stack: Stack, names: Sequence[str], metrics: Metrics,
-                 http_port: int | None = None) -> None:
+                 http_port: int | None = None, *, ticks: bool = False) -> None:
         unknown = [n for n in names if n not in WORKERS]
         if unknown:
             raise ValueError(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(WORKERS)}")
@@ -120,14 +143,26 @@ class Services:
         self.names = list(names)
         self.metrics = metrics
         self.http_port = http_port
+        self.ticks = ticks
         self.stop = asyncio.Event()
-        self.engine = make_engine(stack.database_url, pool_size=len(self.names) + 2)
+        self.engine = make_engine(stack.database_url, pool_size=len(self.names) + 3)
         self.producer = kafka.producer(stack.bootstrap)
         self.workers: list[BatchWorker] = []
         self.ingestor: Ingestor | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_url: str | None = None
+        self._readiness = Readiness([
+            Probe("database", database_check(self.engine)),
+            Probe("broker", broker_check(stack.bootstrap))])
+
+    def ingestor_for(self, source: str, *, ticks: bool = False,
+                     republish: bool = False) -> Ingestor:
+        """An ingest path (archive, then relay) on this process's engine and producer."""
+        settings = self.stack.settings
+        return Ingestor(self.engine, self.producer, self.stack.topics, self.metrics, source,
+                        lateness=settings.lateness, bounds=settings.bounds, ticks=ticks,
+                        republish=republish)
 
     async def start(self) -> None:
         await self.producer.start()
@@ -139,18 +174,47 @@ class Services:
                         metrics=self.metrics, max_records=settings.batch_max_records)
             for n in self.names
         ]
+        if self.stack.refill is not None:
+            await self._refill(self.stack.refill)
         self._tasks = [asyncio.create_task(w.run(self.stop), name=w.handler.name)
                        for w in self.workers]
         if self.http_port is not None:
-            self.ingestor = Ingestor(self.producer, topics, self.metrics, source="http")
+            self.ingestor = self.ingestor_for("http")
             app = make_app(self.ingestor, self.metrics,
-                           member_reader=functools.partial(read_member, self.engine))
+                           member_reader=functools.partial(read_member, self.engine),
+                           event_reader=functools.partial(event_fate, self.engine),
+                           readiness=self.readiness)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, settings.http_host, self.http_port)
             await site.start()
             port = self._runner.addresses[0][1]
             self.http_url = f"http://{settings.http_host}:{port}"
+        if self.ticks and settings.tick_seconds > 0:
+            self._tasks.append(asyncio.create_task(tick_forever(
+                self.ingestor_for("tick", ticks=True), settings.tick_seconds, self.stop),
+                name="ticker"))
+
+    async def _refill(self, refill: Refill) -> None:
+        """Publish again what a fresh embedded broker lost (see `Refill`); once per stack."""
+        where, params = unapplied(CLAIMING)
+        published, _ = await republish(self.engine, self.producer, self.stack.topics,
+                                       where=where, params=params)
+
+        def resync() -> int:
+            with self.engine.begin() as conn:
+                return tiering_resync(conn, self.stack.topics.member_events, refill.state_since)
+
+        states = await asyncio.to_thread(resync)
+        self.stack.refill = None
+        if published or states:
+            log.info("fresh embedded broker: published %d archived events not yet applied and "
+                     "%d member states again", published, states)
+
+    async def readiness(self) -> dict[str, object]:
+        """Ready when the database and the broker answer within their bounds and no worker
+        has stopped."""
+        return await self._readiness({t.get_name(): not t.done() for t in self._tasks})
 
     def check(self) -> None:
         """Raise the error of any worker that crashed."""
@@ -182,11 +246,12 @@ class Services:
             await asyncio.sleep(0.2)
 
     def _settled(self) -> bool:
-        """No timed work outstanding: no stale customer ABC classes, no unrelayed events."""
-        if "tiering" not in self.names:
-            return True
+        """No timed work outstanding: no stale customer ABC classes, no unrelayed messages of
+        the workers running here."""
         with self.engine.connect() as conn:
-            return stale_shops(conn) == 0 and pending_count(conn) == 0
+            if "tiering" in self.names and stale_shops(conn):
+                return False
+            return all(pending_count(conn, n) == 0 for n in self.names)
 
     async def run_until_stopped(self) -> None:
         """Serve until `stop` is set or a worker crashes."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.events import TimeBounds
 from shared.topics import Topics
 
 
@@ -31,8 +33,27 @@ class Settings(BaseSettings):
     abc_debounce_seconds: float = Field(
         5.0, ge=0, le=3600, description="recompute a shop's customer ABC at most this often")
     campaign_lateness_hours: float = Field(
-        24.0, gt=0, le=720, description="campaign events further behind their stream than this "
-                                       "are refused (dead letters), never attributed")
+        24.0, gt=0, le=720, description="events further behind the newest event of their shop "
+                                       "than this are not attributed to campaigns (dead "
+                                       "letters); they count everywhere else")
+    max_clock_skew_seconds: float = Field(
+        300.0, ge=0, le=86_400, description="events dated further ahead of the wall clock are "
+                                            "refused")
+    event_time_floor: datetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC), description="events dated before this are refused")
+    tick_seconds: float = Field(
+        60.0, ge=0, le=3600, description="`up` records the wall-clock time into the stream this "
+                                         "often (0: never), so time-based rules move on when "
+                                         "no shop sells")
+
+    @property
+    def lateness(self) -> timedelta:
+        return timedelta(hours=self.campaign_lateness_hours)
+
+    @property
+    def bounds(self) -> TimeBounds:
+        """The sanity window for event times (see `shared.events.TimeBounds`)."""
+        return TimeBounds(self.event_time_floor, timedelta(seconds=self.max_clock_skew_seconds))
 
     @property
     def topics(self) -> Topics:

@@ -1,23 +1,47 @@
-"""Effectively-once batch processing from Kafka into PostgreSQL.
+"""Effectively-once batch processing from Kafka into PostgreSQL, with one error policy.
 
-Every worker runs the same loop; only its `Handler` differs. For each poll batch:
+Every worker runs this loop; only its `Handler` differs. A handler states in its `Contract` how
+its records are read, which event types it applies, whether their ids are claimed, and its timed
+work. For each poll batch:
 
 1. BEGIN; lock this consumer's stored positions for the batch's partitions and drop records
    below them (already applied: redelivered after a crash between COMMIT and the Kafka commit,
    or fetched by a zombie that lost its partitions).
-2. Decode each record with the event contract; a bad one becomes a dead letter.
-3. Claim the event ids in `processed_events`; ids claimed before are duplicates and skipped.
-4. The handler applies the new events and returns the member events to publish.
-5. Store the new positions.
-6. Publish outputs and dead letters and wait for the broker's acks. They carry deterministic
-   ids, so if we die before COMMIT the retry republishes the same messages and readers dedupe.
-7. COMMIT. The state, the claimed ids and the positions become visible together.
+2. Decode each record with the contract's reader. One that cannot be read becomes a dead letter
+   (every worker parks what it cannot read; the letter's id is derived from the record, so the
+   workers that read the same bad record store one letter).
+3. Claim the ids of the events to apply in `processed_events`, with their content digests. An id
+   claimed before with the same digest is a duplicate and skipped; with a different digest it is
+   a conflict (one id, two events) and parked.
+4. The handler applies the new events and returns the messages to publish (it may park events
+   it refuses, e.g. too late for attribution).
+5. Store the new positions and the dead letters.
+6. Publish outputs and dead letters and wait for the broker's acks. Their ids are derived from
+   the input events, so if we die before COMMIT the retry republishes the same messages and
+   readers drop the repeats.
+7. COMMIT. The state, the claimed ids, the letters and the positions become visible together.
 8. Commit the offsets to Kafka. The database position is authoritative; the Kafka commit only
    feeds lag monitoring and is safe to lose.
 
-Error policy: a bad event is dead-lettered (never stops the worker); a transient database or
-broker error retries the whole batch with backoff (nothing was committed); anything else is a bug
-and crashes the worker, which restarts from the stored positions.
+Error policy (the same for every worker):
+
+- **Transient** (the database or the broker does not answer, a deadlock, a retriable broker
+  error): nothing was committed; the whole batch is retried with backoff, for as long as it
+  takes.
+- **A record that cannot be applied** (any other exception while applying a batch): the batch is
+  split in halves, each applied and committed on its own, down to the single record that fails.
+  That record is tried `Contract.attempts` times, then parked as a dead letter with the error as
+  its reason (its id claimed and its position passed, so it is not applied again); the rest of
+  the batch carries on. No single input can stop a worker.
+- **A bug** (the same failure for record after record: `Contract.bug_limit` records in a row
+  failing alone): the worker stops with the error instead of parking the stream away. It
+  restarts from the stored positions once the bug is fixed; the records it parked before
+  stopping can be re-driven.
+
+Timed work (debounced recomputes, outbox relays) runs between batches in a transaction of its
+own; a transient error retries at the next tick, any other error is logged, counted
+(`memberflow_timed_work_failures_total`) and retried with a growing pause, never stopping the
+loop.
 """
 
 from __future__ import annotations
@@ -27,21 +51,25 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import Any, Protocol
 
+import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from shared.deadletter import DeadLetter, dead_letter
-from shared.events import EventModel, EventRejected, decode
+from shared import deadletter
+from shared.deadletter import DeadLetter
+from shared.events import Problem
 from shared.kafka import consumer_config
+from shared.logs import context
 from shared.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,10 +85,62 @@ class Delivery:
     key: bytes | None
     value: bytes
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    def header(self, name: str) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
 
     @property
     def ref(self) -> str:
         return f"{self.topic}/{self.partition}@{self.offset}"
+
+    @property
+    def identity(self) -> str:
+        """Names this record across broker restarts (offsets alone restart at 0)."""
+        return f"{self.topic}/{self.partition}@{self.offset}/{self.timestamp_ms}"
+
+
+class Undecodable(ValueError):
+    """A record a reader cannot turn into an event: its problems name the fields."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A decoded delivery: the event and where it was read."""
+
+    delivery: Delivery
+    event: Any
+    digest: bytes | None = None
+
+
+@dataclass(frozen=True)
+class TimedWork:
+    """Work driven by time rather than by records: run about every `seconds`, in a transaction
+    of its own; what it returns is published before that transaction commits."""
+
+    seconds: float
+    run: Callable[[Connection, datetime], list[Output]]
+
+
+# A reader turns a record's value into (event, digest), None for records the worker ignores,
+# or raises Undecodable.
+Reader = Callable[[bytes], tuple[Any, bytes | None] | None]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a handler states about its input, its errors and its timed work."""
+
+    read: Reader
+    handles: frozenset[str]          # event types passed to `apply`; others only move positions
+    claims: bool                     # claim event ids (with digests) before applying them
+    timed: TimedWork | None = None
+    attempts: int = 3                # tries of a record that fails alone before it is parked
+    bug_limit: int = 5               # records failing alone in a row: a bug, not bad input
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +154,30 @@ class Output:
     # Sent to every partition of the topic instead of by key: a watermark that each partition's
     # reader must see after the keyed messages published before it.
     broadcast: bool = False
+    partition: int | None = None     # an explicit partition (e.g. a per-partition clock)
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
 class Batch:
-    """What a handler receives: new events (decoded, not seen before) and all fresh records."""
+    """What a handler receives: new events (decoded, claimed, in read order) and all fresh
+    records. A handler refuses an event with `park`."""
 
-    events: list[EventModel]
+    records: list[Record]
     deliveries: list[Delivery]
     duplicates: int = 0
+    parked: list[DeadLetter] = field(default_factory=list)
+    source: str = "worker"
+
+    @property
+    def events(self) -> list[Any]:
+        return [r.event for r in self.records]
+
+    def park(self, record: Record, problems: Sequence[Problem]) -> None:
+        """Refuse an event: it becomes a dead letter written with this batch, never applied."""
+        d = record.delivery
+        self.parked.append(deadletter.dead_letter(self.source, d.ref, d.value, list(problems),
+                                                  key=d.identity))
 
 
 class Handler(Protocol):
@@ -90,36 +185,50 @@ class Handler(Protocol):
 
     name: str                  # consumer group, and key of its bookkeeping rows
     topics: tuple[str, ...]    # subscribed topics
-    event_topics: frozenset[str]  # of those, the ones carrying inbound events to decode
-    handles: frozenset[str]    # event types passed to `apply`; others are skipped
-    # Event types whose ids are claimed in processed_events, so a repeat is skipped. Types the
-    # handler applies idempotently by their own key (an order completes once) need no claim.
-    claims_ids: frozenset[str]
-    parks_rejects: bool        # dead-letter undecodable events (one worker per topic does)
+    contract: Contract
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]: ...
 
 
-class Ticking(Protocol):
-    """A handler with work driven by time rather than by records (debounced recomputes, relays).
-
-    `tick` runs between batches, about every `tick_seconds`, in a transaction of its own; what it
-    returns is published before that transaction commits, like a batch's outputs.
-    """
-
-    tick_seconds: float
-
-    def tick(self, conn: Connection, now: datetime) -> list[Output]: ...
-
-
 @dataclass
 class BatchResult:
-    applied: int
-    duplicates: int
-    rejected: int
+    applied: int = 0
+    duplicates: int = 0
+    rejected: int = 0
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     types: dict[str, int] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)
+    parked: list[DeadLetter] = field(default_factory=list)
+
+    def add(self, other: BatchResult) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        for tp, o in other.next_offsets.items():
+            self.next_offsets[tp] = max(self.next_offsets.get(tp, 0), o)
+        for k, n in other.types.items():
+            self.types[k] = self.types.get(k, 0) + n
+        for k, n in other.published.items():
+            self.published[k] = self.published.get(k, 0) + n
+        self.parked += other.parked
+
+
+class BugSuspected(RuntimeError):
+    """Record after record fails alone with an error: the worker stops rather than park them."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that say the database or the broker did not answer, not that the input is bad."""
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        if isinstance(orig, psycopg.errors.QueryCanceled):
+            return False  # a statement that times out on this input would time out again
+        return isinstance(exc, OperationalError) or bool(exc.connection_invalidated)
+    if isinstance(exc, psycopg.OperationalError):
+        return not isinstance(exc, psycopg.errors.QueryCanceled)
+    if isinstance(exc, KafkaError):
+        return bool(getattr(exc, "retriable", False)) or isinstance(exc, KafkaTimeoutError)
+    return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def load_positions(conn: Connection, consumer: str) -> dict[TopicPartition, int]:
@@ -155,6 +264,8 @@ def claim_positions(conn: Connection, consumer: str,
 
 
 def store_positions(conn: Connection, consumer: str, positions: dict[TopicPartition, int]) -> None:
+    if not positions:
+        return
     conn.exec_driver_sql(
         "INSERT INTO consumer_positions (consumer, topic, partition, next_offset) "
         "SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o) "
@@ -166,35 +277,54 @@ def store_positions(conn: Connection, consumer: str, positions: dict[TopicPartit
     )
 
 
-def claim_event_ids(conn: Connection, consumer: str, events: list[EventModel]) -> list[EventModel]:
-    """Keep the events whose id this consumer has never applied (first occurrence wins)."""
-    if not events:
-        return []
-    fresh = {
-        row[0]
-        for row in conn.exec_driver_sql(
-            "INSERT INTO processed_events (consumer, event_id) SELECT %s, unnest(%s::text[]) "
-            "ON CONFLICT DO NOTHING RETURNING event_id",
-            (consumer, [e.event_id for e in events]),
-        )
-    }
-    out = []
-    for event in events:
-        if event.event_id in fresh:
-            fresh.discard(event.event_id)
-            out.append(event)
+@dataclass
+class Claims:
+    fresh: list[Record]
+    duplicates: int
+    conflicts: list[tuple[Record, bytes | None]]   # (record, the digest stored for its id)
+
+
+def claim_event_ids(conn: Connection, consumer: str, records: list[Record]) -> Claims:
+    """Claim the records' event ids for this consumer (first occurrence wins).
+
+    A repeat with the digest already claimed is a duplicate; with another digest, a conflict.
+    """
+    if not records:
+        return Claims([], 0, [])
+    ids = [r.event.event_id for r in records]
+    digests = [r.digest for r in records]
+    rows = conn.exec_driver_sql(
+        # Every part of one statement sees one snapshot: `p` holds the digests claimed before
+        # this statement, not the ones it inserts.
+        "WITH input AS (SELECT * FROM unnest(%s::text[], %s::bytea[]) AS i(event_id, digest)), "
+        "ins AS (INSERT INTO processed_events (consumer, event_id, digest) "
+        "  SELECT %s, event_id, digest FROM input ON CONFLICT DO NOTHING RETURNING event_id) "
+        "SELECT ins.event_id, true, NULL::bytea FROM ins UNION ALL "
+        "SELECT p.event_id, false, p.digest FROM processed_events p "
+        "  WHERE p.consumer = %s AND p.event_id = ANY(%s::text[])",
+        (ids, digests, consumer, consumer, ids)).all()
+    inserted = {r[0] for r in rows if r[1]}
+    stored = {r[0]: r[2] for r in rows if not r[1]}
+    first: dict[str, bytes | None] = {}
+    out = Claims([], 0, [])
+    for record in records:
+        event_id = record.event.event_id
+        if event_id in inserted and event_id not in first:
+            first[event_id] = record.digest
+            out.fresh.append(record)
+            continue
+        known = first.get(event_id, stored.get(event_id))
+        if known is None or record.digest is None or known == record.digest:
+            out.duplicates += 1
+        else:
+            out.conflicts.append((record, known))
     return out
 
 
-def _claim(conn: Connection, handler: Handler, events: list[EventModel]) -> list[EventModel]:
-    """The events to apply: claimed types only the first time their id is seen."""
-    if not handler.claims_ids:
-        return events
-    claimed = [e for e in events if e.type in handler.claims_ids]
-    if not claimed:
-        return events
-    fresh = {id(e) for e in claim_event_ids(conn, handler.name, claimed)}
-    return [e for e in events if e.type not in handler.claims_ids or id(e) in fresh]
+def conflict_problem(event_id: str, stored: bytes | None) -> Problem:
+    shown = stored.hex()[:16] if stored else "unknown"
+    return Problem("event_id", f"{event_id[:64]!r} was already applied with different content "
+                               f"(stored digest {shown}…); one event id names one event")
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -232,6 +362,14 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(max(gen0, 50_000), gen1, gen2)
 
 
+def _next_offsets(deliveries: Sequence[Delivery]) -> dict[TopicPartition, int]:
+    out: dict[TopicPartition, int] = {}
+    for d in deliveries:
+        tp = TopicPartition(d.topic, d.partition)
+        out[tp] = max(out.get(tp, 0), d.offset + 1)
+    return out
+
+
 class BatchWorker:
     """Runs one handler against the broker and the database until told to stop."""
 
@@ -239,6 +377,7 @@ class BatchWorker:
                  producer: AIOKafkaProducer, dead_letter_topic: str, metrics: Metrics,
                  max_records: int = 5000) -> None:
         self.handler = handler
+        self.contract = handler.contract
         self.engine = engine
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
@@ -247,9 +386,13 @@ class BatchWorker:
         self.consumer = AIOKafkaConsumer(**consumer_config(bootstrap, handler.name))
         self._partitioner = DefaultPartitioner()  # what the producer does with a key
         self.applied_total = 0
+        self.parked_total = 0
         self._next: dict[TopicPartition, int] = {}
         self._next_tick = 0.0
+        self._tick_failures = 0
+        self._attempts: dict[str, int] = {}       # record identity -> failed tries alone
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.source = f"worker:{handler.name}"
 
     def stored_positions(self) -> dict[TopicPartition, int]:
         with self.engine.connect() as conn:
@@ -269,44 +412,59 @@ class BatchWorker:
         await self.consumer.start()
         self.consumer.subscribe(list(self.handler.topics), listener=_SeekToStored(self))
         try:
-            while not stop.is_set():
-                records = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
-                deliveries = [
-                    Delivery(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
-                    for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
-                    for r in records[tp]
-                ]
-                await self._maybe_tick()
-                if deliveries:
-                    result = await self._process_with_retry(deliveries)
-                    # After COMMIT only; see the module docstring, step 8.
-                    try:
-                        await self.consumer.commit(result.next_offsets)
-                    except KafkaError as exc:
-                        log.warning("%s: Kafka commit failed (%s); database position holds",
-                                    self.handler.name, exc)
-                self._report_lag()
+            with context(worker=self.handler.name):
+                while not stop.is_set():
+                    records = await self.consumer.getmany(timeout_ms=200,
+                                                          max_records=self.max_records)
+                    deliveries = [
+                        Delivery(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
+                                 tuple(r.headers or ()))
+                        for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
+                        for r in records[tp]
+                    ]
+                    await self._maybe_tick()
+                    if deliveries:
+                        result = await self._process_with_retry(deliveries)
+                        # After COMMIT only; see the module docstring, step 8.
+                        try:
+                            await self.consumer.commit(result.next_offsets)
+                        except KafkaError as exc:
+                            log.warning("Kafka commit failed (%s); database position holds", exc)
+                    self._report_lag()
         finally:
             await self.consumer.stop()
 
+    # --- timed work ----------------------------------------------------------------------------
+
     async def _maybe_tick(self) -> None:
-        ticking = self.handler if hasattr(self.handler, "tick") else None
-        if ticking is None or time.monotonic() < self._next_tick:
+        timed = self.contract.timed
+        if timed is None or time.monotonic() < self._next_tick:
             return
-        self._next_tick = time.monotonic() + cast(Ticking, ticking).tick_seconds
+        self._next_tick = time.monotonic() + timed.seconds
         try:
             await asyncio.to_thread(self.tick_now)
-        except (OperationalError, KafkaError) as exc:
-            self.metrics.db_retries.labels(self.handler.name).inc()
-            log.warning("%s: transient error in timed work, retrying next tick: %s",
-                        self.handler.name, exc)
+            self._tick_failures = 0
+        except Exception as exc:
+            if is_transient(exc):
+                self.metrics.db_retries.labels(self.handler.name).inc()
+                log.warning("transient error in timed work, retrying next tick: %s", exc)
+                return
+            # Not a reason to stop consuming: count it, say it loudly, pause longer each time.
+            self._tick_failures += 1
+            self.metrics.timed_work_failures.labels(self.handler.name).inc()
+            pause = min(300.0, timed.seconds * 2 ** self._tick_failures)
+            self._next_tick = time.monotonic() + pause
+            log.error("timed work failed (%d in a row), next try in %.0fs: %s\n%s",
+                      self._tick_failures, pause, exc, traceback.format_exc())
 
     def tick_now(self) -> int:
         """Run the handler's timed work once (blocking); returns how many messages it published."""
-        ticking = cast(Ticking, self.handler)
+        timed = self.contract.timed
+        if timed is None:
+            return 0
         started = time.perf_counter()
         with self.engine.begin() as conn:
-            outputs = ticking.tick(conn, datetime.now(UTC))
+            outputs = timed.run(conn, datetime.now(UTC))
             self._publish_blocking(outputs, [])
         self.metrics.tick_seconds.labels(self.handler.name).observe(time.perf_counter() - started)
         for out in outputs:
@@ -321,19 +479,22 @@ class BatchWorker:
             self.metrics.consumer_lag.labels(self.handler.name, tp.topic, str(tp.partition)).set(
                 max(0, high - self._next.get(tp, high)))
 
+    # --- batches -------------------------------------------------------------------------------
+
     async def _process_with_retry(self, deliveries: list[Delivery]) -> BatchResult:
         delay = 0.2
         while True:
             try:
                 started = time.perf_counter()
-                result = await asyncio.to_thread(self.process, deliveries)
+                result = await asyncio.to_thread(self.process_isolating, deliveries)
                 break
-            except (OperationalError, KafkaError) as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 # Transient: the database or broker is unreachable. Nothing was committed, so
                 # the same batch is applied again from scratch.
                 self.metrics.db_retries.labels(self.handler.name).inc()
-                log.warning("%s: transient error, retrying batch in %.1fs: %s",
-                            self.handler.name, delay, exc)
+                log.warning("transient error, retrying batch in %.1fs: %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         name = self.handler.name
@@ -348,86 +509,181 @@ class BatchWorker:
             self.metrics.outputs_published.labels(name, event_type).inc(n)
         if result.duplicates:
             self.metrics.events_duplicate.labels(name).inc(result.duplicates)
+        for letter in result.parked:
+            self.metrics.events_rejected.labels(self.source, letter.field).inc()
         self.applied_total += result.applied
+        self.parked_total += len(result.parked)
         self._next = {**self._next, **result.next_offsets}
         return result
+
+    def process_isolating(self, deliveries: list[Delivery]) -> BatchResult:
+        """Apply a batch; if it fails on its input, find and park the records that fail alone."""
+        try:
+            return self.process(deliveries)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch of %d failed (%s: %s); applying it in parts to find the record",
+                        len(deliveries), type(exc).__name__, exc)
+        result = BatchResult()
+        failing_in_a_row = [0]
+        self._isolate(deliveries, result, failing_in_a_row)
+        return result
+
+    def _isolate(self, deliveries: list[Delivery], result: BatchResult,
+                 failing_in_a_row: list[int]) -> None:
+        if len(deliveries) > 1:
+            half = len(deliveries) // 2
+            for part in (deliveries[:half], deliveries[half:]):
+                try:
+                    result.add(self.process(part))
+                    failing_in_a_row[0] = 0
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    self._isolate(part, result, failing_in_a_row)
+            return
+        [d] = deliveries
+        with context(at=d.ref):
+            for attempt in range(1, self.contract.attempts + 1):
+                self._attempts[d.identity] = attempt
+                try:
+                    result.add(self.process(deliveries))
+                    failing_in_a_row[0] = 0
+                    self._attempts.pop(d.identity, None)
+                    return
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise
+                    error = exc
+                    log.warning("record failed alone (attempt %d of %d): %s: %s", attempt,
+                                self.contract.attempts, type(exc).__name__, exc)
+            failing_in_a_row[0] += 1
+            if failing_in_a_row[0] >= self.contract.bug_limit:
+                raise BugSuspected(
+                    f"{self.handler.name}: {failing_in_a_row[0]} records in a row failed alone "
+                    f"(last at {d.ref}: {type(error).__name__}: {error}); this looks like a bug, "
+                    "not bad input: stopping") from error
+            result.add(self.park(d, error))
+            self._attempts.pop(d.identity, None)
+
+    def park(self, d: Delivery, error: BaseException) -> BatchResult:
+        """Park one record that cannot be applied: dead letter, id claimed, position passed."""
+        problem = Problem("", f"could not be applied after {self.contract.attempts} attempts: "
+                              f"{type(error).__name__}: {error}")
+        letter = deadletter.dead_letter(self.source, d.ref, d.value, [problem], key=d.identity)
+        log.error("parked as a dead letter: %s", problem.problem)
+        with self.engine.begin() as conn:
+            if claim_positions(conn, self.handler.name, [d]):
+                decoded = self._read(d)
+                if self.contract.claims and isinstance(decoded, Record):
+                    claim_event_ids(conn, self.handler.name, [decoded])
+                deadletter.store(conn, [letter])
+                store_positions(conn, self.handler.name, _next_offsets([d]))
+                self._publish_blocking([], [letter])
+        return BatchResult(rejected=1, next_offsets=_next_offsets([d]), parked=[letter])
+
+    def _read(self, d: Delivery) -> Record | DeadLetter | None:
+        """The record decoded, a dead letter if it cannot be read, None if it is not for us."""
+        try:
+            decoded = self.contract.read(d.value)
+        except Undecodable as exc:
+            return deadletter.dead_letter(self.source, d.ref, d.value, list(exc.problems),
+                                          key=d.identity)
+        if decoded is None:
+            return None
+        event, digest = decoded
+        return Record(d, event, digest)
 
     def process(self, deliveries: list[Delivery]) -> BatchResult:
         """Apply one batch in one transaction (runs in a worker thread; blocking I/O)."""
         handler = self.handler
-        next_offsets: dict[TopicPartition, int] = {}
-        for d in deliveries:
-            tp = TopicPartition(d.topic, d.partition)
-            next_offsets[tp] = max(next_offsets.get(tp, 0), d.offset + 1)
+        next_offsets = _next_offsets(deliveries)
         with self.engine.begin() as conn:
             fresh = claim_positions(conn, handler.name, deliveries)
-            events: list[EventModel] = []
-            dead: list[DeadLetter] = []
-            invalid = 0
+            records: list[Record] = []
+            letters: list[DeadLetter] = []
+            unreadable = 0
             for d in fresh:
-                if d.topic not in handler.event_topics:
-                    continue
-                try:
-                    event = decode(d.value)
-                except EventRejected as exc:
-                    invalid += 1
-                    if handler.parks_rejects:
-                        dead.append(dead_letter(f"worker:{handler.name}", d.ref, d.value,
-                                                exc.problems))
-                    continue
-                if event.type in handler.handles:
-                    events.append(event)
-            new = _claim(conn, handler, events)
-            batch = Batch(new, fresh, duplicates=len(events) - len(new))
+                read = self._read(d)
+                if isinstance(read, DeadLetter):
+                    letters.append(read)
+                    unreadable += 1
+                elif read is not None and read.event.type in self.contract.handles:
+                    records.append(read)
+            duplicates = 0
+            if self.contract.claims:
+                claims = claim_event_ids(conn, handler.name, records)
+                records, duplicates = claims.fresh, claims.duplicates
+                for record, stored in claims.conflicts:
+                    d = record.delivery
+                    letters.append(deadletter.dead_letter(
+                        self.source, d.ref, d.value,
+                        [conflict_problem(record.event.event_id, stored)], key=d.identity))
+            batch = Batch(records, fresh, duplicates, source=self.source)
             outputs = handler.apply(conn, batch) if fresh else []
+            letters += batch.parked
             store_positions(conn, handler.name, next_offsets)
-            self._publish_blocking(outputs, dead)
+            deadletter.store(conn, letters)
+            self._publish_blocking(outputs, letters)
         types: dict[str, int] = {}
-        for event in new:
-            types[event.type] = types.get(event.type, 0) + 1
+        for record in records:
+            types[record.event.type] = types.get(record.event.type, 0) + 1
         published: dict[str, int] = {}
         for out in outputs:
             published[out.type] = published.get(out.type, 0) + 1
-        # Parked here for being undecodable, or by the handler itself (e.g. too late).
-        parked = dead + [DeadLetter.from_json(o.value) for o in outputs
-                         if o.topic == self.dead_letter_topic]
-        for letter in parked:
-            self.metrics.events_rejected.labels(
-                f"worker:{handler.name}", letter.problems[0].field or "-").inc()
-        return BatchResult(len(new), batch.duplicates, invalid, next_offsets, types, published)
+        return BatchResult(len(records), duplicates, len(letters), next_offsets, types,
+                           published, letters)
 
-    def _publish_blocking(self, outputs: list[Output], dead: list[DeadLetter]) -> None:
-        if not outputs and not dead:
+    # --- publishing ----------------------------------------------------------------------------
+
+    def _publish_blocking(self, outputs: list[Output], letters: list[DeadLetter]) -> None:
+        if not outputs and not letters:
             return
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(self._publish(outputs, dead), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            publish(self.producer, self._partitioner, [*outputs, *letter_outputs(
+                self.dead_letter_topic, letters)]), self._loop)
         future.result()
 
-    async def _publish(self, outputs: list[Output], dead: list[DeadLetter]) -> None:
-        # Messages are packed into one record batch per partition (aiokafka's batch API): a
-        # batch can publish thousands of member events, and sending them one by one costs
-        # about three times as much. The default partitioner keeps a key's partition, and
-        # appending in order keeps each partition's order.
-        messages = [*outputs, *(Output(self.dead_letter_topic, None, d.to_json(), "dead_letter")
-                                for d in dead)]
-        open_batches: dict[tuple[str, int], BatchBuilder] = {}
-        sent = []
-        for o in messages:
-            partitions = sorted(await self.producer.partitions_for(o.topic))
-            targets = partitions if o.broadcast else [
-                self._partitioner(o.key, partitions, partitions)]
-            for partition in targets:
-                where = (o.topic, partition)
-                batch = open_batches.get(where)
-                if batch is None:
-                    batch = open_batches[where] = self.producer.create_batch()
-                if batch.append(key=o.key, value=o.value, timestamp=None) is None:
-                    sent.append(await self.producer.send_batch(batch, o.topic,
-                                                               partition=partition))
-                    batch = open_batches[where] = self.producer.create_batch()
-                    if batch.append(key=o.key, value=o.value, timestamp=None) is None:
-                        raise ValueError(f"a {o.type} message of {len(o.value)} bytes does "
-                                         "not fit a record batch")
-        for (topic, partition), batch in open_batches.items():
-            sent.append(await self.producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*sent)
+
+def letter_outputs(topic: str, letters: Sequence[DeadLetter]) -> list[Output]:
+    """Dead letters as messages on the dead-letter topic, keyed by their stable id."""
+    return [Output(topic, d.letter_id.encode(), d.to_json(), "dead_letter") for d in letters]
+
+
+async def publish(producer: AIOKafkaProducer, partitioner: DefaultPartitioner,
+                  messages: Sequence[Output]) -> None:
+    """Publish messages and wait for the broker's acks.
+
+    Messages are packed into one record batch per partition (aiokafka's batch API): a batch can
+    publish thousands of member events, and sending them one by one costs about three times as
+    much. The default partitioner keeps a key's partition, and appending in order keeps each
+    partition's order.
+    """
+    open_batches: dict[tuple[str, int], BatchBuilder] = {}
+    sent = []
+    for o in messages:
+        partitions = sorted(await producer.partitions_for(o.topic))
+        if o.partition is not None:
+            targets = [o.partition]
+        elif o.broadcast:
+            targets = partitions
+        else:
+            targets = [partitioner(o.key, partitions, partitions)]
+        for partition in targets:
+            where = (o.topic, partition)
+            batch = open_batches.get(where)
+            if batch is None:
+                batch = open_batches[where] = producer.create_batch()
+            headers = list(o.headers)
+            if batch.append(key=o.key, value=o.value, timestamp=None, headers=headers) is None:
+                sent.append(await producer.send_batch(batch, o.topic, partition=partition))
+                batch = open_batches[where] = producer.create_batch()
+                if batch.append(key=o.key, value=o.value, timestamp=None,
+                                headers=headers) is None:
+                    raise ValueError(f"a {o.type} message of {len(o.value)} bytes does "
+                                     "not fit a record batch")
+    for (topic, partition), batch in open_batches.items():
+        sent.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*sent)

@@ -23,7 +23,8 @@ class Metrics:
             registry=r)
         self.events_rejected = Counter(
             "memberflow_events_rejected_total",
-            "Events refused by the contract and parked on the dead-letter topic",
+            "Inputs parked as dead letters (refused by the contract, conflicting, too late, or "
+            "failing to apply), by stage and first field",
             ["stage", "field"], registry=r)
         self.ingest_accepted = Counter(
             "memberflow_ingest_accepted_total", "Events accepted and produced by ingest",
@@ -36,6 +37,10 @@ class Metrics:
             "memberflow_timed_work_seconds",
             "Time of one round of timed work (customer ABC recomputes, outbox relay)", ["worker"],
             buckets=LATENCY_BUCKETS, registry=r)
+        self.timed_work_failures = Counter(
+            "memberflow_timed_work_failures_total",
+            "Rounds of timed work that failed with an error other than a transient one",
+            ["worker"], registry=r)
         self.batch_size = Histogram(
             "memberflow_batch_events", "Events per applied batch", ["worker"],
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)

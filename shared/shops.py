@@ -35,6 +35,11 @@ def config_versions(conn: Connection, shop_ids: Sequence[str], *, share_lock: bo
     return {r[0]: int(r[1]) for r in rows}
 
 
+def all_shop_ids(conn: Connection) -> list[str]:
+    """Every shop with a configuration."""
+    return [r[0] for r in conn.exec_driver_sql("SELECT shop_id FROM shops ORDER BY shop_id")]
+
+
 class ConfigCache:
     """Shop configurations for a worker: parsed once per version, however many batches ask.
 

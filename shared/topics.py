@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.events import BROWSING_TYPES, CAMPAIGN_TYPES, ORDER_TYPES
+from shared.events import BROWSING_TYPES, CAMPAIGN_TYPES, CLOCK_TYPES, ORDER_TYPES
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,18 @@ class Topics:
 
     @property
     def member_events(self) -> str:
-        """Outputs: member.level_changed, member.tags_changed, member.abc_changed."""
+        """Tiering's outputs: figures, levels and ABC classes of members, and stream clocks."""
         return f"{self.prefix}member-events"
+
+    @property
+    def tag_events(self) -> str:
+        """Tagging's outputs: member.tags_changed."""
+        return f"{self.prefix}tag-events"
+
+    @property
+    def credit_events(self) -> str:
+        """The campaigns worker's outputs: campaign.order_credited."""
+        return f"{self.prefix}credit-events"
 
     @property
     def dead_letters(self) -> str:
@@ -41,11 +51,13 @@ class Topics:
 
     @property
     def all(self) -> tuple[str, ...]:
-        return (*self.inbound, self.member_events, self.dead_letters)
+        return (*self.inbound, self.member_events, self.tag_events, self.credit_events,
+                self.dead_letters)
 
     def for_type(self, event_type: str) -> str:
         """The inbound topic an event type travels on."""
-        if event_type in ORDER_TYPES:
+        # Pipeline ticks travel with the orders: every worker that keeps time reads them.
+        if event_type in ORDER_TYPES or event_type in CLOCK_TYPES:
             return self.orders
         if event_type in CAMPAIGN_TYPES:
             return self.campaigns

@@ -16,7 +16,9 @@ from sqlalchemy import Engine
 from memberflow.runtime import Services, Stack
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import ReplayReport, replay
+from services.ingest.ticker import record_tick
 from shared import kafka
+from shared.db import make_engine
 from shared.metrics import Metrics
 
 FIGURES = ("completed_trades", "gross_cents", "refunded_cents", "spend_cents",
@@ -42,24 +44,31 @@ def as_items(events: Iterable[dict[str, Any] | str]) -> list[tuple[str, Any]]:
 
 
 async def produce(stack: Stack, events: Iterable[dict[str, Any] | str]) -> ReplayReport:
-    """Validate and produce events the way `memberflow replay` does."""
+    """Validate, archive and produce events the way `memberflow replay` does."""
     producer = kafka.producer(stack.bootstrap)
+    engine = make_engine(stack.database_url, pool_size=2)
     await producer.start()
     try:
-        ingestor = Ingestor(producer, stack.topics, Metrics(), source="replay")
+        settings = stack.settings
+        ingestor = Ingestor(engine, producer, stack.topics, Metrics(), "replay",
+                            lateness=settings.lateness, bounds=settings.bounds)
         return await replay(iter(as_items(events)), ingestor)
     finally:
         await producer.stop()
+        engine.dispose()
 
 
 async def run_pipeline(stack: Stack, events: Sequence[dict[str, Any] | str],
-                       workers: Sequence[str] = ("archiver", "dead-letters", "tiering"),
-                       ) -> ReplayReport:
-    """Start the workers, replay the events, wait until every worker has caught up, stop."""
+                       workers: Sequence[str] = ("archiver", "tiering"),
+                       as_of: datetime | None = None) -> ReplayReport:
+    """Start the workers, replay the events (then a tick at `as_of`, if given), wait until
+    every worker has caught up, stop."""
     services = Services(stack, list(workers), Metrics())
     await services.start()
     try:
         report = await produce(stack, events)
+        if as_of is not None:
+            await record_tick(services.ingestor_for("test", ticks=True), as_of, "test")
         await services.wait_caught_up(deadline_s=120)
         return report
     finally:

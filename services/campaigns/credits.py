@@ -17,7 +17,7 @@ from services.campaigns import store
 from services.campaigns.domain import Credit, Order, credit
 from services.campaigns.store import OrderKey, StoredOrder
 from shared.consumer import Output
-from shared.member_events import iso, member_event
+from shared.outbound import CreditBody, CreditPayload, OrderCredited, output
 
 
 def reattribute(conn: Connection, keys: Collection[OrderKey]
@@ -49,17 +49,21 @@ def reattribute(conn: Connection, keys: Collection[OrderKey]
 
 def credit_events(topic: str, changed: list[tuple[OrderKey, StoredOrder, Credit | None]]
                   ) -> list[Output]:
-    """`campaign.order_credited`: an order's credit was given, moved or withdrawn."""
-    def body(c: Credit | None) -> dict[str, object] | None:
-        return None if c is None else {
-            "kind": c.kind, "campaign_id": c.campaign_id, "message_id": c.message_id,
-            "credited_at": iso(c.credited_at)}
+    """`campaign.order_credited`: an order's credit was given, moved or withdrawn.
 
-    out = []
-    for (shop, order_id), stored, new in changed:
-        name = f"{new.kind}:{new.campaign_id}:{new.message_id}" if new else "none"
-        out.append(member_event(
-            topic, "campaign.order_credited", f"credit:{shop}:{order_id}:{name}", shop,
-            stored.member_id, stored.converted_at,
-            {"order_id": order_id, "credit": body(new), "previous": body(stored.credit)}))
-    return out
+    The id names the order, the credit before and the credit after, so it determines the
+    content: a batch retried with other boundaries publishes the same messages."""
+    def body(c: Credit | None) -> CreditBody | None:
+        return None if c is None else CreditBody(kind=c.kind,
+                                                 campaign_id=c.campaign_id,
+                                                 message_id=c.message_id,
+                                                 credited_at=c.credited_at)
+
+    def name(c: Credit | None) -> str:
+        return f"{c.kind}:{c.campaign_id}:{c.message_id}" if c else "none"
+
+    return [output(topic, OrderCredited(
+        event_id=f"credit:{shop}:{order_id}:{name(stored.credit)}->{name(new)}", shop_id=shop,
+        member_id=stored.member_id, occurred_at=stored.converted_at,
+        payload=CreditPayload(order_id=order_id, credit=body(new), previous=body(stored.credit))))
+        for (shop, order_id), stored, new in changed]

@@ -1,17 +1,20 @@
 """Campaigns use case: messages sent and clicked, orders, and their credits, one transaction
 per batch, from the orders and campaigns topics.
 
-Per batch:
+Per batch (records decoded and their ids claimed by the worker loop):
 
-1. decode the records; claim the ids of the events this worker applies (a repeat is skipped);
-2. judge lateness per input partition, in the partition's own order: an event further behind
-   the newest event time read from its partition than the lateness bound is refused, parked
-   on the dead-letter topic with that reason, never applied. The partition's order is fixed by
-   the history, so which events are refused does not depend on how the two topics interleave;
-3. store sends, clicks and orders (earliest payment or completion, amounts, refunds);
-4. re-decide the credit of every order the batch touched, and of every stored order a newly
+1. lateness: an event more than the lateness bound behind the newest event of its shop is not
+   attributed; it is parked on the dead-letter topic with that reason (it still counts for
+   levels, tags and figures). Ingest judges this in archive order, per shop, and says so to the
+   sender; its verdict travels with the event (the `memberflow-late` header), so a replay of
+   the archive refuses exactly what live processing refused. Records produced straight to Kafka
+   carry no verdict: they are judged here against the newest event of their shop read on their
+   partition, which depends only on that partition's order;
+2. store sends, clicks and orders (earliest payment or completion, amounts, refunds), and move
+   the clock of each partition read (ticks included: reports settle as time passes);
+3. re-decide the credit of every order the batch touched, and of every stored order a newly
    arrived click or send could credit (converted within the longest window after it);
-5. publish `campaign.order_credited` for each credit given, moved or withdrawn.
+4. publish `campaign.order_credited` for each credit given, moved or withdrawn.
 
 No windowed state lives in memory: windows are decided in PostgreSQL and `domain.credit` on
 event time, so a worker restarted or killed at any point resumes where the state says.
@@ -27,68 +30,75 @@ from services.campaigns import store
 from services.campaigns.credits import credit_events, reattribute
 from services.campaigns.domain import Click, Send
 from services.campaigns.store import OrderChange, OrderKey
-from shared.consumer import Batch, Output, claim_event_ids
-from shared.deadletter import dead_letter
+from shared import clocks
+from shared.archive import LATE_HEADER, read_inbound
+from shared.consumer import Batch, Contract, Output, TimedWork
 from shared.events import (
     EventModel,
-    EventRejected,
+    MemberEventModel,
     MessageClicked,
     MessageSent,
     OrderCompleted,
     OrderPaid,
     OrderRefunded,
     Problem,
-    decode,
 )
 from shared.money import to_cents
+from shared.outbox import take_pending
 from shared.topics import Topics
 
+NAME = "campaigns"
 APPLIED = frozenset({"campaign.message_sent", "campaign.message_clicked", "order.paid",
                      "order.completed", "order.refunded"})
+HANDLES = APPLIED | {"clock.ticked"}   # ticks move the clock reports settle by
 
 
 class CampaignHandler:
     """Credits orders to the campaign messages that brought them (last click, else last send)."""
 
-    name = "campaigns"
-    handles: frozenset[str] = frozenset()
-    event_topics: frozenset[str] = frozenset()   # decoded here, where partitions are known
-    claims_ids: frozenset[str] = frozenset()     # claimed here, before judging lateness
-    parks_rejects = False                        # the archiver parks undecodable events
+    name = NAME
 
     def __init__(self, topics: Topics, *, lateness: timedelta = timedelta(hours=24)) -> None:
         self.topics: tuple[str, ...] = (topics.orders, topics.campaigns)
-        self.member_events = topics.member_events
-        self.dead_letters = topics.dead_letters
+        self.credit_events = topics.credit_events
         self.lateness = lateness
+        self.contract = Contract(
+            read=read_inbound, handles=HANDLES, claims=True,
+            timed=TimedWork(1.0, lambda conn, now: take_pending(conn, NAME)))
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
-        read: list[tuple[tuple[str, int], str, EventModel]] = []
-        for d in batch.deliveries:
-            try:
-                read.append(((d.topic, d.partition), d.ref, decode(d.value)))
-            except EventRejected:
-                continue  # parked once, by the archiver
-        if not read:
+        if not batch.records:
             return []
-        fresh_ids = {e.event_id for e in claim_event_ids(
-            conn, self.name, [e for _, _, e in read if e.type in APPLIED])}
-
-        # Lateness, judged per partition in its own order; every readable event moves the mark.
-        marks = store.lock_watermarks(conn, {p for p, _, _ in read})
-        outputs: list[Output] = []
+        parts = {(r.delivery.topic, r.delivery.partition) for r in batch.records}
+        stream = clocks.lock_stream_clocks(conn, NAME, parts)
+        moved: dict[tuple[str, int], datetime] = {}
+        keys = {(r.event.shop_id, r.delivery.topic, r.delivery.partition)
+                for r in batch.records if r.event.type in APPLIED}
+        marks = store.lock_watermarks(conn, keys)
         accepted: list[EventModel] = []
-        for part, ref, event in read:
-            mark = marks.get(part)
-            if event.event_id in fresh_ids:
-                fresh_ids.discard(event.event_id)  # a repeat within the batch is a duplicate
-                if mark is not None and event.occurred_at < mark - self.lateness:
-                    outputs.append(self._late(ref, event, mark))
-                    continue
-                accepted.append(event)
+        for r in batch.records:
+            event = r.event
+            where = (r.delivery.topic, r.delivery.partition)
+            if where not in stream or event.occurred_at > stream[where]:
+                stream[where] = moved[where] = event.occurred_at
+            if event.type not in APPLIED:
+                continue  # a tick: time passes
+            key = (event.shop_id, *where)
+            mark = marks.get(key)
+            verdict = r.delivery.header(LATE_HEADER)
+            if verdict is None:  # not judged by ingest: judge it here, per shop and partition
+                late = mark is not None and event.occurred_at < mark - self.lateness
+                behind = (mark - event.occurred_at) if late and mark is not None else None
+            else:
+                late, behind = verdict == b"1", None
             if mark is None or event.occurred_at > mark:
-                marks[part] = event.occurred_at
+                marks[key] = event.occurred_at
+            if late:
+                batch.park(r, [self._late(event, behind)])
+                continue
+            accepted.append(event)
         store.save_watermarks(conn, marks)
+        clocks.save_stream_clocks(conn, NAME, moved)
 
         sends = [(e.shop_id, Send(e.payload.campaign_id, e.payload.message_id, e.member_id,
                                   e.payload.channel, e.occurred_at))
@@ -108,16 +118,14 @@ class CampaignHandler:
             spans += [(shop, c.member_id, c.clicked_at, c.clicked_at + reach[shop])
                       for shop, c in clicks]
             affected |= store.orders_near(conn, spans)
-        return outputs + credit_events(self.member_events, reattribute(conn, affected))
+        return credit_events(self.credit_events, reattribute(conn, affected))
 
-    def _late(self, ref: str, event: EventModel, mark: datetime) -> Output:
-        behind = mark - event.occurred_at
-        problem = Problem("occurred_at", (
-            f"too late for campaign attribution: {event.occurred_at.isoformat()} is {behind} "
-            f"behind this stream's newest event ({mark.isoformat()}); the bound is "
-            f"{self.lateness}"))
-        letter = dead_letter(f"worker:{self.name}", ref, event.to_json(), [problem])
-        return Output(self.dead_letters, None, letter.to_json(), "dead_letter")
+    def _late(self, event: MemberEventModel, behind: timedelta | None) -> Problem:
+        how = f"{behind} behind" if behind is not None else "more than the bound behind"
+        return Problem("occurred_at", (
+            f"too late for campaign attribution: {event.occurred_at.isoformat()} is {how} the "
+            f"newest event of shop {event.shop_id!r}; the bound is {self.lateness} (the event "
+            "counts everywhere else)"))
 
 
 def _fold_orders(events: list[EventModel]) -> dict[OrderKey, OrderChange]:

@@ -18,10 +18,11 @@ from sqlalchemy import Connection
 
 from services.campaigns.config import CampaignDefinition
 from services.campaigns.credits import credit_events, reattribute
+from shared import archive
 from shared.audit import OperationRefused, audit
-from shared.consumer import Output
-from shared.events import validate
-from shared.member_events import enqueue, iso
+from shared.events import EventModel, validate
+from shared.outbound import iso
+from shared.outbox import enqueue
 from shared.shopconfig import ShopConfig
 from shared.topics import Topics
 
@@ -167,7 +168,7 @@ def _recredit(conn: Connection, topic: str, shop_id: str, campaign_id: str) -> i
         "ON o.member_id = r.member_id WHERE o.shop_id = %(s)s AND o.converted_at IS NOT NULL",
         {"s": shop_id, "c": campaign_id})}
     changed = reattribute(conn, orders)
-    enqueue(conn, credit_events(topic, changed))
+    enqueue(conn, "campaigns", credit_events(topic, changed))
     return len(changed)
 
 
@@ -218,8 +219,9 @@ def send(conn: Connection, topics: Topics, shop_id: str, campaign_id: str, sende
          operator: str, now: datetime) -> int:
     """Deliver the campaign to its audience on each of its channels; returns messages sent.
 
-    Every delivered message becomes a `campaign.message_sent` event (sent now), written to the
-    outbox in this transaction and relayed to the campaigns topic. A campaign is sent once.
+    Every delivered message becomes a `campaign.message_sent` event (sent now), archived like
+    any inbound event and written to the outbox in this transaction, then relayed to the
+    campaigns topic by the campaigns worker. A campaign is sent once.
     """
     stored = load(conn, shop_id, campaign_id, lock=True)
     if stored is None:
@@ -240,8 +242,9 @@ def send(conn: Connection, topics: Topics, shop_id: str, campaign_id: str, sende
     messages = [Message(f"{campaign_id}:{m}:{channel}", m, channel, text)
                 for m in members for channel in campaign.channels]
     sender.deliver(shop_id, campaign, messages)
-    enqueue(conn, [_sent_event(topics.campaigns, shop_id, campaign_id, m, now)
-                   for m in messages])
+    events = [_sent_event(shop_id, campaign_id, m, now) for m in messages]
+    archived = archive.store(conn, events)
+    enqueue(conn, "campaigns", [archive.relay_output(topics, e, False) for e in archived.new])
     conn.exec_driver_sql("UPDATE campaigns SET sent_at = %s WHERE shop_id = %s AND "
                          "campaign_id = %s", (now, shop_id, campaign_id))
     audit(conn, shop_id, None, "campaign.send", operator,
@@ -249,13 +252,11 @@ def send(conn: Connection, topics: Topics, shop_id: str, campaign_id: str, sende
     return len(messages)
 
 
-def _sent_event(topic: str, shop_id: str, campaign_id: str, m: Message, now: datetime
-                ) -> Output:
+def _sent_event(shop_id: str, campaign_id: str, m: Message, now: datetime) -> EventModel:
     body: dict[str, Any] = {
         "event_id": f"sent:{shop_id}:{m.message_id}", "type": "campaign.message_sent",
         "schema_version": 1, "shop_id": shop_id, "member_id": m.member_id,
         "occurred_at": iso(now),
         "payload": {"campaign_id": campaign_id, "message_id": m.message_id,
                     "channel": m.channel}}
-    event = validate(body)  # the storefront's contract applies to our own events too
-    return Output(topic, event.key, event.to_json(), event.type)
+    return validate(body)  # the storefront's contract applies to our own events too

@@ -1,5 +1,5 @@
 """SQL for campaigns: messages sent and clicked, orders and their credits, audiences, windows,
-and the worker's per-partition event-time watermarks."""
+and the worker's event-time watermarks per shop and partition."""
 
 from __future__ import annotations
 
@@ -22,32 +22,40 @@ def _pairs(keys: Iterable[tuple[str, str]]) -> tuple[list[str], list[str]]:
     return [k[0] for k in ordered], [k[1] for k in ordered]
 
 
-def lock_watermarks(conn: Connection, parts: Collection[tuple[str, int]]
-                    ) -> dict[tuple[str, int], datetime]:
-    keys = sorted(set(parts))
-    if not keys:
+WatermarkKey = tuple[str, str, int]   # (shop_id, topic, partition)
+
+
+def lock_watermarks(conn: Connection, keys: Collection[WatermarkKey]
+                    ) -> dict[WatermarkKey, datetime]:
+    """The newest event time read per shop and partition (for records ingest did not judge)."""
+    ordered = sorted(set(keys))
+    if not ordered:
         return {}
-    return {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
-        "SELECT topic, partition, watermark FROM campaign_watermarks WHERE (topic, partition) IN "
-        "(SELECT * FROM unnest(%b::text[], %b::int[])) ORDER BY topic, partition FOR UPDATE",
-        ([k[0] for k in keys], [k[1] for k in keys]))}
+    return {(r[0], r[1], r[2]): r[3] for r in conn.exec_driver_sql(
+        "SELECT shop_id, topic, partition, watermark FROM campaign_watermarks "
+        "WHERE (shop_id, topic, partition) IN "
+        "(SELECT * FROM unnest(%b::text[], %b::text[], %b::int[])) "
+        "ORDER BY shop_id, topic, partition FOR UPDATE",
+        ([k[0] for k in ordered], [k[1] for k in ordered], [k[2] for k in ordered]))}
 
 
-def save_watermarks(conn: Connection, marks: Mapping[tuple[str, int], datetime]) -> None:
+def save_watermarks(conn: Connection, marks: Mapping[WatermarkKey, datetime]) -> None:
     keys = sorted(marks)
     if keys:
         conn.exec_driver_sql(
-            "INSERT INTO campaign_watermarks AS w (topic, partition, watermark) "
-            "SELECT * FROM unnest(%b::text[], %b::int[], %b::timestamptz[]) "
-            "ON CONFLICT (topic, partition) DO UPDATE "
+            "INSERT INTO campaign_watermarks AS w (shop_id, topic, partition, watermark) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::timestamptz[]) "
+            "ON CONFLICT (shop_id, topic, partition) DO UPDATE "
             "SET watermark = GREATEST(w.watermark, excluded.watermark)",
-            ([k[0] for k in keys], [k[1] for k in keys], [marks[k] for k in keys]))
+            ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+             [marks[k] for k in keys]))
 
 
-def watermark(conn: Connection) -> datetime | None:
-    """The newest event time read from any input partition."""
+def settled_clock(conn: Connection) -> datetime | None:
+    """How far attribution has settled: the oldest clock among the partitions this worker has
+    read (each moved by events and pipeline ticks), so every partition has passed it."""
     value: datetime | None = conn.exec_driver_sql(
-        "SELECT max(watermark) FROM campaign_watermarks").scalar()
+        "SELECT min(clock) FROM stream_clocks WHERE consumer = 'campaigns'").scalar()
     return value
 
 

@@ -13,10 +13,9 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
-
-from sqlalchemy import Engine, text
 
 from services.ingest.handlers import Ingestor, Verdict
 from shared.events import loads_json
@@ -31,6 +30,10 @@ class ReplayReport:
     accepted: int = 0
     rejected: list[Verdict] = field(default_factory=list)
     seconds: float = 0.0
+    duplicates: int = 0          # accepted before: recognised by id and content
+    late: int = 0                # accepted, but too late for campaign attribution
+    refused: int = 0             # archived bodies the contract no longer accepts (skipped)
+    newest: datetime | None = None   # the newest event time accepted
 
     @property
     def total(self) -> int:
@@ -84,20 +87,6 @@ def read_file(path: Path) -> Iterator[tuple[str, Any]]:
     return read_jsonl(path)
 
 
-def read_archive(engine: Engine, shop_id: str | None = None) -> Iterator[tuple[str, Any]]:
-    """Archived events in event-time order, streamed with a server-side cursor."""
-    sql = "SELECT seq, body::text FROM events"
-    params: dict[str, Any] = {}
-    if shop_id:
-        sql += " WHERE shop_id = :shop"
-        params["shop"] = shop_id
-    sql += " ORDER BY occurred_at, seq"
-    with engine.connect() as conn:
-        result = conn.execution_options(yield_per=5000).execute(text(sql), params)
-        for seq, body in result:
-            yield f"archive #{seq}", body.encode()
-
-
 class Progress:
     """A one-line progress bar on a terminal; a line per 10% elsewhere."""
 
@@ -146,6 +135,11 @@ async def replay(items: Iterator[tuple[str, Any]], ingestor: Ingestor,
         for verdict in await ingestor.submit(chunk):
             if verdict.accepted:
                 report.accepted += 1
+                report.duplicates += verdict.status == "duplicate"
+                report.late += bool(verdict.notes)
+                if verdict.occurred_at is not None and (report.newest is None
+                                                        or verdict.occurred_at > report.newest):
+                    report.newest = verdict.occurred_at
             else:
                 report.rejected.append(verdict)
         chunk.clear()

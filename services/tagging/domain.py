@@ -9,25 +9,25 @@ A member's automatic tags are a function of what is known about them and of the 
   tag then stays until an operator removes it or the rule changes (buying is a fact that does
   not expire), so the order of purchases does not matter either.
 
-The clock is event time: the newest order event of the shop (see `shared.member_events`). A
-time-based rule ("no purchase for 180 days") therefore turns true when the shop's events pass
-day 180, in a replay exactly as it did live, whether or not the member sends anything.
+The clock is event time (docs/time.md): the newest event time read on the member's stream,
+pipeline ticks included. A time-based rule ("no purchase for 180 days") therefore turns true
+when the stream's time passes day 180, whether or not the member (or their shop) sends anything,
+and is dated at that instant, in a replay exactly as it was live. `advance` (time passes) and
+`on_event` (the facts change) are the two ways a member's tags move.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from services.tagging.rules import MemberFacts, Rule, compile_rule
-from shared.member_events import AbcChanged, FiguresChanged, LevelChanged, MemberEventIn
 from shared.shopconfig import ShopConfig
 
 MemberKey = tuple[str, str]        # (shop_id, member_id)
-ClockKey = tuple[str, int]         # (shop_id, partition of the member-events topic)
 DAY = timedelta(days=1)
 
 
@@ -112,36 +112,6 @@ class RuleSet:
         return out
 
 
-def decide(rules: RuleSet, member_id: str, holdings: Mapping[str, Holding], facts: MemberFacts,
-           clock: datetime | None, skus: Iterable[str], since: datetime | None,
-           event_id: str | None, *, time_only: bool = False) -> list[TagChange]:
-    """The tag changes due for one member, sorted by tag.
-
-    `since` is when the facts became what they are (the triggering event's time), or for a
-    member looked at only because the clock moved, the clock's previous reading. A change takes
-    effect then, unless a time-based rule turned later, before `clock`: then at the bar where it
-    last turned ("no purchase for 180 days" is true from day 180, whenever that was noticed).
-    With `time_only` (the facts did not change, only the clock) other rules are not looked at.
-    """
-    changes: list[TagChange] = []
-    shop = rules.shop_id
-    for rule_id, tag, rule in rules.timed if time_only else rules.when:
-        holds = rule.holds(facts, clock)
-        if holds == (tag in holdings):
-            continue
-        at = turned(rule, facts, since, clock) or since or clock
-        assert at is not None, "a rule changed its mind without an event or a clock"
-        changes.append(TagChange(shop, member_id, tag, "added" if holds else "removed", "rule",
-                                 at, rule_id, event_id, config_version=rules.version))
-    bought_at = since or clock
-    if bought_at is not None:
-        for tag, rule_id in rules.goods_tags(skus).items():
-            if tag not in holdings:
-                changes.append(TagChange(shop, member_id, tag, "added", "goods", bought_at,
-                                         rule_id, event_id, config_version=rules.version))
-    return sorted(changes, key=lambda c: c.tag_id)
-
-
 def bars(thresholds: Iterable[tuple[str, int]], facts: MemberFacts, after: datetime | None,
          until: datetime) -> list[datetime]:
     """The (column + days) instants in (after, until], in order: where a time-based rule may
@@ -160,63 +130,74 @@ def bars(thresholds: Iterable[tuple[str, int]], facts: MemberFacts, after: datet
     return sorted(out)
 
 
-def turned(rule: Rule, facts: MemberFacts, since: datetime | None,
-           clock: datetime | None) -> datetime | None:
-    """The last bar in (since, clock] at which the rule's verdict on these facts changed, or
-    None if it holds at `clock` what it held at `since` (the change is the event's)."""
-    if clock is None:
-        return None
-    crossed = bars(rule.time_thresholds(), facts, since, clock)
-    if not crossed:
-        return None
-    before = since if since is not None else crossed[0] - timedelta(microseconds=1)
-    verdict, last = rule.holds(facts, before), None
-    for bar in crossed:
-        now = rule.holds(facts, bar)
-        if now != verdict:
-            verdict, last = now, bar
-    return last
-
-
 @dataclass
-class MemberUpdate:
-    """What one batch of member events tells the tagging worker about one member."""
+class MemberView:
+    """What tagging knows of one member: their facts, their tags, and how far in time their
+    time-based rules have been judged (`evaluated_at`). Changed in place by `advance` and
+    `on_event`."""
 
+    shop_id: str
+    member_id: str
     partition: int
     facts: MemberFacts
-    skus: set[str] = field(default_factory=set)
-    event_id: str | None = None       # the last event applied: the trigger of any tag change
-    at: datetime | None = None
+    holdings: dict[str, Holding]
+    evaluated_at: datetime | None = None
 
 
-def fold(known: Mapping[MemberKey, tuple[int, MemberFacts]],
-         events: Iterable[tuple[int, MemberEventIn]]) -> dict[MemberKey, MemberUpdate]:
-    """Apply member events, in topic order, to the facts known before; clocks are skipped.
+def advance(rules: RuleSet, view: MemberView, until: datetime) -> list[TagChange]:
+    """Time passes to `until` with the member's facts unchanged.
 
-    Figures are snapshots, levels and classes are set outright, items bought accumulate: the
-    last word on each wins, so a repeated or re-published event changes nothing.
+    Every bar a time-based rule can turn at in (evaluated_at, until] is visited in order and
+    the timed rules judged there, so a rule that turns twice records both changes, each dated
+    at its bar. The result depends only on the facts and the interval: judging up to a point
+    and then on gives the same changes as judging at once.
     """
-    out: dict[MemberKey, MemberUpdate] = {}
-    for partition, event in events:
-        if not isinstance(event, FiguresChanged | LevelChanged | AbcChanged):
+    start = view.evaluated_at
+    if start is not None and until <= start:
+        return []
+    changes: list[TagChange] = []
+    if rules.timed:
+        for bar in bars(rules.thresholds, view.facts, start, until):
+            changes += _judge(rules, view, rules.timed, bar, None, "rule")
+    view.evaluated_at = until
+    return changes
+
+
+def on_event(rules: RuleSet, view: MemberView, facts: MemberFacts, at: datetime,
+             skus: Iterable[str], event_id: str | None) -> list[TagChange]:
+    """The member's facts became `facts` at `at` (never before what was judged already).
+
+    Time first passes to `at` under the old facts, then every rule is judged under the new ones
+    at `at`, and items bought add their goods tags.
+    """
+    at = max(at, view.evaluated_at) if view.evaluated_at is not None else at
+    changes = advance(rules, view, at)
+    view.facts = facts
+    changes += _judge(rules, view, rules.when, at, event_id, "rule")
+    for tag, rule_id in rules.goods_tags(skus).items():
+        if tag not in view.holdings:
+            change = TagChange(view.shop_id, view.member_id, tag, "added", "goods", at, rule_id,
+                               event_id, config_version=rules.version)
+            view.holdings[tag] = change.holding
+            changes.append(change)
+    view.evaluated_at = at
+    return changes
+
+
+def _judge(rules: RuleSet, view: MemberView, which: tuple[tuple[str, str, Rule], ...],
+           at: datetime, event_id: str | None, cause: str) -> list[TagChange]:
+    changes = []
+    for rule_id, tag, rule in which:
+        # A tag with a `when` rule is held exactly while the rule holds (configuration keeps
+        # other causes off such tags).
+        holds = rule.holds(view.facts, at)
+        if holds == (tag in view.holdings):
             continue
-        key = (event.shop_id, event.member_id)
-        update = out.get(key)
-        if update is None:
-            _, facts = known.get(key, (partition, MemberFacts()))
-            update = out[key] = MemberUpdate(partition, facts)
-        update.partition = partition
-        if isinstance(event, FiguresChanged):
-            f = event.figures
-            update.facts = replace(
-                update.facts, completed_trades=f.completed_trades, spend_cents=f.spend_cents,
-                gross_cents=f.gross_cents, refunded_cents=f.refunded_cents,
-                first_purchase_at=f.first_purchase_at, last_purchase_at=f.last_purchase_at,
-                region=f.region)
-            update.skus.update(event.skus_bought)
-        elif isinstance(event, LevelChanged):
-            update.facts = replace(update.facts, level=event.new_level)
+        change = TagChange(view.shop_id, view.member_id, tag, "added" if holds else "removed",
+                           cause, at, rule_id, event_id, config_version=rules.version)
+        if holds:
+            view.holdings[tag] = change.holding
         else:
-            update.facts = replace(update.facts, abc_class=event.new_class)
-        update.event_id, update.at = event.event_id, event.occurred_at
-    return out
+            view.holdings.pop(tag, None)
+        changes.append(change)
+    return changes

@@ -1,7 +1,7 @@
 """Operator use cases for tags: manual tagging, the important mark, rule changes and previews.
 
 Each runs in the caller's transaction. Every tag change is kept in `tag_changes` with its cause
-and its `member.tags_changed` event goes to the outbox (relayed to Kafka by the tiering worker).
+and its `member.tags_changed` event goes to the outbox (relayed to Kafka by the tagging worker).
 
 Manual operations act on tags without a `when` rule: a tag kept equal to a condition would be
 put back (or taken away) by the worker at the member's next event, so changing it by hand is
@@ -23,7 +23,7 @@ from services.tagging.domain import Holding, TagChange
 from services.tagging.rules import Rule, RuleError, compile_rule
 from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
-from shared.member_events import enqueue
+from shared.outbox import enqueue
 from shared.shopconfig import ShopConfig
 from shared.shops import shop_configs
 
@@ -70,7 +70,7 @@ def _selected(conn: Connection, shop_id: str, selection: MemberFilter
 def _commit(conn: Connection, topic: str, shop_id: str, changes: list[TagChange],
             before: Mapping[tuple[str, str], Mapping[str, Holding]], now: datetime) -> None:
     store.record(conn, changes)
-    enqueue(conn, store.events_for(topic, changes, before, f"op:{now.isoformat()}"))
+    enqueue(conn, "tagging", store.events_for(topic, changes, before, f"op:{now.isoformat()}"))
 
 
 def add_to(conn: Connection, topic: str, shop_id: str, selection: MemberFilter, tag_id: str,
@@ -148,11 +148,13 @@ class TagOutcome:
 
 
 def rule_members(conn: Connection, shop_id: str, rule: Rule) -> set[str]:
-    """Members of the shop for whom the rule holds now (each at their partition's clock)."""
-    condition, params = rule.sql(facts="tm", clock="c.watermark", prefix="r")
+    """Members of the shop for whom the rule holds now (each at the time they were last judged:
+    their stream's clock, or their own latest event when it came after)."""
+    condition, params = rule.sql(facts="tm", clock="GREATEST(tm.evaluated_at, c.watermark)",
+                                 prefix="r")
     return {r[0] for r in conn.exec_driver_sql(
         "SELECT tm.member_id FROM tag_members tm LEFT JOIN tag_clocks c "
-        "ON c.shop_id = tm.shop_id AND c.partition = tm.partition "
+        "ON c.partition = tm.partition "
         f"WHERE tm.shop_id = %(shop)s AND ({condition}) IS TRUE", {"shop": shop_id, **params})}
 
 

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.tagging.domain import ClockKey, Holding, MemberKey, MemberUpdate, TagChange
+from services.tagging.domain import Holding, MemberKey, MemberView, TagChange
 from services.tagging.rules import MemberFacts
 from shared.consumer import Output
-from shared.member_events import member_event
+from shared.outbound import TagEntry, TagsChanged, TagsPayload, iso, output
 
 _FACTS = ("completed_trades, spend_cents, gross_cents, refunded_cents, first_purchase_at, "
           "last_purchase_at, region, level, abc_class")
@@ -21,75 +21,70 @@ def _keys(keys: Iterable[MemberKey]) -> tuple[list[str], list[str]]:
     return [k[0] for k in ordered], [k[1] for k in ordered]
 
 
-def lock_facts(conn: Connection, keys: Iterable[MemberKey]
-               ) -> dict[MemberKey, tuple[int, MemberFacts]]:
-    """The known facts (and member-events partition) of these members, locked for the batch."""
+def lock_views(conn: Connection, keys: Iterable[MemberKey]
+               ) -> dict[MemberKey, tuple[int, MemberFacts, datetime | None]]:
+    """The known facts, member-events partition and judged-up-to time of these members, locked
+    for the batch."""
     shops, members = _keys(keys)
     if not shops:
         return {}
     rows = conn.exec_driver_sql(
-        f"SELECT shop_id, member_id, partition, {_FACTS} FROM tag_members "
+        f"SELECT shop_id, member_id, partition, evaluated_at, {_FACTS} FROM tag_members "
         "WHERE (shop_id, member_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
         "ORDER BY shop_id, member_id FOR UPDATE",
         (shops, members)).all()
-    return {(r[0], r[1]): (int(r[2]), MemberFacts(*r[3:])) for r in rows}
+    return {(r[0], r[1]): (int(r[2]), MemberFacts(*r[4:]), r[3]) for r in rows}
 
 
-def save_facts(conn: Connection, updates: Mapping[MemberKey, MemberUpdate]) -> None:
-    if not updates:
+def save_views(conn: Connection, views: Mapping[MemberKey, MemberView]) -> None:
+    if not views:
         return
-    keys = sorted(updates)  # a fixed order keeps concurrent batches from deadlocking
-    f = [updates[k].facts for k in keys]
+    keys = sorted(views)  # a fixed order keeps concurrent batches from deadlocking
+    v = [views[k] for k in keys]
+    f = [x.facts for x in v]
     conn.exec_driver_sql(
-        f"INSERT INTO tag_members AS t (shop_id, member_id, partition, {_FACTS}) "
-        "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], "
-        "  %b::bigint[], %b::bigint[], %b::timestamptz[], %b::timestamptz[], %b::text[], "
-        "  %b::smallint[], %b::text[]) "
+        f"INSERT INTO tag_members AS t (shop_id, member_id, partition, evaluated_at, {_FACTS}) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::int[], "
+        "  %b::bigint[], %b::bigint[], %b::bigint[], %b::timestamptz[], %b::timestamptz[], "
+        "  %b::text[], %b::smallint[], %b::text[]) "
         "ON CONFLICT (shop_id, member_id) DO UPDATE SET partition = excluded.partition, "
+        "  evaluated_at = excluded.evaluated_at, "
         "  completed_trades = excluded.completed_trades, spend_cents = excluded.spend_cents, "
         "  gross_cents = excluded.gross_cents, refunded_cents = excluded.refunded_cents, "
         "  first_purchase_at = excluded.first_purchase_at, "
         "  last_purchase_at = excluded.last_purchase_at, region = excluded.region, "
         "  level = excluded.level, abc_class = excluded.abc_class, updated_at = now()",
-        ([k[0] for k in keys], [k[1] for k in keys], [updates[k].partition for k in keys],
+        ([k[0] for k in keys], [k[1] for k in keys], [x.partition for x in v],
+         [x.evaluated_at for x in v],
          [x.completed_trades for x in f], [x.spend_cents for x in f],
          [x.gross_cents for x in f], [x.refunded_cents for x in f],
          [x.first_purchase_at for x in f], [x.last_purchase_at for x in f],
          [x.region for x in f], [x.level for x in f], [x.abc_class for x in f]))
 
 
-def advance_clocks(conn: Connection, seen: Mapping[ClockKey, datetime]
-                   ) -> dict[ClockKey, tuple[datetime | None, datetime]]:
-    """Move clocks forward (never back); returns (before, after) of the clocks that moved."""
-    if not seen:
+def lock_clocks(conn: Connection, partitions: Collection[int]) -> dict[int, datetime]:
+    """The clock tagging has judged time-based rules up to, per member-events partition."""
+    if not partitions:
         return {}
-    keys = sorted(seen)
-    shops, parts = [k[0] for k in keys], [k[1] for k in keys]
-    before = {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
-        "SELECT shop_id, partition, watermark FROM tag_clocks WHERE (shop_id, partition) IN "
-        "(SELECT * FROM unnest(%b::text[], %b::int[])) ORDER BY shop_id, partition FOR UPDATE",
-        (shops, parts))}
-    moved = {k: (before.get(k), seen[k]) for k in keys
-             if k not in before or seen[k] > before[k]}
-    if moved:
-        order = sorted(moved)
+    return {int(r[0]): r[1] for r in conn.exec_driver_sql(
+        "SELECT partition, watermark FROM tag_clocks WHERE partition = ANY(%s) "
+        "ORDER BY partition FOR UPDATE", (sorted(partitions),))}
+
+
+def save_clocks(conn: Connection, clocks: Mapping[int, datetime]) -> None:
+    keys = sorted(clocks)
+    if keys:
         conn.exec_driver_sql(
-            "INSERT INTO tag_clocks AS c (shop_id, partition, watermark) "
-            "SELECT * FROM unnest(%b::text[], %b::int[], %b::timestamptz[]) "
-            "ON CONFLICT (shop_id, partition) DO UPDATE "
-            "SET watermark = GREATEST(c.watermark, excluded.watermark)",
-            ([k[0] for k in order], [k[1] for k in order], [moved[k][1] for k in order]))
-    return moved
+            "INSERT INTO tag_clocks AS c (partition, watermark) "
+            "SELECT * FROM unnest(%s::int[], %s::timestamptz[]) ON CONFLICT (partition) "
+            "DO UPDATE SET watermark = GREATEST(c.watermark, excluded.watermark)",
+            (keys, [clocks[k] for k in keys]))
 
 
-def clocks(conn: Connection, keys: Collection[ClockKey]) -> dict[ClockKey, datetime]:
-    if not keys:
-        return {}
-    ordered = sorted(set(keys))
-    return {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
-        "SELECT shop_id, partition, watermark FROM tag_clocks WHERE (shop_id, partition) IN "
-        "(SELECT * FROM unnest(%b::text[], %b::int[]))",
-        ([k[0] for k in ordered], [k[1] for k in ordered]))}
+def shops_on(conn: Connection, partition: int) -> list[str]:
+    """Shops with members on a partition."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "SELECT DISTINCT shop_id FROM tag_members WHERE partition = %s", (partition,))]
 
 
 def crossed(conn: Connection, shop_id: str, partition: int,
@@ -174,39 +169,40 @@ def record(conn: Connection, changes: Sequence[TagChange]) -> None:
         cur.execute("TRUNCATE tag_changes_in")
 
 
-def tags_changed_event(topic: str, shop_id: str, member_id: str, changes: Sequence[TagChange],
-                       tags_now: Iterable[str], event_id: str) -> Output:
-    """`member.tags_changed`: what was added and removed, why, and the member's tags now."""
-    def entry(c: TagChange) -> dict[str, object]:
-        return {"tag_id": c.tag_id, "cause": c.cause, "rule_id": c.rule_id,
-                "operator": c.operator, "reason": c.reason}
-
-    at = max(c.effective_at for c in changes)
-    return member_event(topic, "member.tags_changed", event_id, shop_id, member_id, at, {
-        "added": [entry(c) for c in changes if c.action == "added"],
-        "removed": [entry(c) for c in changes if c.action == "removed"],
-        "tags": sorted(tags_now),
-        "triggering_event_id": changes[-1].event_id,
-    })
-
-
 def events_for(topic: str, changes: Sequence[TagChange],
-               before: Mapping[MemberKey, Mapping[str, Holding]], stamp: str) -> list[Output]:
-    """One `member.tags_changed` per member.
+               before: Mapping[MemberKey, Mapping[str, Holding]], stamp: str | None = None
+               ) -> list[Output]:
+    """`member.tags_changed` messages for changes given in the order they happened.
 
-    Its id is made from the triggering event, or from `stamp` (an operator action's time) for
-    changes no event triggered, so a retry publishes the same id.
+    One message per member and cause: the triggering event, or for changes no event triggered,
+    the instant a time rule turned (or `stamp`, an operator action). Its id is made from that
+    cause, so a retry publishes the same id with the same content.
     """
-    by_member: dict[MemberKey, list[TagChange]] = {}
+    tags: dict[MemberKey, set[str]] = {}
+    groups: list[tuple[MemberKey, str, list[TagChange]]] = []
+    index: dict[tuple[MemberKey, str], list[TagChange]] = {}
     for c in changes:
-        by_member.setdefault((c.shop_id, c.member_id), []).append(c)
+        key = (c.shop_id, c.member_id)
+        cause = c.event_id or stamp or f"at:{iso(c.effective_at)}"
+        if (key, cause) not in index:
+            index[(key, cause)] = []
+            groups.append((key, cause, index[(key, cause)]))
+        index[(key, cause)].append(c)
     outputs = []
-    for key in sorted(by_member):
-        mine = by_member[key]
-        tags = set(before.get(key, {}))
+    for key, cause, mine in groups:
+        held = tags.setdefault(key, set(before.get(key, {})))
         for c in mine:
-            (tags.add if c.action == "added" else tags.discard)(c.tag_id)
-        cause = mine[-1].event_id or stamp
-        outputs.append(tags_changed_event(topic, key[0], key[1], mine, tags,
-                                          f"tags:{key[0]}:{key[1]}:{cause}"))
+            (held.add if c.action == "added" else held.discard)(c.tag_id)
+
+        def entry(c: TagChange) -> TagEntry:
+            return TagEntry(tag_id=c.tag_id, cause=c.cause,
+                            rule_id=c.rule_id, operator=c.operator, reason=c.reason,
+                            effective_at=c.effective_at)
+
+        outputs.append(output(topic, TagsChanged(
+            event_id=f"tags:{key[0]}:{key[1]}:{cause}", shop_id=key[0], member_id=key[1],
+            occurred_at=max(c.effective_at for c in mine), payload=TagsPayload(
+                added=[entry(c) for c in mine if c.action == "added"],
+                removed=[entry(c) for c in mine if c.action == "removed"],
+                tags=sorted(held), triggering_event_id=mine[-1].event_id))))
     return outputs

@@ -1,8 +1,9 @@
-"""SQL for ABC: the per-shop event-time watermark, customer class recomputes, product sales.
+"""SQL for ABC: which shops' classes are stale, customer class recomputes, product sales.
 
-The customer ranking runs inside PostgreSQL (a window function over the order ledger) because it
-touches every member of a shop; `services.tiering.abc` holds the same rule in Python, and the
-tests hold the two to the same answers.
+The customer ranking is this SQL (a window function over the order ledger, in PostgreSQL
+because it touches every member of a shop); the tests hold it to a slow Python oracle. The
+period ends at the pipeline clock (docs/time.md), so classes keep moving as time passes even
+for a shop that sells nothing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from sqlalchemy import Connection
 
 from services.tiering.policy import CustomerAbc
 
-# Spend within the period: each order completed in it, less what was refunded on it.
+# Spend within the period: each order completed in it, less what was refunded on it (capped at
+# its amount by the domain when the ledger entry was saved).
 _PERIOD_SPEND = (
-    "SELECT member_id, sum(amount_cents - LEAST(refund_requested_cents, amount_cents)) AS spend, "
+    "SELECT member_id, sum(amount_cents - refunded_cents) AS spend, "
     "  max(completed_at) AS last FROM member_orders "
     "WHERE shop_id = %(shop)s AND completed_at > %(start)s AND completed_at <= %(end)s "
     "GROUP BY member_id"
@@ -58,9 +60,9 @@ class AbcRun:
 
 
 def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Order events arrived: move each shop's watermark forward and mark its classes stale.
+    """Order events arrived: note each shop's newest event and mark its classes stale.
 
-    Returns each shop's watermark after the move.
+    Returns each shop's newest event time after the move.
     """
     if not watermarks:
         return {}
@@ -75,19 +77,26 @@ def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, dat
     ).tuples().all())
 
 
-def due_shops(conn: Connection, now: datetime, debounce: timedelta) -> list[tuple[str, datetime]]:
-    """Lock the stale shops whose last recompute is at least `debounce` old."""
+def due_shops(conn: Connection, now: datetime, debounce: timedelta, clock: datetime
+              ) -> list[str]:
+    """Lock the shops whose classes are stale and whose last recompute is at least `debounce`
+    old. Stale: new trades, or the clock moved on since (the period slides, and members whose
+    trades leave it change class, whether or not the shop sells)."""
     rows = conn.exec_driver_sql(
-        "SELECT shop_id, watermark FROM abc_shops WHERE dirty "
+        "SELECT shop_id FROM abc_shops WHERE (dirty OR computed_as_of IS NULL "
+        "  OR computed_as_of < %s) "
         "AND (computed_at IS NULL OR computed_at <= %s) ORDER BY shop_id "
         "FOR UPDATE SKIP LOCKED",
-        (now - debounce,),
+        (clock, now - debounce),
     ).all()
-    return [(r[0], r[1]) for r in rows]
+    return [r[0] for r in rows]
 
 
 def stale_shops(conn: Connection) -> int:
-    return int(conn.exec_driver_sql("SELECT count(*) FROM abc_shops WHERE dirty").scalar_one())
+    """Shops whose classes do not reflect their trades and the clock yet."""
+    return int(conn.exec_driver_sql(
+        "SELECT count(*) FROM abc_shops WHERE dirty OR computed_as_of IS NULL "
+        "OR computed_as_of < pipeline_clock()").scalar_one())
 
 
 def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
@@ -142,8 +151,9 @@ def zero_spenders(conn: Connection, shop_id: str, as_of: datetime,
 
 
 def watermark(conn: Connection, shop_id: str) -> datetime | None:
+    """The shop's clock: the pipeline clock, once the shop has any order event (else None)."""
     row = conn.exec_driver_sql(
-        "SELECT watermark FROM abc_shops WHERE shop_id = %s", (shop_id,)).first()
+        "SELECT pipeline_clock() FROM abc_shops WHERE shop_id = %s", (shop_id,)).first()
     return row[0] if row else None
 
 

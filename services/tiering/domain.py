@@ -82,6 +82,57 @@ class MemberDelta:
         if self.region_at is None or at > self.region_at:
             self.region, self.region_at = region, at
 
+    @property
+    def empty(self) -> bool:
+        return (not self.completed_trades and not self.gross_cents and not self.refunded_cents
+                and self.region_at is None)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFigures:
+    """A member's stored trade figures (the one place their rules are applied)."""
+
+    completed_trades: int = 0
+    gross_cents: int = 0
+    refunded_cents: int = 0
+    first_purchase_at: datetime | None = None
+    last_purchase_at: datetime | None = None
+    region: str | None = None
+    region_at: datetime | None = None
+
+    @property
+    def spend_cents(self) -> int:
+        return self.gross_cents - self.refunded_cents
+
+    def plus(self, d: MemberDelta) -> MemberFigures:
+        """The figures after a delta: counts add, purchase dates widen, the newest region wins."""
+        region, region_at = self.region, self.region_at
+        if d.region_at is not None and (region_at is None or d.region_at > region_at):
+            region, region_at = d.region, d.region_at
+        return MemberFigures(
+            self.completed_trades + d.completed_trades, self.gross_cents + d.gross_cents,
+            self.refunded_cents + d.refunded_cents,
+            _earliest(self.first_purchase_at, d.first_purchase_at)
+            if d.first_purchase_at else self.first_purchase_at,
+            _latest(self.last_purchase_at, d.last_purchase_at)
+            if d.last_purchase_at else self.last_purchase_at,
+            region, region_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one event did to the member who owns it: its delta, and items it brought in.
+
+    `skus` are the items the member bought through this event: those of the order it completed
+    (None: look them up from the stored placement), or those of a placement that arrived after
+    its order had completed."""
+
+    event: EventModel
+    member: MemberKey
+    delta: MemberDelta
+    completed: OrderKey | None = None
+    skus: frozenset[str] | None = frozenset()
+
 
 def _earliest(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b < a else a
@@ -115,13 +166,41 @@ def apply(orders: dict[OrderKey, Order], events: Iterable[EventModel]
     Returns the changed ledger entries and each touched member's delta. `orders` holds the
     stored entries for the events' orders; it is not modified.
     """
+    changed, deltas, _ = apply_steps(orders, events)
+    return changed, deltas
+
+
+def apply_steps(orders: dict[OrderKey, Order], events: Iterable[EventModel]
+                ) -> tuple[dict[OrderKey, Order], dict[MemberKey, MemberDelta], list[Step]]:
+    """`apply`, also saying what each event did (the events that changed something, in order).
+
+    `orders` holds the stored entries for the events' orders, placements included (a placement
+    of an order completed before brings its items to the order's owner)."""
     current = dict(orders)
     deltas: dict[MemberKey, MemberDelta] = {}
+    steps: list[Step] = []
+    placed: dict[OrderKey, frozenset[str]] = {}   # items of the batch's placements
     for event in events:
+        if not isinstance(event, OrderPlaced | OrderCompleted | OrderRefunded):
+            continue
         member = deltas.setdefault((event.shop_id, event.member_id), MemberDelta())
         if isinstance(event, OrderPlaced):
+            key = (event.shop_id, event.payload.order_id)
+            skus = frozenset(i.sku for i in event.payload.items)
+            placed.setdefault(key, skus)
+            step = MemberDelta()
             if event.payload.region:
                 member.see_region(event.payload.region, event.occurred_at)
+                step.see_region(event.payload.region, event.occurred_at)
+            order = current.get(key)
+            if order is not None and order.completed:
+                buyer = (order.shop_id, order.member_id)
+                if buyer != (event.shop_id, event.member_id) and not step.empty:
+                    steps.append(Step(event, (event.shop_id, event.member_id), step))
+                    step = MemberDelta()
+                steps.append(Step(event, buyer, step, skus=skus))
+            elif not step.empty:
+                steps.append(Step(event, (event.shop_id, event.member_id), step))
             continue
         if isinstance(event, OrderCompleted):
             key = (event.shop_id, event.payload.order_id)
@@ -136,8 +215,15 @@ def apply(orders: dict[OrderKey, Order], events: Iterable[EventModel]
         if after is before:
             continue
         # Figures belong to the member who owns the order, whoever the later event names.
-        owner = deltas.setdefault((after.shop_id, after.member_id), MemberDelta())
+        owner_key = (after.shop_id, after.member_id)
+        owner = deltas.setdefault(owner_key, MemberDelta())
         owner.add_order_change(before, after)
+        step = MemberDelta()
+        step.add_order_change(before, after)
         current[key] = after
+        newly = after.completed and not (before is not None and before.completed)
+        if newly or not step.empty:
+            steps.append(Step(event, owner_key, step, key if newly else None,
+                              placed.get(key) if newly else frozenset()))
     changed = {k: v for k, v in current.items() if orders.get(k) is not v}
-    return changed, deltas
+    return changed, deltas, steps

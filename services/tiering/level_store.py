@@ -12,8 +12,8 @@ from sqlalchemy import Connection
 from services.tiering.levels import LevelFacts, discount
 from services.tiering.policy import LevelPolicy
 from shared.consumer import Output
-from shared.member_events import member_event
 from shared.money import to_cents
+from shared.outbound import LevelChanged, LevelPayload, output
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,18 +118,13 @@ def level_changed_event(topic: str, change: LevelChange, policy: LevelPolicy | N
     def name(level: int) -> str | None:
         return policy.name_of(level) if policy and level else None
 
-    payload = {
-        "old_level": change.old_level,
-        "new_level": change.new_level,
-        "old_level_name": name(change.old_level),
-        "new_level_name": name(change.new_level),
-        "cause": change.cause,
-        "triggering_event_id": change.event_id,
-        "effective_from": change.effective_from.isoformat().replace("+00:00", "Z"),
-        "discount": str(discount(policy, change.new_level, blacklisted)),
-        "policy_version": change.policy_version,
-        "operator": change.operator,
-        "reason": change.reason,
-    }
-    return member_event(topic, "member.level_changed", event_id, change.shop_id,
-                        change.member_id, change.effective_from, payload)
+    return output(topic, LevelChanged(
+        event_id=event_id, shop_id=change.shop_id, member_id=change.member_id,
+        occurred_at=change.effective_from, payload=LevelPayload(
+            old_level=change.old_level, new_level=change.new_level,
+            old_level_name=name(change.old_level), new_level_name=name(change.new_level),
+            cause=change.cause,
+            triggering_event_id=change.event_id, effective_from=change.effective_from,
+            discount=str(discount(policy, change.new_level, blacklisted)),
+            policy_version=change.policy_version, operator=change.operator,
+            reason=change.reason)))

@@ -2,6 +2,8 @@
 
 Each runs in the caller's transaction. Level changes are recorded in `level_changes` (who, when,
 why) and their `member.level_changed` events go to the outbox, which the tiering worker relays.
+`resync` re-publishes members' current state when a fresh embedded broker lost what tiering had
+published before.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from services.tiering.levels import qualified_level, upgraded_level
 from services.tiering.policy import LevelPolicy
 from shared.audit import OperationRefused, audit, flag_members
 from shared.filters import MemberFilter
-from shared.member_events import enqueue
+from shared.outbox import enqueue
 from shared.shopconfig import ShopConfig
 from shared.shops import shop_configs
 
@@ -82,7 +84,7 @@ def _record(conn: Connection, topic: str, changes: list[LevelChange],
             policy: LevelPolicy | None, now: datetime, kind: str) -> None:
     level_store.record_changes(conn, changes)
     stamp = now.isoformat()
-    enqueue(conn, [
+    enqueue(conn, "tiering", [
         level_store.level_changed_event(
             topic, c, policy, False,
             f"level:{kind}:{c.shop_id}:{c.member_id}:{c.policy_version}:{stamp}")
@@ -144,3 +146,17 @@ def preview(conn: Connection, shop_id: str, policy: LevelPolicy) -> Preview:
     levels = range(0, max(len(policy.ladder), *holding, 0) + 1)
     return Preview(len(facts), {n: holding[n] for n in levels},
                    {n: qualifying[n] for n in levels}, moved)
+
+
+def resync(conn: Connection, topic: str, since: datetime | None) -> int:
+    """Publish (through the outbox) every member's current figures, level and class, and every
+    stream clock, for members changed since `since` (all members when None).
+
+    A fresh embedded broker starts empty: what tiering published to the old one and its readers
+    had not read yet is gone. These snapshots carry the member's state as it is now; readers
+    apply them like any other (a snapshot, not a delta), so nothing is counted twice."""
+    from services.tiering.resync import snapshots
+
+    outputs = snapshots(conn, topic, since)
+    enqueue(conn, "tiering", outputs)
+    return len(outputs)

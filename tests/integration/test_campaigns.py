@@ -25,7 +25,7 @@ from shared.shopconfig import parse
 from tests.support import pipeline, read_topic, scalar, unique_by_id
 
 SHOP = "promo"
-WORKERS = ("archiver", "dead-letters", "tiering", "campaigns")
+WORKERS = ("archiver", "tiering", "campaigns")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 H = timedelta(hours=1)
 
@@ -120,7 +120,7 @@ EXPECTED = {
 def engine(stack: Stack) -> Iterator[Engine]:
     eng = make_engine(stack.database_url)
     with eng.begin() as conn:
-        apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
+        apply_shop_config(conn, stack.topics, parse(CONFIG), "test",
                           datetime.now(UTC))
     yield eng
     eng.dispose()
@@ -207,7 +207,7 @@ def test_confirm_send_and_a_frozen_window(stack: Stack, engine: Engine,
             starts_at=(now - H).isoformat(), ends_at=(now + 240 * H).isoformat())]}
     topics = stack.topics
     with engine.begin() as conn:
-        apply_shop_config(conn, topics.member_events, parse(config), "test", now)
+        apply_shop_config(conn, topics, parse(config), "test", now)
     pipeline(stack, trades, workers=WORKERS)
 
     sender = FileSender(tmp_path / "outgoing")
@@ -226,10 +226,10 @@ def test_confirm_send_and_a_frozen_window(stack: Stack, engine: Engine,
         ends_at=(now + 480 * H).isoformat())]}
     with pytest.raises(OperationRefused, match="its time window cannot change"), \
             engine.begin() as conn:
-        apply_shop_config(conn, topics.member_events, parse(moved), "test", now)
+        apply_shop_config(conn, topics, parse(moved), "test", now)
     with pytest.raises(OperationRefused, match="confirmed and cannot be deleted"), \
             engine.begin() as conn:
-        apply_shop_config(conn, topics.member_events, parse(CONFIG | {"levels":
+        apply_shop_config(conn, topics, parse(CONFIG | {"levels":
                                                                       config["levels"]}),
                           "test", now)
     with engine.begin() as conn, pytest.raises(OperationRefused, match="was sent at"):

@@ -35,7 +35,7 @@ def engine(stack: Stack) -> Iterator[Engine]:
 
 async def _exchange(stack: Stack, requests: list[tuple[str, bytes, dict[str, str]]]
                     ) -> list[tuple[int, Any]]:
-    services = Services(stack, ["archiver", "dead-letters", "tiering"], Metrics(), http_port=0)
+    services = Services(stack, ["archiver", "tiering"], Metrics(), http_port=0)
     await services.start()
     out = []
     try:

@@ -92,7 +92,7 @@ def test_sigkill_of_the_tagging_worker_changes_no_tag(stack: Stack, tmp_path: Pa
     engine = make_engine(stack.database_url)
     config = parse(yaml.safe_load(DEMO_CONFIG))
     with engine.begin() as conn:
-        apply_shop_config(conn, stack.topics.member_events, config, "test", datetime.now(UTC))
+        apply_shop_config(conn, stack.topics, config, "test", datetime.now(UTC))
     pipeline(stack, events, workers=("tiering",))
     ends = asyncio.run(kafka.end_offsets(stack.bootstrap, [stack.topics.member_events]))
     on_topic = sum(ends.values())

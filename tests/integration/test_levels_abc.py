@@ -99,7 +99,7 @@ DISCOUNT = {0: "1.00", 1: "0.98", 2: "0.95", 3: "0.90", 4: "0.85"}
 def engine(stack: Stack) -> Iterator[Engine]:
     eng = make_engine(stack.database_url)
     with eng.begin() as conn:
-        apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
+        apply_shop_config(conn, stack.topics, parse(CONFIG), "test",
                                      datetime.now(UTC))
     yield eng
     eng.dispose()
@@ -280,7 +280,7 @@ def _custom_trades(member: str, amounts_days: list[tuple[str, int]]) -> list[dic
 
 def test_custom_ladder_with_recency_windows_in_event_time(stack: Stack, engine: Engine) -> None:
     with engine.begin() as conn:
-        apply_shop_config(conn, stack.topics.member_events, parse(CUSTOM), "test",
+        apply_shop_config(conn, stack.topics, parse(CUSTOM), "test",
                                      datetime.now(UTC))
     first = (_custom_trades("w-spread", [("100.00", 0), ("100.00", 40), ("100.00", 80)])
              + _custom_trades("w-burst", [("100.00", 0), ("100.00", 10), ("100.00", 20)])

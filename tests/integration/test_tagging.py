@@ -23,7 +23,7 @@ from shared.shopconfig import parse
 from tests.support import pipeline, read_topic, shuffled_within_members, unique_by_id
 
 SHOP = "tagged"
-WORKERS = ("archiver", "dead-letters", "tiering", "tagging")
+WORKERS = ("archiver", "tiering", "tagging")
 CONFIG: dict[str, Any] = {
     "shop_id": SHOP, "name": "Tagged shop", "timezone": "UTC",
     "levels": {"basis": "amount", "ladder": [
@@ -130,7 +130,7 @@ EXPECTED = {
 def engine(stack: Stack) -> Iterator[Engine]:
     eng = make_engine(stack.database_url)
     with eng.begin() as conn:
-        apply_shop_config(conn, stack.topics.member_events, parse(CONFIG), "test",
+        apply_shop_config(conn, stack.topics, parse(CONFIG), "test",
                           datetime.now(UTC))
     yield eng
     eng.dispose()

@@ -1,0 +1,180 @@
+"""The durable archive: every accepted inbound event, in PostgreSQL, in the order it was accepted.
+
+The embedded broker keeps nothing across a restart, so the archive is what makes an acknowledged
+event durable and what a fresh state is rebuilt from (`memberflow replay --from-archive`).
+`store` is the one way into it, used by ingest (HTTP, the Python producer, replay), by
+operator commands that emit inbound events (campaign sends, ticks) and by the archiver worker,
+which archives records that storefronts produced straight to Kafka.
+
+Per call, in the caller's transaction:
+
+1. events repeated within the call are folded (same digest: a duplicate; another digest: a
+   conflict, refused);
+2. ingest only: each new event is judged for lateness, per shop in archive order: an event more
+   than the lateness bound older than the newest event archived for its shop is flagged `late`
+   (the campaigns worker will not attribute it; everything else still counts it);
+3. new event ids are inserted; an id already archived is a duplicate when its digest matches
+   and a conflict (one id, two events) when it does not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection
+
+from shared.consumer import Output, Undecodable
+from shared.events import EventModel, EventRejected, decode, digest
+from shared.topics import Topics
+
+LATE_HEADER = "memberflow-late"
+
+
+@dataclass
+class Stored:
+    """What `store` made of the events it was given (each listed once, in input order)."""
+
+    new: list[EventModel] = field(default_factory=list)
+    duplicates: list[EventModel] = field(default_factory=list)
+    conflicts: list[tuple[EventModel, bytes | None]] = field(default_factory=list)
+    late: dict[str, timedelta] = field(default_factory=dict)   # event id -> behind its shop
+    newest: dict[str, datetime] = field(default_factory=dict)  # shop -> newest archived time
+
+
+def store(conn: Connection, events: list[EventModel], *,
+          lateness: timedelta | None = None) -> Stored:
+    """Archive events; with `lateness`, judge each new one against its shop's newest event."""
+    out = Stored()
+    seen: dict[str, bytes] = {}
+    unique: list[tuple[EventModel, bytes]] = []
+    for event in events:
+        d = digest(event)
+        known = seen.get(event.event_id)
+        if known is None:
+            seen[event.event_id] = d
+            unique.append((event, d))
+        elif known == d:
+            out.duplicates.append(event)
+        else:
+            out.conflicts.append((event, known))
+    if not unique:
+        return out
+    stored = _stored_digests(conn, [e.event_id for e, _ in unique])
+    fresh: list[tuple[EventModel, bytes]] = []
+    for event, d in unique:
+        if event.event_id not in stored:
+            fresh.append((event, d))
+        elif stored[event.event_id] in (d, None):
+            out.duplicates.append(event)
+        else:
+            out.conflicts.append((event, stored[event.event_id]))
+    if not fresh:
+        return out
+    late: dict[str, bool] = {}
+    if lateness is not None:
+        out.late, out.newest = _judge(conn, [e for e, _ in fresh], lateness)
+        late = {e.event_id: e.event_id in out.late for e, _ in fresh
+                if getattr(e, "shop_id", None) is not None}
+    inserted = _insert(conn, fresh, late)
+    for event, d in fresh:
+        if event.event_id in inserted:
+            out.new.append(event)
+        else:
+            # Archived by a concurrent transaction since we looked: compare with that one.
+            again = _stored_digests(conn, [event.event_id]).get(event.event_id)
+            if again in (d, None):
+                out.duplicates.append(event)
+            else:
+                out.conflicts.append((event, again))
+            out.late.pop(event.event_id, None)
+    return out
+
+
+def _stored_digests(conn: Connection, ids: list[str]) -> dict[str, bytes | None]:
+    rows = conn.exec_driver_sql(
+        "SELECT event_id, digest, body::text FROM events WHERE event_id = ANY(%s)",
+        (ids,)).all()
+    out: dict[str, bytes | None] = {}
+    for event_id, d, body in rows:
+        if d is None:
+            # Archived before digests were kept: the digest of the stored body's canonical form.
+            try:
+                d = digest(decode(body))
+            except EventRejected:
+                d = None
+        out[event_id] = bytes(d) if d is not None else None
+    return out
+
+
+def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
+           ) -> tuple[dict[str, timedelta], dict[str, datetime]]:
+    """Lateness per shop, in archive order (rows locked: concurrent ingests take turns)."""
+    shops = sorted({s for e in events if (s := getattr(e, "shop_id", None)) is not None})
+    newest: dict[str, datetime] = dict(conn.exec_driver_sql(
+        "SELECT shop_id, newest FROM archive_clocks WHERE shop_id = ANY(%s) "
+        "ORDER BY shop_id FOR UPDATE", (shops,)).tuples().all())
+    late: dict[str, timedelta] = {}
+    moved: dict[str, datetime] = {}
+    for e in events:
+        shop_id = getattr(e, "shop_id", None)   # ticks belong to no shop
+        if shop_id is None:
+            continue
+        mark = newest.get(shop_id)
+        if mark is not None and e.occurred_at < mark - lateness:
+            late[e.event_id] = mark - e.occurred_at
+        elif mark is None or e.occurred_at > mark:
+            newest[shop_id] = moved[shop_id] = e.occurred_at
+    if moved:
+        keys = sorted(moved)
+        conn.exec_driver_sql(
+            "INSERT INTO archive_clocks AS a (shop_id, newest) "
+            "SELECT * FROM unnest(%s::text[], %s::timestamptz[]) "
+            "ON CONFLICT (shop_id) DO UPDATE SET newest = GREATEST(a.newest, excluded.newest)",
+            (keys, [moved[k] for k in keys]))
+    return late, newest
+
+
+def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
+            late: dict[str, bool]) -> set[str]:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS events_in (ord int, event_id text, type text, "
+            "shop_id text, member_id text, occurred_at timestamptz, body jsonb, digest bytea, "
+            "late bool) ON COMMIT DELETE ROWS")
+        # COPY is the fastest way in; the INSERT ... ON CONFLICT then drops what another
+        # transaction archived meanwhile. `ord` keeps the archive in the order events came.
+        with cur.copy("COPY events_in FROM STDIN") as copy:
+            for n, (e, d) in enumerate(rows):
+                copy.write_row((n, e.event_id, e.type, getattr(e, "shop_id", None),
+                                getattr(e, "member_id", None), e.occurred_at,
+                                e.to_json().decode(), d, late.get(e.event_id)))
+        cur.execute(
+            "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body, digest, "
+            "late) SELECT event_id, type, shop_id, member_id, occurred_at, body, digest, late "
+            "FROM events_in ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+        inserted = {r[0] for r in cur.fetchall()}
+        cur.execute("TRUNCATE events_in")
+    return inserted
+
+
+def relay_output(topics: Topics, event: EventModel, late: bool | None = None) -> Output:
+    """The message that carries an archived event to its topic (ticks go to every partition).
+
+    It carries ingest's lateness verdict in a header: "1" late, "0" not late; no header for
+    events that never passed through ingest (the campaigns worker then judges them itself)."""
+    headers = () if late is None else ((LATE_HEADER, b"1" if late else b"0"),)
+    key = getattr(event, "key", None)
+    return Output(topics.for_type(event.type), key, event.to_json(), event.type,
+                  broadcast=key is None, headers=headers)
+
+
+def read_inbound(value: bytes) -> tuple[EventModel, bytes]:
+    """The reader of every worker that consumes inbound topics: the event contract."""
+    try:
+        event = decode(value)
+    except EventRejected as exc:
+        raise Undecodable(exc.problems) from None
+    return event, digest(event)
