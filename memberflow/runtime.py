@@ -15,16 +15,16 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from memberflow.readmodel import event_fate, read_member
-from services.campaigns.handlers import HANDLES as CAMPAIGN_HANDLES
+from services.campaigns.handlers import APPLIED as CAMPAIGN_CLAIMS
 from services.campaigns.handlers import CampaignHandler
 from services.ingest.archive import EventArchiver
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
-from services.ingest.recovery import republish, unapplied
+from services.ingest.recovery import refill_where, republish
 from services.ingest.ticker import tick_forever
 from services.tagging.handlers import TaggingHandler
 from services.tiering.abc_store import stale_shops
-from services.tiering.handlers import HANDLES as TIERING_HANDLES
+from services.tiering.handlers import CLAIMS as TIERING_CLAIMS
 from services.tiering.handlers import TieringHandler
 from services.tiering.operations import resync as tiering_resync
 from shared import kafka
@@ -49,8 +49,8 @@ WORKERS: dict[str, Callable[[Settings], Handler]] = {
 }
 # What each worker that claims event ids applies: a fresh embedded broker is refilled with the
 # archived events one of them has not applied, whichever workers this process runs.
-CLAIMING: dict[str, frozenset[str]] = {"tiering": TIERING_HANDLES,
-                                       "campaigns": CAMPAIGN_HANDLES}
+CLAIMING: dict[str, frozenset[str]] = {"tiering": TIERING_CLAIMS,
+                                       "campaigns": CAMPAIGN_CLAIMS}
 
 
 @dataclass
@@ -197,7 +197,7 @@ class Services:
 
     async def _refill(self, refill: Refill) -> None:
         """Publish again what a fresh embedded broker lost (see `Refill`); once per stack."""
-        where, params = unapplied(CLAIMING)
+        where, params = await asyncio.to_thread(refill_where, self.engine, CLAIMING)
         published, _ = await republish(self.engine, self.producer, self.stack.topics,
                                        where=where, params=params)
 

@@ -10,9 +10,11 @@ Per call, in the caller's transaction:
 
 1. events repeated within the call are folded (same digest: a duplicate; another digest: a
    conflict, refused);
-2. ingest only: each new event is judged for lateness, per shop in archive order: an event more
-   than the lateness bound older than the newest event archived for its shop is flagged `late`
-   (the campaigns worker will not attribute it; everything else still counts it);
+2. ingest only: each new event is judged for lateness, per shop and stream (orders, campaign
+   messages, browsing) in archive order: an event more than the lateness bound older than the
+   newest event archived for its shop on its stream is flagged `late` (the campaigns worker
+   will not attribute it; everything else still counts it). Judging each stream on its own
+   keeps the verdicts independent of how the streams interleave;
 3. new event ids are inserted; an id already archived is a duplicate when its digest matches
    and a conflict (one id, two events) when it does not.
 """
@@ -25,10 +27,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from shared.consumer import Output, Undecodable
-from shared.events import EventModel, EventRejected, decode, digest
+from shared.events import CAMPAIGN_TYPES, ORDER_TYPES, EventModel, EventRejected, decode, digest
 from shared.topics import Topics
 
-LATE_HEADER = "memberflow-late"
+LATE_HEADER = "memberflow-late"          # ingest's verdict: "1" late, "0" not
+BEHIND_HEADER = "memberflow-behind-s"     # how far behind its shop's newest event, seconds
 
 
 @dataclass
@@ -39,7 +42,7 @@ class Stored:
     duplicates: list[EventModel] = field(default_factory=list)
     conflicts: list[tuple[EventModel, bytes | None]] = field(default_factory=list)
     late: dict[str, timedelta] = field(default_factory=dict)   # event id -> behind its shop
-    newest: dict[str, datetime] = field(default_factory=dict)  # shop -> newest archived time
+    newest: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (shop, stream)
 
 
 def store(conn: Connection, events: list[EventModel], *,
@@ -107,31 +110,43 @@ def _stored_digests(conn: Connection, ids: list[str]) -> dict[str, bytes | None]
     return out
 
 
+def stream_of(event_type: str) -> str:
+    """The stream an event type belongs to, for lateness."""
+    if event_type in ORDER_TYPES:
+        return "orders"
+    return "campaigns" if event_type in CAMPAIGN_TYPES else "browsing"
+
+
 def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
-           ) -> tuple[dict[str, timedelta], dict[str, datetime]]:
-    """Lateness per shop, in archive order (rows locked: concurrent ingests take turns)."""
-    shops = sorted({s for e in events if (s := getattr(e, "shop_id", None)) is not None})
-    newest: dict[str, datetime] = dict(conn.exec_driver_sql(
-        "SELECT shop_id, newest FROM archive_clocks WHERE shop_id = ANY(%s) "
-        "ORDER BY shop_id FOR UPDATE", (shops,)).tuples().all())
+           ) -> tuple[dict[str, timedelta], dict[tuple[str, str], datetime]]:
+    """Lateness per shop and stream, in archive order (rows locked: concurrent ingests take
+    turns)."""
+    keys = sorted({(s, stream_of(e.type)) for e in events
+                   if (s := getattr(e, "shop_id", None)) is not None})  # ticks: no shop
+    newest: dict[tuple[str, str], datetime] = {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
+        "SELECT shop_id, stream, newest FROM archive_clocks WHERE (shop_id, stream) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY shop_id, stream FOR UPDATE",
+        ([k[0] for k in keys], [k[1] for k in keys]))}
     late: dict[str, timedelta] = {}
-    moved: dict[str, datetime] = {}
+    moved: dict[tuple[str, str], datetime] = {}
     for e in events:
-        shop_id = getattr(e, "shop_id", None)   # ticks belong to no shop
+        shop_id = getattr(e, "shop_id", None)
         if shop_id is None:
             continue
-        mark = newest.get(shop_id)
+        key = (shop_id, stream_of(e.type))
+        mark = newest.get(key)
         if mark is not None and e.occurred_at < mark - lateness:
             late[e.event_id] = mark - e.occurred_at
         elif mark is None or e.occurred_at > mark:
-            newest[shop_id] = moved[shop_id] = e.occurred_at
+            newest[key] = moved[key] = e.occurred_at
     if moved:
-        keys = sorted(moved)
+        order = sorted(moved)
         conn.exec_driver_sql(
-            "INSERT INTO archive_clocks AS a (shop_id, newest) "
-            "SELECT * FROM unnest(%s::text[], %s::timestamptz[]) "
-            "ON CONFLICT (shop_id) DO UPDATE SET newest = GREATEST(a.newest, excluded.newest)",
-            (keys, [moved[k] for k in keys]))
+            "INSERT INTO archive_clocks AS a (shop_id, stream, newest) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) "
+            "ON CONFLICT (shop_id, stream) DO UPDATE "
+            "SET newest = GREATEST(a.newest, excluded.newest)",
+            ([k[0] for k in order], [k[1] for k in order], [moved[k] for k in order]))
     return late, newest
 
 
@@ -160,15 +175,23 @@ def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
     return inserted
 
 
-def relay_output(topics: Topics, event: EventModel, late: bool | None = None) -> Output:
-    """The message that carries an archived event to its topic (ticks go to every partition).
+def relay_outputs(topics: Topics, event: EventModel, late: bool | None = None,
+                  behind: timedelta | None = None) -> list[Output]:
+    """The messages that carry an archived event to its topic; a tick goes to every partition
+    of the orders and campaigns topics, so every worker's every partition sees time pass.
 
     It carries ingest's lateness verdict in a header: "1" late, "0" not late; no header for
     events that never passed through ingest (the campaigns worker then judges them itself)."""
-    headers = () if late is None else ((LATE_HEADER, b"1" if late else b"0"),)
+    headers: tuple[tuple[str, bytes], ...] = () if late is None else (
+        (LATE_HEADER, b"1" if late else b"0"),)
+    if late and behind is not None:
+        headers += ((BEHIND_HEADER, str(int(behind.total_seconds())).encode()),)
     key = getattr(event, "key", None)
-    return Output(topics.for_type(event.type), key, event.to_json(), event.type,
-                  broadcast=key is None, headers=headers)
+    if key is None:
+        return [Output(t, None, event.to_json(), event.type, broadcast=True)
+                for t in (topics.orders, topics.campaigns)]
+    return [Output(topics.for_type(event.type), key, event.to_json(), event.type,
+                   headers=headers)]
 
 
 def read_inbound(value: bytes) -> tuple[EventModel, bytes]:

@@ -137,7 +137,9 @@ class Contract:
 
     read: Reader
     handles: frozenset[str]          # event types passed to `apply`; others only move positions
-    claims: bool                     # claim event ids (with digests) before applying them
+    # Of those, the types whose ids are claimed (with digests) before they are applied; the
+    # others are applied idempotently whatever repeats (e.g. a tick: a clock only moves on).
+    claims: frozenset[str] = frozenset()
     timed: TimedWork | None = None
     attempts: int = 3                # tries of a record that fails alone before it is parked
     bug_limit: int = 5               # records failing alone in a row: a bug, not bad input
@@ -576,7 +578,7 @@ class BatchWorker:
         with self.engine.begin() as conn:
             if claim_positions(conn, self.handler.name, [d]):
                 decoded = self._read(d)
-                if self.contract.claims and isinstance(decoded, Record):
+                if isinstance(decoded, Record) and decoded.event.type in self.contract.claims:
                     claim_event_ids(conn, self.handler.name, [decoded])
                 deadletter.store(conn, [letter])
                 store_positions(conn, self.handler.name, _next_offsets([d]))
@@ -613,8 +615,12 @@ class BatchWorker:
                     records.append(read)
             duplicates = 0
             if self.contract.claims:
-                claims = claim_event_ids(conn, handler.name, records)
-                records, duplicates = claims.fresh, claims.duplicates
+                claimed = [r for r in records if r.event.type in self.contract.claims]
+                claims = claim_event_ids(conn, handler.name, claimed)
+                fresh_ids = {id(r) for r in claims.fresh}
+                records = [r for r in records if r.event.type not in self.contract.claims
+                           or id(r) in fresh_ids]
+                duplicates = claims.duplicates
                 for record, stored in claims.conflicts:
                     d = record.delivery
                     letters.append(deadletter.dead_letter(

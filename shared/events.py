@@ -1,24 +1,25 @@
-"""The inbound event contract: every event the storefront sends, validated strictly.
+"""The event contract: every event the storefront sends and every event memberflow publishes.
 
 JSON is the wire format. Inbound events are validated here, by one codec used by the HTTP
-ingest, the Python producer, replay and every worker, so a bad event is refused with the same
-reason wherever it enters, naming the field and the problem. What is accepted:
+ingest, the replay command and every worker, so a bad event is refused with the same reason
+wherever it enters, and nothing malformed reaches a worker or PostgreSQL. The contract is strict:
 
-- **money** (`amount`, `unit_price`): a JSON number in plain decimal notation, or a string of
-  ASCII digits with at most two decimals (`"12.50"`, `12.5`, `100`); never a sign, an exponent,
-  spaces, separators, other scripts' digits or a binary float. Written back with two decimals;
-- **ids** (event, shop, member, order, SKU, campaign, message ids and regions): 1 to 128
-  printable characters (no control or format characters, no line separators, no byte-order
-  mark), no leading or trailing space;
-- **schema_version**: a JSON integer (supported: 1);
-- **occurred_at**: an ISO-8601 string with date, time and zone (`2026-01-31T12:00:00Z`,
-  `...+08:00`), stored in UTC, no later than the wall clock plus a small skew and no earlier
-  than a floor (`TimeBounds`): one bad timestamp must never move a shop's clock;
-- **JSON** itself: one object per event, no duplicate keys anywhere, nested at most
-  `MAX_DEPTH` levels, at most `MAX_EVENT_BYTES`.
+- **Money** (`amount`, `unit_price`) is a JSON number in plain decimal notation (`129.9`,
+  `129.90`, `0`; no exponent) or a JSON string matching `[0-9]+(\\.[0-9]{1,2})?` exactly (ASCII
+  digits, no sign, exponent, separator or spaces); Python callers may also pass an `int` or a
+  `Decimal` with at most two decimals. A binary float is never money. Amounts are `Decimal`,
+  0 to 999999999999.99 (refunds above 0), and are written as strings with exactly two decimals.
+- **Ids** are 1 to 128 printable characters (`str.isprintable`: no control, format, surrogate,
+  private-use or unassigned code point, no line or paragraph separator, and no space other than
+  U+0020) that neither start nor end with a space.
+- **`schema_version`** is a JSON integer; version 1 is supported.
+- **`occurred_at`** is an ISO-8601 string with a date, a time (seconds and a fraction optional)
+  and a timezone (`Z` or `+HH:MM`), stored in UTC, and no later than the clock allows
+  (`TimeBounds.max_skew`) nor earlier than `TimeBounds.floor`.
+- **The JSON** holds each key at most once per object and nests at most `MAX_DEPTH` levels.
 
-Equal events have equal canonical bytes (`to_json`), and `digest` hashes them: that is how the
-same `event_id` arriving with a different body is recognised as a conflict.
+Problems quote at most `QUOTE_LIMIT` characters of any input, and at most `MAX_PROBLEMS` are
+reported, so a huge input never makes a huge reason.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeAlias, Union
@@ -37,7 +38,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -46,249 +46,298 @@ from pydantic import (
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_DEPTH = 32
-MAX_ID = 128
+"""Deepest nesting of JSON objects and arrays accepted (an event itself needs four levels)."""
+MAX_PROBLEMS = 20
+"""At most this many problems are reported for one event; the rest are counted."""
+QUOTE_LIMIT = 64
+"""At most this many characters of an input are quoted in a problem."""
 MAX_MONEY = Decimal("999999999999.99")
-SHOWN = 64  # characters of a refused value quoted back in a problem
+SUPPORTED_VERSIONS = frozenset({1})
+
+_CENT = Decimal("0.01")
+_PLACES = "must have at most 2 decimal places"
 
 
-def shown(value: Any) -> str:
-    """A refused value as quoted in a problem text, cut short."""
-    text = repr(value)
-    return text if len(text) <= SHOWN else text[:SHOWN] + "…"
+# --- quoting inputs in problems ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One reason an event was refused: the field's path and what is wrong with it."""
-
-    field: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.problem}" if self.field else self.problem
+def _quote(value: str) -> str:
+    """`value` as a Python literal of at most QUOTE_LIMIT characters, cut with …."""
+    cut = value[:QUOTE_LIMIT]
+    text = repr(cut)  # escapes what is not printable, lone surrogates included
+    if len(cut) < len(value) or len(text) > QUOTE_LIMIT + 2:
+        text = text[: QUOTE_LIMIT + 1] + "…" + text[0]
+    return text
 
 
-class EventRejected(ValueError):
-    """An inbound event that does not satisfy the contract."""
+def _describe(value: Any) -> str:
+    """A short account of a (possibly huge) input of the wrong kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _quote(value)
+    if isinstance(value, int | float | Decimal):
+        if isinstance(value, int) and value.bit_length() > 128:
+            return "a very large number"
+        return f"the number {_quote(str(value))[1:-1]}"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return f"a {type(value).__name__}"
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems))
 
-    @property
-    def reason(self) -> str:
-        return str(self)
+def _part(name: str) -> str:
+    """A key as it appears in a field path: printable and at most QUOTE_LIMIT characters."""
+    if len(name) <= QUOTE_LIMIT and name.isprintable():
+        return name
+    cut = name[:QUOTE_LIMIT]
+    if not cut.isprintable():
+        cut = repr(cut)[1:-1][:QUOTE_LIMIT]
+    return cut + "…" if len(name) > QUOTE_LIMIT or len(cut) == QUOTE_LIMIT else cut
 
 
-class JsonRejected(ValueError):
-    """JSON text that is not acceptable as it stands (duplicate keys, too deep, NaN)."""
+# --- money ------------------------------------------------------------------------------------
 
-    def __init__(self, problem: Problem) -> None:
-        self.problem = problem
-        super().__init__(str(problem))
+
+class _ExponentNumber(Decimal):
+    """A JSON number written with an exponent (`1e2`): kept apart so that money can refuse it."""
+
+    __slots__ = ()
+
+
+_MONEY_TEXT = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")  # sign and >2 places get their own text
+_MONEY_FORM = ('a plain decimal such as "129.90" (ASCII digits and at most 2 decimals; '
+               "no sign, exponent, separator or spaces)")
+
+
+def _money(value: Any) -> Decimal:
+    kind = type(value)
+    if kind is str:
+        match = _MONEY_TEXT.fullmatch(value)
+        if match is None:
+            raise ValueError(f"must be {_MONEY_FORM}, not {_quote(value)}")
+        places = match.group(3)
+        if places is not None and len(places) > 2:
+            raise ValueError(_PLACES)
+        if match.group(1):
+            raise ValueError("must be >= 0")
+        amount = Decimal(value)
+    elif kind is int:
+        amount = Decimal(value)
+    elif isinstance(value, Decimal):
+        if kind is _ExponentNumber:
+            raise ValueError("must be written in plain decimal notation (such as 129.90), "
+                             "not with an exponent")
+        if not value.is_finite():
+            raise ValueError("must be a finite amount")
+        if value.as_tuple().exponent < -2:  # type: ignore[operator]
+            raise ValueError(_PLACES)
+        amount = value
+    elif isinstance(value, bool):
+        raise ValueError("must be an amount, not true or false")
+    elif isinstance(value, float):
+        raise ValueError('binary floats are not accepted: a float is never money (send a '
+                         'string such as "129.90", or from Python an int or a Decimal)')
+    elif isinstance(value, int):
+        amount = Decimal(int(value))
+    elif isinstance(value, str):
+        return _money(str(value))
+    else:
+        raise ValueError(f'must be an amount (a JSON number or a string such as "129.90"), '
+                         f"not {_describe(value)}")
+    if amount.is_signed():  # negative, or a negative zero
+        raise ValueError("must be >= 0")
+    if amount > MAX_MONEY:
+        raise ValueError(f"must be <= {MAX_MONEY}")
+    return amount.quantize(_CENT)  # canonical: exactly two decimals
+
+
+def _positive_money(value: Any) -> Decimal:
+    amount = _money(value)
+    if not amount:
+        raise ValueError("must be > 0")
+    return amount
+
+
+def _money_schema(minimum: str) -> dict[str, Any]:
+    number: dict[str, Any] = {"type": "number", "maximum": float(MAX_MONEY)}
+    text: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]{1,2})?$"}
+    if minimum == "exclusive":
+        number["exclusiveMinimum"] = 0
+        text["pattern"] = r"^(?=.*[1-9])[0-9]+(\.[0-9]{1,2})?$"
+    else:
+        number["minimum"] = 0
+    return {
+        "anyOf": [text, number],
+        "description": "Money: a string of ASCII digits with at most 2 decimals (\"129.90\"), "
+                       "or a JSON number in plain decimal notation (no exponent), at most "
+                       f"{MAX_MONEY}; written back as a string with exactly 2 decimals.",
+    }
+
+
+Money = Annotated[Decimal, BeforeValidator(_money), WithJsonSchema(_money_schema("inclusive"))]
+PositiveMoney = Annotated[
+    Decimal, BeforeValidator(_positive_money), WithJsonSchema(_money_schema("exclusive"))
+]
+
+
+# --- ids, versions ----------------------------------------------------------------------------
+
+ID_MAX_LENGTH = 128
+
+
+def _id(value: Any) -> str:
+    if type(value) is str:
+        text: str = value
+    elif isinstance(value, str):
+        text = str(value)
+    else:
+        raise ValueError(f"must be text (a JSON string), not {_describe(value)}")
+    if (0 < len(text) <= ID_MAX_LENGTH and text.isprintable()
+            and text[0] != " " and text[-1] != " "):
+        return text
+    if not text:
+        raise ValueError("must not be empty")
+    if len(text) > ID_MAX_LENGTH:
+        raise ValueError(f"must be at most {ID_MAX_LENGTH} characters (has {len(text)})")
+    for position, char in enumerate(text):
+        if not char.isprintable():
+            raise ValueError(f"must be printable text: character U+{ord(char):04X} at "
+                             f"position {position} is not allowed")
+    raise ValueError("must not start or end with a space")
+
+
+Id = Annotated[str, BeforeValidator(_id), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": ID_MAX_LENGTH, "pattern": r"^\S(.*\S)?$",
+    "description": "1 to 128 printable characters (no control, format, surrogate, private-use "
+                   "or unassigned code point, no line separator, no space but U+0020), not "
+                   "starting or ending with a space.",
+})]
+
+
+def _schema_version(value: Any) -> int:
+    if type(value) is int:
+        if value in SUPPORTED_VERSIONS:
+            return value
+        shown = str(value) if value.bit_length() <= 128 else "(a very large number)"
+        raise ValueError(f"unsupported version {shown} (supported: 1)")
+    raise ValueError(f"must be a JSON integer (supported: 1), not {_describe(value)}")
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_schema_version)]
+
+
+# --- event time -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class TimeBounds:
-    """The sanity window for event times: not after the wall clock plus `max_skew`, not before
-    `floor`. None switches a bound off (events read back from the archive were judged when they
-    were accepted)."""
+    """The sanity window for `occurred_at`, judged against the clock of whoever validates.
 
-    floor: datetime | None = datetime(2000, 1, 1, tzinfo=UTC)
-    max_skew: timedelta | None = timedelta(minutes=5)
+    An event may be at most `max_skew` ahead of that clock (storefront clocks drift a little;
+    an event from the future would move shop clocks, dormancy and attribution windows forward
+    for good) and no earlier than `floor` (a zero or misread timestamp, not history).
+    """
+
+    floor: datetime = field(default_factory=lambda: datetime(2000, 1, 1, tzinfo=UTC))
+    max_skew: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if self.floor.tzinfo is None or self.floor.utcoffset() is None:
+            raise TypeError("TimeBounds.floor must be timezone-aware")
+        if self.max_skew < timedelta(0):
+            raise ValueError("TimeBounds.max_skew must not be negative")
 
 
 DEFAULT_BOUNDS = TimeBounds()
-ARCHIVED_BOUNDS = TimeBounds(None, None)
+"""Not before 2000-01-01T00:00:00Z, at most 5 minutes ahead of the clock."""
+ARCHIVED_BOUNDS = TimeBounds(floor=datetime.min.replace(tzinfo=UTC), max_skew=timedelta.max)
+"""For re-reading the archive: its events were judged against the clock when they were accepted,
+and that verdict stands (a replay must not refuse history that live processing took in)."""
 
 
-# --- JSON --------------------------------------------------------------------------------------
+class _Window:
+    """The bounds resolved against one `now`: passed to the validators as pydantic context."""
 
+    __slots__ = ("floor", "latest", "now", "skew")
 
-class _ExponentNumber(str):
-    """A JSON number written with an exponent: never money, and never silently a float."""
-
-
-def _parse_float(text: str) -> Decimal | _ExponentNumber:
-    if "e" in text or "E" in text:
-        return _ExponentNumber(text)
-    return Decimal(text)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise JsonRejected(Problem("", f"{name} is not a JSON number"))
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise JsonRejected(Problem(key[:100], "duplicate key; each key may appear once"))
-        out[key] = value
-    return out
-
-
-def _check_depth(obj: Any) -> None:
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            raise JsonRejected(Problem("", f"nested deeper than {MAX_DEPTH} levels"))
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-
-
-def loads_json(raw: bytes | str) -> Any:
-    """Parse JSON keeping numbers exact (Decimal, never float); raises `JsonRejected` for
-    duplicate keys, nesting deeper than `MAX_DEPTH` and NaN/Infinity, ValueError for text that
-    is not JSON."""
-    try:
-        obj = json.loads(raw, parse_float=_parse_float, parse_constant=_refuse_constant,
-                         object_pairs_hook=_object)
-    except RecursionError:
-        raise JsonRejected(Problem("", f"nested deeper than {MAX_DEPTH} levels")) from None
-    _check_depth(obj)
-    return obj
-
-
-# --- field types -------------------------------------------------------------------------------
-
-_MONEY_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,2})?")
-_CENT = Decimal("0.01")
-
-
-def _money(value: Any, positive: bool) -> Decimal:
-    if isinstance(value, bool):
-        raise ValueError(f"must be an amount, not {shown(value)}")
-    if isinstance(value, _ExponentNumber):
-        raise ValueError(f"must be written without an exponent, not {shown(str(value))}")
-    if isinstance(value, float):
-        raise ValueError("binary floats are not accepted as money: send a string such as "
-                         '"12.50" (or a Decimal)')
-    if isinstance(value, int):
-        amount = Decimal(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError("must be a finite amount")
-        amount = value
-    elif isinstance(value, str):
-        if not _MONEY_TEXT.fullmatch(value):
-            raise ValueError(f"must be a decimal amount such as \"12.50\" (ASCII digits, at most "
-                             f"two decimals, no sign, spaces or separators), not {shown(value)}")
-        amount = Decimal(value)
-    else:
-        raise ValueError(f"must be an amount (a string such as \"12.50\"), not "
-                         f"{type(value).__name__}")
-    if amount.as_tuple().exponent < -2:  # type: ignore[operator]
-        raise ValueError("must have at most 2 decimal places")
-    if amount < 0 or (positive and amount == 0):
-        raise ValueError("must be > 0" if positive else "must be >= 0")
-    if amount > MAX_MONEY:
-        raise ValueError(f"must be <= {MAX_MONEY}")
-    return amount.quantize(_CENT)
-
-
-_MONEY_SCHEMA = {"anyOf": [{"type": "string", "pattern": r"^[0-9]{1,15}(\.[0-9]{1,2})?$"},
-                           {"type": "number", "minimum": 0, "maximum": 999999999999.99,
-                            "multipleOf": 0.01}],
-                 "description": "an amount with at most two decimals, e.g. \"12.50\""}
-Money = Annotated[Decimal, BeforeValidator(lambda v: _money(v, False)),
-                  PlainSerializer(lambda d: f"{d:.2f}", return_type=str),
-                  WithJsonSchema(_MONEY_SCHEMA)]
-PositiveMoney = Annotated[Decimal, BeforeValidator(lambda v: _money(v, True)),
-                          PlainSerializer(lambda d: f"{d:.2f}", return_type=str),
-                          WithJsonSchema({**_MONEY_SCHEMA, "description": "an amount > 0"})]
-
-
-def _id(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"must be a string, not {type(value).__name__}")
-    if not value:
-        raise ValueError("must not be empty")
-    if len(value) > MAX_ID:
-        raise ValueError(f"must be at most {MAX_ID} characters (it has {len(value):,})")
-    if not value.isprintable():
-        at, char = next((i, c) for i, c in enumerate(value) if not c.isprintable())
-        raise ValueError(f"must be printable text: character U+{ord(char):04X} at position "
-                         f"{at} is not allowed")
-    if value[0] == " " or value[-1] == " ":
-        raise ValueError("must not start or end with a space")
-    return value
-
-
-Id = Annotated[str, BeforeValidator(_id),
-               WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_ID,
-                               "description": "printable text, no leading or trailing space"})]
-
-
-def _version(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"must be a JSON integer, not {shown(value)}")
-    if value != 1:
-        raise ValueError(f"unsupported version {shown(value)} (supported: 1)")
-    return value
-
-
-Version = Annotated[int, BeforeValidator(_version),
-                    WithJsonSchema({"type": "integer", "enum": [1]})]
-
-_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
-                  r"(Z|[+-][0-9]{2}:[0-9]{2})")
-
-
-def _event_time(value: Any, info: ValidationInfo) -> datetime:
-    if isinstance(value, datetime):  # Python callers
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError("must carry a timezone (UTC, e.g. 2026-01-31T12:00:00Z)")
-        at = value
-    else:
-        if not isinstance(value, str):
-            raise ValueError("must be an ISO-8601 time string such as 2026-01-31T12:00:00Z, "
-                             f"not {type(value).__name__} {shown(value)}")
-        if not _ISO.fullmatch(value):
-            zone = "" if re.search(r"(Z|[+-][0-9]{2}:[0-9]{2})$", value) else \
-                " with a timezone"
-            raise ValueError(f"must be an ISO-8601 date and time{zone}, e.g. "
-                             f"2026-01-31T12:00:00Z, not {shown(value)}")
+    def __init__(self, bounds: TimeBounds, now: datetime | None) -> None:
+        if now is None:
+            now = datetime.now(UTC)
+        elif now.tzinfo is None or now.utcoffset() is None:
+            raise TypeError("now must be timezone-aware")
+        self.floor = bounds.floor
+        self.now = now
+        self.skew = bounds.max_skew
         try:
-            at = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"is not a valid date and time: {shown(value)}") from None
-    try:
-        at = at.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ValueError(f"is out of range: {shown(value)} has no UTC time") from None
-    bounds: TimeBounds = (info.context or {}).get("bounds", DEFAULT_BOUNDS)
-    if bounds.floor is not None and at < bounds.floor:
-        raise ValueError(f"is before the earliest accepted time {_iso(bounds.floor)}")
-    if bounds.max_skew is not None:
-        now: datetime = (info.context or {}).get("now") or datetime.now(UTC)
-        if at > now + bounds.max_skew:
-            raise ValueError(f"is {_ahead(at - now)} ahead of the clock (at most "
-                             f"{bounds.max_skew} ahead is accepted)")
-    return at
+            self.latest = now + bounds.max_skew
+        except OverflowError:  # an unbounded skew
+            self.latest = datetime.max.replace(tzinfo=UTC)
+
+
+_TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+                        r"(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
+_TIME_FORM = ("an ISO-8601 date and time with a timezone, "
+              "e.g. 2026-01-31T12:00:00Z or 2026-01-31T20:00:00.250+08:00")
 
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _ahead(delta: timedelta) -> str:
-    if delta >= timedelta(days=2):
-        return f"{delta.days:,} days"
-    return str(delta).split(".")[0]
+def _span(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return "less than a second"
 
 
-EventTime = Annotated[datetime, BeforeValidator(_event_time),
-                      PlainSerializer(_iso, return_type=str),
-                      WithJsonSchema({"type": "string", "format": "date-time",
-                                      "description": "ISO-8601 with a timezone"})]
+def _event_time(value: Any, info: ValidationInfo) -> datetime:
+    if type(value) is str:
+        if _TIME_TEXT.fullmatch(value) is None:
+            raise ValueError(f"must be {_TIME_FORM}, not {_quote(value)}")
+        try:
+            parsed = datetime.fromisoformat(value if value.isupper() else value.upper())
+        except ValueError:
+            raise ValueError(f"is not a valid date and time: {_quote(value)}") from None
+    elif isinstance(value, datetime):  # from Python callers
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"must carry a timezone ({_TIME_FORM})")
+        parsed = value
+    elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        raise ValueError(f"must be {_TIME_FORM}, not a number (epoch times are not accepted)")
+    else:
+        raise ValueError(f"must be {_TIME_FORM}, not {_describe(value)}")
+    try:
+        at = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"is out of range: {_quote(str(value))} has no time in UTC") from None
+    context = info.context
+    window = context if type(context) is _Window else _Window(DEFAULT_BOUNDS, None)
+    if at > window.latest:
+        raise ValueError(f"is {_span(at - window.now)} ahead of the clock "
+                         f"(at most {window.skew} ahead is accepted)")
+    if at < window.floor:
+        raise ValueError(f"is before the earliest accepted time {_iso(window.floor)}")
+    return at
+
+
+EventTime = Annotated[datetime, BeforeValidator(_event_time), WithJsonSchema({
+    "type": "string", "format": "date-time",
+    "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+               r"(:[0-9]{2}(\.[0-9]{1,9})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})$",
+    "description": "ISO-8601 date and time with a timezone (Z or +HH:MM); stored in UTC. "
+                   "At most a few minutes ahead of the receiver's clock, not before 2000.",
+})]
 Channel = Literal["sms", "email", "in_app", "im"]
+
+
+# --- the models -------------------------------------------------------------------------------
 
 
 class _Frozen(BaseModel):
@@ -333,23 +382,33 @@ class SkuPayload(_Frozen):
     sku: Id
 
 
-class TickPayload(_Frozen):
-    source: Id
+class ClockPayload(_Frozen):
+    source: Id  # what recorded the tick, e.g. "ingest" or "run --as-of"
 
 
 class _Envelope(_Frozen):
+    """What every event carries."""
+
     event_id: Id
-    schema_version: Version
-    occurred_at: EventTime
+    schema_version: SchemaVersion
+
+    @property
+    def key(self) -> bytes | None:
+        """Partition key, or None when the event belongs to no member."""
+        return None
 
     def to_json(self) -> bytes:
-        """The canonical wire form (money as two-decimal strings, time in UTC)."""
+        """The canonical wire form (money as strings with two decimals, time in UTC, fields in
+        the model's order): two events that mean the same have the same bytes."""
         return self.model_dump_json(exclude_none=True).encode()
 
 
 class _MemberEnvelope(_Envelope):
+    """An event about one member of one shop."""
+
     shop_id: Id
     member_id: Id
+    occurred_at: EventTime
 
     @property
     def key(self) -> bytes:
@@ -400,12 +459,16 @@ class MemberCarted(_MemberEnvelope):
 
 
 class ClockTicked(_Envelope):
-    """The pipeline's wall-clock time, recorded into the stream by memberflow itself (never
-    accepted from outside), so time-based rules move on when no shop sells and replays stay
-    exact. It belongs to no shop and no member; it travels to every partition."""
+    """The pipeline's wall-clock time, recorded into the stream by memberflow itself.
 
+    Time-based rules (dormancy, windows) then advance even when no shop sells, and a replay
+    sees exactly the ticks live processing saw. It belongs to no shop and no member: it has no
+    `shop_id`, no `member_id` and no partition key.
+    """
+
+    occurred_at: EventTime
     type: Literal["clock.ticked"]
-    payload: TickPayload
+    payload: ClockPayload
 
     @property
     def key(self) -> None:
@@ -436,27 +499,68 @@ MemberEventModel: TypeAlias = (
     | MemberViewed
     | MemberCarted
 )
+"""The eight member-addressed event types: each has `shop_id`, `member_id` and a `key`."""
 EventModel: TypeAlias = MemberEventModel | ClockTicked
 ORDER_TYPES = frozenset({"order.placed", "order.paid", "order.completed", "order.refunded"})
 CAMPAIGN_TYPES = frozenset({"campaign.message_sent", "campaign.message_clicked"})
 BROWSING_TYPES = frozenset({"member.viewed", "member.carted"})
 CLOCK_TYPES = frozenset({"clock.ticked"})
 EVENT_TYPES = ORDER_TYPES | CAMPAIGN_TYPES | BROWSING_TYPES | CLOCK_TYPES
-SCHEMA_VERSIONS: Mapping[str, frozenset[int]] = {t: frozenset({1}) for t in EVENT_TYPES}
+SCHEMA_VERSIONS: Mapping[str, frozenset[int]] = {t: SUPPORTED_VERSIONS for t in EVENT_TYPES}
 
 _ADAPTER: TypeAdapter[EventModel] = TypeAdapter(Event)
 
 
-def digest(event: EventModel) -> bytes:
-    """The sha256 of the event's canonical form: equal events (whatever key order, spacing,
-    money spelling or time zone they came in) have equal digests; any other difference
-    changes it."""
-    return hashlib.sha256(event.to_json()).digest()
+# --- problems ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason an event was refused: the field's path and what is wrong with it."""
+
+    field: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.problem}" if self.field else self.problem
+
+
+class EventRejected(ValueError):
+    """An inbound event that does not satisfy the contract."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class JsonRejected(ValueError):
+    """JSON text that parses but that the contract refuses (a repeated key, nesting too deep).
+
+    A `ValueError`, so callers of `loads_json` that catch invalid JSON keep working.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        super().__init__(str(problem))
+
+
+_TOO_DEEP = Problem("", f"nested deeper than {MAX_DEPTH} levels")
+
+
+# --- decoding ---------------------------------------------------------------------------------
 
 
 def decode(raw: bytes | str, *, bounds: TimeBounds | None = None,
            now: datetime | None = None) -> EventModel:
-    """Parse and validate one event from its JSON wire form, or raise `EventRejected`."""
+    """Parse and validate one event from its JSON wire form, or raise `EventRejected`.
+
+    `occurred_at` is judged against `now` (default: the system clock) within `bounds`
+    (default: `DEFAULT_BOUNDS`).
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise EventRejected([Problem("", f"event is larger than {MAX_EVENT_BYTES} bytes")])
     # Parse with exact numbers first: pydantic's own JSON reader passes numbers through a
@@ -468,20 +572,44 @@ def decode(raw: bytes | str, *, bounds: TimeBounds | None = None,
     except UnicodeDecodeError:
         raise EventRejected([Problem("", "not valid JSON (not UTF-8 text)")]) from None
     except ValueError as exc:
-        raise EventRejected([Problem("", f"not valid JSON ({str(exc)[:200]})")]) from None
-    return validate(obj, bounds=bounds, now=now)
+        text = str(exc)
+        if len(text) > 2 * QUOTE_LIMIT:
+            text = text[: 2 * QUOTE_LIMIT] + "…"
+        raise EventRejected([Problem("", f"not valid JSON ({text})")]) from None
+    return _validate(obj, bounds, now)
 
 
 def validate(obj: Any, *, bounds: TimeBounds | None = None,
              now: datetime | None = None) -> EventModel:
-    """Validate an already-parsed JSON object (e.g. one element of an HTTP batch)."""
+    """Validate an already-parsed JSON object (e.g. one element of an HTTP batch).
+
+    Takes the same `bounds` and `now` as `decode`.
+    """
+    if _too_deep(obj):
+        raise EventRejected([_TOO_DEEP])
+    return _validate(obj, bounds, now)
+
+
+def _validate(obj: Any, bounds: TimeBounds | None, now: datetime | None) -> EventModel:
+    window = _Window(DEFAULT_BOUNDS if bounds is None else bounds, now)
     try:
-        return _ADAPTER.validate_python(
-            obj, context={"bounds": bounds or DEFAULT_BOUNDS, "now": now})
+        return _ADAPTER.validate_python(obj, context=window)
     except ValidationError as exc:
         raise EventRejected(_explain(exc)) from None
     except RecursionError:
-        raise EventRejected([Problem("", f"nested deeper than {MAX_DEPTH} levels")]) from None
+        raise EventRejected([_TOO_DEEP]) from None
+
+
+def digest(event: EventModel) -> bytes:
+    """The event's content digest: SHA-256 of its canonical wire form `event.to_json()`.
+
+    Two bodies that mean the same event have the same digest although they differ in key
+    order, whitespace, money spelling (`12.5` or `"12.50"`) or the timezone in which the same
+    instant is written; any difference in meaning changes it. It is how a repeated `event_id`
+    is judged: the same digest is a harmless retry, a different one is a conflict (the same
+    id with a different body).
+    """
+    return hashlib.sha256(event.to_json()).digest()
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -490,7 +618,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            name = part if len(part) <= 64 else part[:64] + "…"
+            name = _part(part)
             out += f".{name}" if out else name
     return out
 
@@ -507,17 +635,22 @@ def _explain(exc: ValidationError) -> list[Problem]:
             problems.append(Problem("type", "required"))
             continue
         if kind == "union_tag_invalid":
-            problems.append(
-                Problem("type", f"unknown event type {shown(err['ctx']['tag'])} "
-                        f"(known: {', '.join(sorted(EVENT_TYPES))})")
-            )
+            tag = err.get("ctx", {}).get("tag", "")
+            problems.append(Problem("type", f"unknown event type {_quote(str(tag))} "
+                                            f"(known: {', '.join(sorted(EVENT_TYPES))})"))
             continue
         # The first location element is the union member's tag; the field path follows it.
-        field = _path(loc[1:]) if loc and loc[0] in EVENT_TYPES else _path(loc)
+        tag_of = loc[0] if loc and loc[0] in EVENT_TYPES else None
+        field = _path(loc[1:]) if tag_of is not None else _path(loc)
+        if (tag_of in CLOCK_TYPES and kind == "extra_forbidden"
+                and field in ("shop_id", "member_id")):
+            problems.append(Problem(field, "not allowed: clock.ticked belongs to no shop or "
+                                           "member"))
+            continue
         problems.append(Problem(field, _message(kind, err)))
-        if len(problems) >= 20:
-            problems.append(Problem("", "(further problems not listed)"))
-            break
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        problems = [*problems[:MAX_PROBLEMS], Problem("", f"and {more} more problems")]
     return problems or [Problem("", "invalid event")]
 
 
@@ -533,9 +666,9 @@ def _message(kind: str, err: Any) -> str:
         bound = next(iter(ctx.values()))
         return f"must be {op} {bound}"
     if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))[:300]
+        return str(ctx.get("error", err["msg"]))
     msg: str = err["msg"]
-    return (msg[0].lower() + msg[1:])[:300] if msg else kind
+    return msg[0].lower() + msg[1:] if msg else kind
 
 
 def json_schema() -> dict[str, Any]:
@@ -544,3 +677,62 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "memberflow inbound event"
     return schema
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def _json_number(text: str) -> Decimal:
+    """A JSON number with a fraction or an exponent, exactly; `text` is its literal."""
+    if "e" in text or "E" in text:
+        return _ExponentNumber(text)
+    return Decimal(text)
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonRejected(Problem(_part(key), "duplicate key; each key may appear once"))
+            seen.add(key)
+    return obj
+
+
+def _too_deep(obj: Any) -> bool:
+    """Whether `obj` nests objects and arrays deeper than MAX_DEPTH (without recursing)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
+    return False
+
+
+def loads_json(raw: bytes | str) -> Any:
+    """Parse JSON keeping numbers exact (Decimal, never float), or raise `ValueError`.
+
+    Refuses, with `JsonRejected` (a `ValueError` naming the problem), a key repeated within an
+    object (the last would otherwise silently win) and nesting deeper than `MAX_DEPTH`.
+    """
+    try:
+        obj = json.loads(raw, parse_float=_json_number, object_pairs_hook=_json_object)
+    except RecursionError:
+        raise JsonRejected(_TOO_DEEP) from None
+    # Only text with more brackets than the limit can nest too deep: count them (fast, in C)
+    # before walking the parsed value.
+    if isinstance(raw, str):
+        brackets = raw.count("{") + raw.count("[")
+    else:
+        brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > MAX_DEPTH and _too_deep(obj):
+        raise JsonRejected(_TOO_DEEP)
+    return obj

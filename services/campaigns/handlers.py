@@ -3,11 +3,12 @@ per batch, from the orders and campaigns topics.
 
 Per batch (records decoded and their ids claimed by the worker loop):
 
-1. lateness: an event more than the lateness bound behind the newest event of its shop is not
-   attributed; it is parked on the dead-letter topic with that reason (it still counts for
-   levels, tags and figures). Ingest judges this in archive order, per shop, and says so to the
-   sender; its verdict travels with the event (the `memberflow-late` header), so a replay of
-   the archive refuses exactly what live processing refused. Records produced straight to Kafka
+1. lateness: an event more than the lateness bound behind the newest event of its shop on its
+   stream (orders, or campaign messages) is not attributed; it is parked on the dead-letter
+   topic with that reason (it still counts for levels, tags and figures). Ingest judges this
+   in archive order, per shop and stream, and says so to the sender; its verdict travels
+   with the event (the `memberflow-late` header), so a replay of the archive refuses exactly
+   what live processing refused. Records produced straight to Kafka
    carry no verdict: they are judged here against the newest event of their shop read on their
    partition, which depends only on that partition's order;
 2. store sends, clicks and orders (earliest payment or completion, amounts, refunds), and move
@@ -31,7 +32,7 @@ from services.campaigns.credits import credit_events, reattribute
 from services.campaigns.domain import Click, Send
 from services.campaigns.store import OrderChange, OrderKey
 from shared import clocks
-from shared.archive import LATE_HEADER, read_inbound
+from shared.archive import BEHIND_HEADER, LATE_HEADER, read_inbound
 from shared.consumer import Batch, Contract, Output, TimedWork
 from shared.events import (
     EventModel,
@@ -63,7 +64,7 @@ class CampaignHandler:
         self.credit_events = topics.credit_events
         self.lateness = lateness
         self.contract = Contract(
-            read=read_inbound, handles=HANDLES, claims=True,
+            read=read_inbound, handles=HANDLES, claims=APPLIED,
             timed=TimedWork(1.0, lambda conn, now: take_pending(conn, NAME)))
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
@@ -90,7 +91,10 @@ class CampaignHandler:
                 late = mark is not None and event.occurred_at < mark - self.lateness
                 behind = (mark - event.occurred_at) if late and mark is not None else None
             else:
-                late, behind = verdict == b"1", None
+                late = verdict == b"1"
+                seconds = r.delivery.header(BEHIND_HEADER)
+                behind = timedelta(seconds=int(seconds)) if late and seconds and \
+                    seconds.isdigit() else None
             if mark is None or event.occurred_at > mark:
                 marks[key] = event.occurred_at
             if late:
@@ -124,8 +128,8 @@ class CampaignHandler:
         how = f"{behind} behind" if behind is not None else "more than the bound behind"
         return Problem("occurred_at", (
             f"too late for campaign attribution: {event.occurred_at.isoformat()} is {how} the "
-            f"newest event of shop {event.shop_id!r}; the bound is {self.lateness} (the event "
-            "counts everywhere else)"))
+            f"newest event of shop {event.shop_id!r} on its stream; the bound is "
+            f"{self.lateness} (the event counts everywhere else)"))
 
 
 def _fold_orders(events: list[EventModel]) -> dict[OrderKey, OrderChange]:

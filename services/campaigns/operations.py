@@ -244,7 +244,8 @@ def send(conn: Connection, topics: Topics, shop_id: str, campaign_id: str, sende
     sender.deliver(shop_id, campaign, messages)
     events = [_sent_event(shop_id, campaign_id, m, now) for m in messages]
     archived = archive.store(conn, events)
-    enqueue(conn, "campaigns", [archive.relay_output(topics, e, False) for e in archived.new])
+    enqueue(conn, "campaigns", [o for e in archived.new
+                                for o in archive.relay_outputs(topics, e, False)])
     conn.exec_driver_sql("UPDATE campaigns SET sent_at = %s WHERE shop_id = %s AND "
                          "campaign_id = %s", (now, shop_id, campaign_id))
     audit(conn, shop_id, None, "campaign.send", operator,

@@ -87,7 +87,7 @@ class Unavailable(RuntimeError):
 def late_note(behind: timedelta, lateness: timedelta) -> Problem:
     return Problem("occurred_at", (
         f"accepted, but too late for campaign attribution: {behind} behind the newest event "
-        f"of its shop (the bound is {lateness}); it counts everywhere else"))
+        f"of its shop on its stream (the bound is {lateness}); it counts everywhere else"))
 
 
 class Ingestor:
@@ -177,8 +177,9 @@ class Ingestor:
                                             notes, event.occurred_at))
             deadletter.store(conn, letters)
             outputs: list[Output] = [
-                archive.relay_output(self.topics, e, self._late(e, stored))
-                for e in stored.new if id(e) in new]
+                out for e in stored.new if id(e) in new
+                for out in archive.relay_outputs(self.topics, e, self._late(e, stored),
+                                                 stored.late.get(e.event_id))]
             outputs += letter_outputs(self.topics.dead_letters, letters)
             if outputs:
                 # Before COMMIT: an acknowledged event is both archived and on the broker.

@@ -79,10 +79,12 @@ class EventProducer:
         with self._engine.begin() as conn:
             stored = archive.store(conn, events, lateness=self.lateness)
             for event in stored.new:
-                out = archive.relay_output(self.topics, event, event.event_id in stored.late)
-                # (every event a storefront sends names its shop, so a verdict always exists)
-                self._futures.append(self._producer.send(
-                    out.topic, out.value, key=out.key, headers=list(out.headers)))
+                # Every event a storefront sends names its shop: a verdict always exists.
+                for out in archive.relay_outputs(self.topics, event,
+                                                 event.event_id in stored.late,
+                                                 stored.late.get(event.event_id)):
+                    self._futures.append(self._producer.send(
+                        out.topic, out.value, key=out.key, headers=list(out.headers)))
             # Before COMMIT: an acknowledged event is both archived and on the broker.
             self._producer.flush(timeout)
             self._raise_failed()

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Engine
 
-from shared.archive import relay_output
+from shared.archive import relay_outputs
 from shared.consumer import publish
 from shared.events import ARCHIVED_BOUNDS, EventRejected, decode
 from shared.topics import Topics
@@ -41,6 +41,22 @@ def unapplied(consumers: Mapping[str, frozenset[str]]) -> tuple[str, dict[str, A
                      f"WHERE p.consumer = %(c{n})s AND p.event_id = e.event_id))")
         params[f"t{n}"], params[f"c{n}"] = sorted(types), consumer
     return ("(" + " OR ".join(parts) + ")") if parts else "false", params
+
+
+def refill_where(engine: Engine, consumers: Mapping[str, frozenset[str]]
+                 ) -> tuple[str, dict[str, Any]]:
+    """What a fresh broker must carry again: the events some consumer has not applied, and the
+    ticks archived after the first of them (ticks are applied without claims; time must pass
+    among those events as it did), or else the last tick alone (clocks start where they were).
+    """
+    where, params = unapplied(consumers)
+    with engine.connect() as conn:
+        first = conn.exec_driver_sql(f"SELECT min(e.seq) FROM events e WHERE {where}",
+                                     params).scalar()
+    if first is None:
+        return ("e.seq = (SELECT max(seq) FROM events WHERE type = 'clock.ticked')", {})
+    return (f"({where}) OR (e.type = 'clock.ticked' AND e.seq > %(first)s)",
+            {**params, "first": first})
 
 
 async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, *,
@@ -70,7 +86,7 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
             except EventRejected:
                 refused += 1
                 continue
-            outputs.append(relay_output(topics, event, late))
+            outputs += relay_outputs(topics, event, late)
         await publish(producer, partitioner, outputs)
         published += len(outputs)
         if progress is not None:

@@ -91,7 +91,7 @@ class TaggingHandler:
         self.tag_events = topics.tag_events
         # Every step is idempotent (see above): no id claims needed. Timed work relays the tag
         # changes operators made (the outbox, tagging's own messages only).
-        self.contract = Contract(read=read_member_event, handles=READ, claims=False,
+        self.contract = Contract(read=read_member_event, handles=READ,
                                  timed=TimedWork(1.0, lambda conn, now: take_pending(conn, NAME)))
         self._configs = ConfigCache()
         self._rules: dict[str, RuleSet] = {}     # compiled rules by shop, at its last version

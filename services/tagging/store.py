@@ -155,15 +155,17 @@ def record(conn: Connection, changes: Sequence[TagChange]) -> None:
                 copy.write_row((c.shop_id, c.member_id, c.tag_id, c.action, c.cause, c.rule_id,
                                 c.operator, c.reason, c.event_id, c.config_version,
                                 c.effective_at))
-        # Removals first: a holding whose cause changes is removed and added in one go.
-        cur.execute("DELETE FROM member_tags t USING tag_changes_in u WHERE u.action = 'removed' "
-                    "AND t.shop_id = u.shop_id AND t.tag_id = u.tag_id "
-                    "AND t.member_id = u.member_id")
+        # A tag may be added and removed again within one batch: the holding is what the last
+        # change of each member and tag says, written after clearing what was there.
+        cur.execute("DELETE FROM member_tags t USING (SELECT DISTINCT shop_id, member_id, "
+                    "tag_id FROM tag_changes_in) u WHERE t.shop_id = u.shop_id "
+                    "AND t.tag_id = u.tag_id AND t.member_id = u.member_id")
         cur.execute("INSERT INTO member_tags (shop_id, tag_id, member_id, cause, rule_id, "
                     "operator, event_id, since) SELECT shop_id, tag_id, member_id, cause, "
-                    "rule_id, operator, event_id, effective_at FROM tag_changes_in "
-                    "WHERE action = 'added' ORDER BY shop_id, tag_id, member_id "
-                    "ON CONFLICT DO NOTHING")
+                    "rule_id, operator, event_id, effective_at FROM (SELECT DISTINCT ON "
+                    "(shop_id, member_id, tag_id) * FROM tag_changes_in "
+                    "ORDER BY shop_id, member_id, tag_id, seq DESC) last "
+                    "WHERE action = 'added' ORDER BY shop_id, tag_id, member_id")
         cur.execute(f"INSERT INTO tag_changes ({columns}) SELECT {columns} FROM tag_changes_in "
                     "ORDER BY seq")
         cur.execute("TRUNCATE tag_changes_in")

@@ -57,6 +57,7 @@ from shared.topics import Topics
 ABC_MAX_SHARE = 5
 NAME = "tiering"
 HANDLES = frozenset({"order.placed", "order.completed", "order.refunded", "clock.ticked"})
+CLAIMS = HANDLES - {"clock.ticked"}   # a tick is applied idempotently: clocks only move on
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class TieringHandler:
         self.contract = Contract(
             read=read_inbound,
             handles=HANDLES,
-            claims=True,
+            claims=CLAIMS,
             timed=TimedWork(tick_seconds, self.tick))
         self._abc_cost: dict[str, tuple[datetime, float]] = {}  # shop -> (last run, seconds)
         self._configs = ConfigCache()

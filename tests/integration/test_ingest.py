@@ -67,7 +67,7 @@ def test_http_answers_per_event_and_parks_every_bad_input(stack: Stack, engine: 
 
     assert single == (202, single[1]) and single[1]["status"] == "accepted"
     status, body = batch_r
-    assert status == 200 and (body["accepted"], body["rejected"]) == (2, 2)
+    assert status == 207 and (body["accepted"], body["rejected"]) == (2, 2)
     errors = {r["index"]: r.get("errors") for r in body["results"]}
     assert errors[1] == [{"field": "payload.amount", "problem": "must be >= 0"}]
     assert errors[2][0]["field"] == "type" and "order.exploded" in errors[2][0]["problem"]

@@ -205,7 +205,7 @@ def test_blacklist_policy_change_manual_levels_and_preview(stack: Stack, engine:
     assert final_state(engine) == state  # the preview changed nothing
 
     with engine.begin() as conn:
-        result = apply_shop_config(conn, topic, lower, "ops", now)
+        result = apply_shop_config(conn, stack.topics, lower, "ops", now)
     assert result.changed and result.moved_up == preview.moved_up
     after = final_state(engine)
     assert {m for m in after if after[m][0] == 2} == {"m-steps", "m-refund", "f01", "f02", "f03"}

@@ -167,7 +167,7 @@ def test_rule_goods_and_time_tags_follow_the_history(stack: Stack, engine: Engin
         ("tea", "added", "goods", "g-tea")]
 
     # Every change was published; the last event of each member carries their tags now.
-    events = [e for e in unique_by_id(read_topic(stack, stack.topics.member_events))
+    events = [e for e in unique_by_id(read_topic(stack, stack.topics.tag_events))
               if e["type"] == "member.tags_changed"]
     last: dict[str, list[str]] = {}
     for e in events:
@@ -175,7 +175,8 @@ def test_rule_goods_and_time_tags_follow_the_history(stack: Stack, engine: Engin
     assert last == {m: t for m, t in EXPECTED.items() if t or m == "m-back"}
     big = next(e for e in events if e["member_id"] == "m-big")
     assert big["payload"]["added"][0] == {"tag_id": "big", "cause": "rule", "rule_id": "r-big",
-                                          "operator": None, "reason": None}
+                                          "operator": None, "reason": None,
+                                          "effective_at": big["occurred_at"]}
     # The worker's facts are tiering's figures, as far as it has read.
     with engine.connect() as conn:
         differ = conn.exec_driver_sql(
@@ -207,7 +208,7 @@ def test_replays_duplicates_and_reordering_end_with_the_same_tags(
 
 def test_rule_change_preview_and_reevaluation(stack: Stack, engine: Engine) -> None:
     pipeline(stack, history(), workers=WORKERS)
-    topic = stack.topics.member_events
+    topic = stack.topics.tag_events
     now = datetime(2026, 8, 1, tzinfo=UTC)
     changed = {**CONFIG, "tagging": {**CONFIG["tagging"], "rules": [
         {"id": "r-big", "tag": "big", "when": "spend >= 300"},                # wider
@@ -228,7 +229,7 @@ def test_rule_change_preview_and_reevaluation(stack: Stack, engine: Engine) -> N
     assert preview == {"big": (1, 2, 1, 0), "dormant": (1, 0, 0, 1), "tea": (2, 1, 0, 1)}
 
     with engine.begin() as conn:
-        result = apply_shop_config(conn, topic, new, "ops", now)
+        result = apply_shop_config(conn, stack.topics, new, "ops", now)
     assert {o.tag_id: (o.before, o.after, o.gained, o.lost) for o in result.tags} == preview
     after = tags_of(engine)
     assert after["m-fell"] == ["big", "senior"]
@@ -244,7 +245,7 @@ def test_rule_change_preview_and_reevaluation(stack: Stack, engine: Engine) -> N
 
 def test_manual_tagging_add_move_remove_and_refusals(stack: Stack, engine: Engine) -> None:
     pipeline(stack, history(), workers=WORKERS)
-    topic = stack.topics.member_events
+    topic = stack.topics.tag_events
     now = datetime(2026, 8, 1, tzinfo=UTC)
     everyone_senior = MemberFilter(tags=("senior",))
     with engine.begin() as conn:
@@ -308,7 +309,7 @@ def test_deleting_groups_and_tags(stack: Stack, engine: Engine) -> None:
     # The group still holds the dormant tag in the applied configuration: refused, nothing kept.
     with pytest.raises(OperationRefused, match="group 'life' cannot be deleted while it holds "
                                                "tag 'dormant'"), engine.begin() as conn:
-        apply_shop_config(conn, topic, parse({**without_life, "tagging": {
+        apply_shop_config(conn, stack.topics, parse({**without_life, "tagging": {
             **without_life["tagging"],
             "tags": [t for t in tagging["tags"] if t["id"] != "dormant"],
             "rules": [r for r in tagging["rules"] if r["tag"] != "dormant"]}}), "ops", now)
@@ -317,9 +318,9 @@ def test_deleting_groups_and_tags(stack: Stack, engine: Engine) -> None:
     # Move the tag out first; then the empty group can go. Deleting a tag takes it from members.
     moved = [dict(t, group=None) if t["id"] == "dormant" else t for t in tagging["tags"]]
     with engine.begin() as conn:
-        apply_shop_config(conn, topic, parse({**CONFIG, "tagging": {**tagging, "tags": moved}}),
+        apply_shop_config(conn, stack.topics, parse({**CONFIG, "tagging": {**tagging, "tags": moved}}),
                           "ops", now)
-        result = apply_shop_config(conn, topic, parse({**without_life, "tagging": {
+        result = apply_shop_config(conn, stack.topics, parse({**without_life, "tagging": {
             **without_life["tagging"], "tags": [t for t in moved if t["id"] != "east"],
             "rules": [r for r in tagging["rules"] if r["tag"] != "east"]}}), "ops", now)
     assert [(o.tag_id, o.lost, o.after) for o in result.tags] == [("east", 1, 0)]

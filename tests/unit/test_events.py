@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.events import (
+    ClockTicked,
     EVENT_TYPES,
     MAX_EVENT_BYTES,
     EventRejected,
@@ -46,6 +47,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "campaign.message_clicked": {"campaign_id": "c-1", "message_id": "msg-1"},
     "member.viewed": {"sku": "sku-1"},
     "member.carted": {"sku": "sku-1"},
+    "clock.ticked": {"source": "ingest"},
 }
 MODELS = {
     "order.placed": OrderPlaced,
@@ -56,6 +58,7 @@ MODELS = {
     "campaign.message_clicked": MessageClicked,
     "member.viewed": MemberViewed,
     "member.carted": MemberCarted,
+    "clock.ticked": ClockTicked,
 }
 
 
@@ -70,6 +73,8 @@ def event(type_: str = "order.placed", **overrides: Any) -> dict[str, Any]:
         "occurred_at": "2026-01-31T20:00:00+08:00",
         "payload": json.loads(json.dumps(PAYLOADS[type_])),
     }
+    if type_ == "clock.ticked":   # the pipeline's tick belongs to no shop or member
+        del out["shop_id"], out["member_id"]
     out.update(overrides)
     return out
 
@@ -110,11 +115,11 @@ def test_occurred_at_is_normalised_to_utc() -> None:
 
 def test_to_json_writes_money_as_strings_and_time_in_utc() -> None:
     raw = event("order.placed")
-    raw["payload"]["amount"] = 8.5
-    raw["payload"]["items"][0]["unit_price"] = 4.25
+    raw["payload"]["amount"] = Decimal("8.5")
+    raw["payload"]["items"][0]["unit_price"] = Decimal("4.25")
     wire = json.loads(validate(raw).to_json())
     assert wire["occurred_at"] == "2026-01-31T12:00:00Z"
-    assert wire["payload"]["amount"] == "8.5"
+    assert wire["payload"]["amount"] == "8.50"
     assert wire["payload"]["items"][0]["unit_price"] == "4.25"
     assert wire["payload"]["items"][0]["qty"] == 2
 
@@ -204,7 +209,7 @@ def test_unsupported_schema_version_is_refused() -> None:
 def test_schema_version_given_as_text_is_refused() -> None:
     problems = problems_of(json.dumps(event(schema_version="1")))
     assert [p.field for p in problems] == ["schema_version"]
-    assert problems[0].problem.startswith("unsupported version '1'")
+    assert problems[0].problem.startswith("must be a JSON integer")
 
 
 def test_unknown_event_type_is_refused_listing_the_known_ones() -> None:
@@ -261,10 +266,12 @@ def test_non_finite_amounts_are_refused(literal: str) -> None:
     assert problem.field == "payload.amount"
 
 
-def test_float_money_from_a_python_caller_is_refused_when_it_has_three_decimals() -> None:
+def test_float_money_from_a_python_caller_is_refused() -> None:
     raw = event("order.completed")
-    raw["payload"]["amount"] = 1.005
-    assert problems_of(raw) == [Problem("payload.amount", "must have at most 2 decimal places")]
+    raw["payload"]["amount"] = 1.5
+    [problem] = problems_of(raw)
+    assert problem.field == "payload.amount"
+    assert "binary floats are not accepted" in problem.problem
 
 
 @pytest.mark.parametrize("qty", [0, -1, 1.5, "2", 1_000_001, True])
@@ -440,7 +447,7 @@ ids = st.from_regex(r"[A-Za-z0-9_.:/\-]{1,24}", fullmatch=True) | st.text(
     alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=12)
 offsets = st.integers(min_value=-14 * 4, max_value=14 * 4).map(
     lambda q: timezone(timedelta(minutes=15 * q)))
-times = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31),
+times = st.datetimes(min_value=datetime(2000, 1, 2), max_value=datetime(2026, 11, 30),
                      timezones=offsets)
 
 
@@ -453,7 +460,7 @@ def money_literals(draw: st.DrawFn, positive: bool = False) -> str:
 @st.composite
 def wire_events(draw: st.DrawFn) -> str:
     """Any valid inbound event as JSON text, money written as a number or as a string."""
-    type_ = draw(st.sampled_from(sorted(EVENT_TYPES)))
+    type_ = draw(st.sampled_from(sorted(EVENT_TYPES - {"clock.ticked"})))
     if type_ == "order.placed":
         items = draw(st.lists(st.builds(
             lambda sku, qty, price: f'{{"sku":{json.dumps(sku)},"qty":{qty},'

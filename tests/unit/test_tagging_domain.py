@@ -13,23 +13,14 @@ from hypothesis import strategies as st
 
 from services.tagging.domain import (
     Holding,
-    MemberKey,
-    MemberUpdate,
+    MemberView,
     RuleSet,
     TagChange,
+    advance,
     bars,
-    decide,
-    fold,
+    on_event,
 )
 from services.tagging.rules import MemberFacts
-from shared.member_events import (
-    AbcChanged,
-    Figures,
-    FiguresChanged,
-    LevelChanged,
-    MemberEventIn,
-    ShopClock,
-)
 from shared.shopconfig import ShopConfig, parse
 
 SHOP = "shop-1"
@@ -63,31 +54,13 @@ def ruleset(*rules: dict[str, Any], version: int = 7, timezone: str = "UTC") -> 
     return RuleSet.from_config(version, config(rules, timezone=timezone))
 
 
-def figures(member: str = "m1", *, event_id: str = "evt-f", at: datetime = T0, trades: int = 1,
-            spend: int = 10_000, refunded: int = 0, first: datetime | None = T0,
-            last: datetime | None = T0, region: str | None = None, skus: Iterable[str] = (),
-            shop: str = SHOP) -> FiguresChanged:
-    return FiguresChanged(shop, member, event_id, at,
-                          Figures(trades, spend, spend + refunded, refunded, first, last, region),
-                          tuple(skus))
-
-
-def level(member: str, new_level: int, *, event_id: str = "evt-l", at: datetime = T0,
-          shop: str = SHOP) -> LevelChanged:
-    return LevelChanged(shop, member, event_id, at, new_level)
-
-
-def abc(member: str, new_class: str | None, *, event_id: str = "evt-a", at: datetime = T0,
-        shop: str = SHOP) -> AbcChanged:
-    return AbcChanged(shop, member, event_id, at, new_class)
-
-
-def shop_clock(at: datetime, event_id: str = "clock-1") -> ShopClock:
-    return ShopClock(event_id, {SHOP: at})
+def view(facts: MemberFacts = MemberFacts(), held: dict[str, Holding] | None = None,
+         evaluated: datetime | None = None) -> MemberView:
+    return MemberView(SHOP, "m1", 0, facts, dict(held or {}), evaluated)
 
 
 def apply_changes(holdings: dict[str, Holding], changes: Iterable[TagChange]) -> None:
-    """What the store does with decide's output; a redundant change is a bug in decide."""
+    """What the store does with the changes; a redundant change is a bug in the domain."""
     for change in changes:
         if change.action == "added":
             assert change.tag_id not in holdings, change
@@ -98,128 +71,69 @@ def apply_changes(holdings: dict[str, Holding], changes: Iterable[TagChange]) ->
             del holdings[change.tag_id]
 
 
-# --- decide: tags kept equal to a `when` rule ---------------------------------------------------
-# decide(rules, member, holdings, facts, clock, skus, since, event_id): `since` is when the facts
-# became what they are (the triggering event's time) or, for a clock-only look, the previous
-# clock reading.
+# --- on_event: the member's facts change --------------------------------------------------------
 
 BIG = when("r-big", "big-spender", "spend >= 500 and trades >= 3")
 BIG_FACTS = MemberFacts(completed_trades=3, spend_cents=50_000)
 SMALL_FACTS = MemberFacts(completed_trades=3, spend_cents=49_999)
 DORMANT = when("r-dormant", "dormant", "days_since_last_purchase >= 180")
+TEA = goods("g-tea", "tea-lover", ["S1", "S2"])
 
 
 def test_a_when_tag_is_added_when_its_rule_starts_to_hold() -> None:
-    changes = decide(ruleset(BIG), "m1", {}, BIG_FACTS, T0, (), AT, "evt-9")
+    v = view()
+    changes = on_event(ruleset(BIG), v, BIG_FACTS, AT, (), "evt-9")
     assert changes == [TagChange(SHOP, "m1", "big-spender", "added", "rule", AT, "r-big",
                                  "evt-9", config_version=7)]
+    assert v.holdings == {"big-spender": Holding("rule", "r-big")}
+    assert (v.facts, v.evaluated_at) == (BIG_FACTS, AT)
 
 
 def test_a_when_tag_is_not_added_while_its_rule_does_not_hold() -> None:
-    assert decide(ruleset(BIG), "m1", {}, SMALL_FACTS, T0, (), AT, "evt-9") == []
+    assert on_event(ruleset(BIG), view(), SMALL_FACTS, AT, (), "evt-9") == []
 
 
 def test_a_when_tag_is_removed_when_its_rule_stops_holding() -> None:
-    held = {"big-spender": Holding("rule", "r-big")}
-    changes = decide(ruleset(BIG, version=3), "m1", held, SMALL_FACTS, T0, (), AT, "evt-10")
+    v = view(BIG_FACTS, {"big-spender": Holding("rule", "r-big")})
+    changes = on_event(ruleset(BIG, version=3), v, SMALL_FACTS, AT, (), "evt-10")
     assert changes == [TagChange(SHOP, "m1", "big-spender", "removed", "rule", AT, "r-big",
                                  "evt-10", config_version=3)]
+    assert v.holdings == {}
 
 
-def test_a_when_tag_already_held_is_not_added_again() -> None:
-    held = {"big-spender": Holding("rule", "r-big")}
-    assert decide(ruleset(BIG), "m1", held, BIG_FACTS, T0, (), AT, "evt-9") == []
-
-
-def test_a_when_tag_held_by_hand_still_follows_its_rule() -> None:
-    held = {"big-spender": Holding("manual")}
-    [change] = decide(ruleset(BIG), "m1", held, SMALL_FACTS, T0, (), AT, None)
-    assert (change.tag_id, change.action, change.cause) == ("big-spender", "removed", "rule")
+def test_the_same_facts_again_change_nothing() -> None:
+    rules = ruleset(BIG, DORMANT, TEA)
+    v = view()
+    facts = replace(BIG_FACTS, last_purchase_at=T0)
+    first = on_event(rules, v, facts, AT, ["S1"], "evt-1")
+    assert first
+    assert on_event(rules, v, facts, AT, ["S1"], "evt-1") == []
 
 
 @pytest.mark.parametrize("facts", [BIG_FACTS, SMALL_FACTS, MemberFacts()])
 def test_a_manual_tag_without_a_rule_is_never_touched(facts: MemberFacts) -> None:
     rules = ruleset(BIG, goods("g-tea", "tea-lover", ["S1"]))
-    held = {"vip-care": Holding("manual", None)}
-    changes = decide(rules, "m1", held, facts, T0, ["S1", "S2"], AT, "evt-1")
-    assert "vip-care" not in {c.tag_id for c in changes}
+    v = view(held={"vip-care": Holding("manual", None)})
+    changes = on_event(rules, v, facts, AT, ["S1", "S2"], "evt-1")
+    assert "vip-care" not in {c.tag_id for c in changes} and "vip-care" in v.holdings
     assert changes  # the rules did act: big-spender and/or tea-lover changed
 
 
-def test_a_time_based_rule_holds_from_exactly_180_days_after_the_last_purchase() -> None:
-    rules = ruleset(DORMANT)
-    last = datetime(2026, 1, 1, 8, 30, 15, 250_000, tzinfo=UTC)
-    facts = MemberFacts(completed_trades=1, last_purchase_at=last)
-    assert decide(rules, "m1", {}, facts, last + 180 * DAYS - MICRO, (), last, "evt-1") == []
-    [change] = decide(rules, "m1", {}, facts, last + 180 * DAYS, (), last, "evt-1")
-    assert (change.tag_id, change.action, change.rule_id) == ("dormant", "added", "r-dormant")
-    assert change.effective_at == last + 180 * DAYS
+def test_an_event_judged_before_what_was_judged_already_is_dated_then() -> None:
+    # The member's stream had passed AT when a late event arrived: history stays in order.
+    v = view(evaluated=AT)
+    [change] = on_event(ruleset(BIG), v, BIG_FACTS, AT - 5 * DAYS, (), "evt-late")
+    assert change.effective_at == AT and v.evaluated_at == AT
 
 
-def test_a_time_based_tag_noticed_late_takes_effect_at_the_bar_it_crossed() -> None:
-    facts = MemberFacts(completed_trades=1, last_purchase_at=T0)
-    previous_clock, clock = T0 + 100 * DAYS, T0 + 250 * DAYS
-    [change] = decide(ruleset(DORMANT), "m1", {}, facts, clock, (), previous_clock, "clock:x")
-    assert (change.action, change.effective_at, change.event_id) == (
-        "added", T0 + 180 * DAYS, "clock:x")
-
-
-def test_a_time_based_tag_already_due_before_the_event_takes_effect_at_the_event() -> None:
-    facts = MemberFacts(completed_trades=1, last_purchase_at=T0 - 400 * DAYS, abc_class="C")
-    [change] = decide(ruleset(DORMANT), "m1", {}, facts, T0 + DAYS, (), T0, "evt-abc")
-    assert (change.action, change.effective_at) == ("added", T0)
-
-
-def test_without_a_previous_reading_a_time_based_tag_takes_effect_at_its_bar() -> None:
-    facts = MemberFacts(completed_trades=1, last_purchase_at=T0 - 400 * DAYS)
-    [change] = decide(ruleset(DORMANT), "m1", {}, facts, T0, (), None, "clock:first")
-    assert change.effective_at == T0 - 220 * DAYS
-
-
-def test_a_new_purchase_removes_the_dormant_tag_at_the_purchase() -> None:
-    now = T0 + 400 * DAYS
-    bought = now - DAYS
-    facts = MemberFacts(completed_trades=2, last_purchase_at=bought)
-    [change] = decide(ruleset(DORMANT), "m1", {"dormant": Holding("rule", "r-dormant")}, facts,
-                      now, (), bought, "evt-order")
-    assert (change.action, change.event_id, change.effective_at) == (
-        "removed", "evt-order", bought)
-
-
-def test_a_rule_needing_two_time_bars_takes_effect_when_the_second_is_crossed() -> None:
-    rules = ruleset(when("r", "loyal-but-away",
-                         "days_since_first_purchase >= 365 and days_since_last_purchase >= 30"))
-    facts = MemberFacts(completed_trades=2, first_purchase_at=T0 - 300 * DAYS,
-                        last_purchase_at=T0)
-    [change] = decide(rules, "m1", {}, facts, T0 + 100 * DAYS, (), T0, "evt-order")
-    assert change.effective_at == T0 + 65 * DAYS
-
-
-def test_a_removal_takes_effect_when_the_rule_last_stopped_holding() -> None:
-    rules = ruleset(when("r", "week-after", "days_since_last_purchase == 7 or trades >= 5"))
-    held = {"week-after": Holding("rule", "r")}
-    refunded = MemberFacts(completed_trades=4, last_purchase_at=T0)   # a refund: 5 -> 4 trades
-    [change] = decide(rules, "m1", held, refunded, T0 + 9 * DAYS, (), T0 + DAYS, "evt-refund")
-    assert (change.action, change.effective_at) == ("removed", T0 + 8 * DAYS)
-
-
-def test_a_rule_true_at_the_event_takes_effect_at_the_event_even_if_a_bar_follows() -> None:
-    rules = ruleset(when("r", "care", "days_since_last_purchase >= 180 or level >= 3"))
-    facts = MemberFacts(completed_trades=1, last_purchase_at=T0 - 10 * DAYS, level=3)
-    [change] = decide(rules, "m1", {}, facts, T0 + 200 * DAYS, (), T0, "evt-level")
-    assert (change.action, change.effective_at) == ("added", T0)
-
-
-@pytest.mark.parametrize("condition", [
-    "days_since_last_purchase >= 180",
-    "not (days_since_last_purchase < 180)",
-    "days_since_last_purchase >= 180 or trades >= 100",
-])
-def test_without_a_clock_time_based_conditions_are_unknown_so_not_held(condition: str) -> None:
-    rules = ruleset(when("r", "dormant", condition))
-    facts = MemberFacts(completed_trades=1, last_purchase_at=T0 - 1000 * DAYS)
-    assert decide(rules, "m1", {}, facts, None, (), AT, None) == []
-    assert decide(rules, "m1", {}, facts, T0, (), AT, None) != []  # with a clock it holds
+def test_time_passes_under_the_old_facts_before_the_new_ones_apply() -> None:
+    # Bought at T0, again at T0 + 200 days: dormant from day 180 to the second purchase.
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=T0), evaluated=T0)
+    changes = on_event(ruleset(DORMANT), v,
+                       MemberFacts(completed_trades=2, last_purchase_at=T0 + 200 * DAYS),
+                       T0 + 200 * DAYS, (), "evt-2")
+    assert [(c.action, c.effective_at, c.event_id) for c in changes] == [
+        ("added", T0 + 180 * DAYS, None), ("removed", T0 + 200 * DAYS, "evt-2")]
 
 
 def test_dates_in_rules_are_read_in_the_shops_time_zone() -> None:
@@ -227,47 +141,79 @@ def test_dates_in_rules_are_read_in_the_shops_time_zone() -> None:
     midnight_in_shanghai = datetime(2025, 12, 31, 16, tzinfo=UTC)
     before = MemberFacts(completed_trades=1, first_purchase_at=midnight_in_shanghai - MICRO)
     on = MemberFacts(completed_trades=1, first_purchase_at=midnight_in_shanghai)
-    assert decide(rules, "m1", {}, before, T0, (), AT, None) == []
-    assert [c.tag_id for c in decide(rules, "m1", {}, on, T0, (), AT, None)] == ["new"]
-
-
-# --- decide: goods tags ------------------------------------------------------------------------
-
-TEA = goods("g-tea", "tea-lover", ["S1", "S2"])
+    assert on_event(rules, view(), before, AT, (), None) == []
+    assert [c.tag_id for c in on_event(rules, view(), on, AT, (), None)] == ["new"]
 
 
 def test_buying_a_listed_sku_adds_the_goods_tag_once() -> None:
-    changes = decide(ruleset(TEA, version=4), "m1", {}, MemberFacts(), T0, ["S2", "S1", "S9"],
-                     AT, "evt-5")
+    v = view()
+    changes = on_event(ruleset(TEA, version=4), v, MemberFacts(), AT, ["S2", "S1", "S9"], "evt-5")
     assert changes == [TagChange(SHOP, "m1", "tea-lover", "added", "goods", AT, "g-tea",
                                  "evt-5", config_version=4)]
+    assert on_event(ruleset(TEA, version=4), v, MemberFacts(), AT, ["S1"], "evt-6") == []
 
 
 @pytest.mark.parametrize("cause", ["goods", "manual"])
 def test_a_goods_tag_already_held_is_not_added_again(cause: str) -> None:
-    held = {"tea-lover": Holding(cause, "g-tea" if cause == "goods" else None)}
-    assert decide(ruleset(TEA), "m1", held, MemberFacts(), T0, ["S1"], AT, None) == []
+    v = view(held={"tea-lover": Holding(cause, "g-tea" if cause == "goods" else None)})
+    assert on_event(ruleset(TEA), v, MemberFacts(), AT, ["S1"], None) == []
 
 
-def test_decide_never_removes_a_goods_tag() -> None:
-    held = {"tea-lover": Holding("goods", "g-tea")}
-    assert decide(ruleset(TEA), "m1", held, MemberFacts(), T0, [], AT, None) == []
-    assert decide(ruleset(TEA), "m1", held, BIG_FACTS, None, ["S9"], AT, None) == []
+def test_a_goods_tag_is_never_removed_by_the_rules() -> None:
+    v = view(held={"tea-lover": Holding("goods", "g-tea")})
+    assert on_event(ruleset(TEA), v, BIG_FACTS, AT, [], None) == []
+    assert advance(ruleset(TEA), v, AT + 1000 * DAYS) == []
 
 
-def test_buying_nothing_listed_adds_no_goods_tag() -> None:
-    assert decide(ruleset(TEA), "m1", {}, MemberFacts(), T0, ["S3", "S9"], AT, None) == []
+# --- advance: time passes ------------------------------------------------------------------------
 
 
-def test_changes_are_sorted_by_tag_whatever_the_configuration_order() -> None:
-    rules = ruleset(when("r1", "zeta", "trades >= 1"), goods("g1", "alpha", ["S1"]),
-                    when("r2", "mid", "trades >= 1"), goods("g2", "beta", ["S2"]),
-                    when("r3", "omega", "trades >= 5"))
-    held = {"omega": Holding("rule", "r3")}
-    changes = decide(rules, "m1", held, MemberFacts(completed_trades=1), T0, ["S2", "S1"], AT, None)
-    assert [(c.tag_id, c.action) for c in changes] == [
-        ("alpha", "added"), ("beta", "added"), ("mid", "added"), ("omega", "removed"),
-        ("zeta", "added")]
+def test_a_time_based_rule_holds_from_exactly_180_days_after_the_last_purchase() -> None:
+    rules = ruleset(DORMANT)
+    last = datetime(2026, 1, 1, 8, 30, 15, 250_000, tzinfo=UTC)
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=last), evaluated=last)
+    assert advance(rules, v, last + 180 * DAYS - MICRO) == []
+    [change] = advance(rules, v, last + 180 * DAYS)
+    assert (change.tag_id, change.action, change.rule_id, change.cause) == (
+        "dormant", "added", "r-dormant", "rule")
+    assert change.effective_at == last + 180 * DAYS and change.event_id is None
+
+
+def test_a_time_based_tag_noticed_late_takes_effect_at_the_bar_it_crossed() -> None:
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=T0), evaluated=T0 + 100 * DAYS)
+    [change] = advance(ruleset(DORMANT), v, T0 + 250 * DAYS)
+    assert (change.action, change.effective_at) == ("added", T0 + 180 * DAYS)
+    assert v.evaluated_at == T0 + 250 * DAYS
+
+
+def test_a_rule_that_turns_twice_records_both_changes_at_their_bars() -> None:
+    rules = ruleset(when("r", "second-month", "days_since_last_purchase >= 30 and "
+                                              "days_since_last_purchase < 60"))
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=T0), evaluated=T0)
+    changes = advance(rules, v, T0 + 100 * DAYS)
+    assert [(c.action, c.effective_at) for c in changes] == [
+        ("added", T0 + 30 * DAYS), ("removed", T0 + 60 * DAYS)]
+
+
+def test_a_rule_needing_two_time_bars_takes_effect_when_the_second_is_crossed() -> None:
+    rules = ruleset(when("r", "loyal-but-away",
+                         "days_since_first_purchase >= 365 and days_since_last_purchase >= 30"))
+    v = view(MemberFacts(completed_trades=2, first_purchase_at=T0 - 300 * DAYS,
+                         last_purchase_at=T0), evaluated=T0)
+    [change] = advance(rules, v, T0 + 100 * DAYS)
+    assert change.effective_at == T0 + 65 * DAYS
+
+
+def test_without_an_earlier_judgement_bars_count_from_the_beginning() -> None:
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=T0 - 400 * DAYS))
+    [change] = advance(ruleset(DORMANT), v, T0)
+    assert change.effective_at == T0 - 220 * DAYS
+
+
+def test_time_never_runs_backwards() -> None:
+    v = view(MemberFacts(completed_trades=1, last_purchase_at=T0), evaluated=T0 + 300 * DAYS)
+    assert advance(ruleset(DORMANT), v, T0 + 200 * DAYS) == []
+    assert v.evaluated_at == T0 + 300 * DAYS
 
 
 # --- RuleSet -----------------------------------------------------------------------------------
@@ -366,279 +312,88 @@ def test_a_bar_beyond_the_last_representable_time_is_never_crossed() -> None:
     assert crossing(TIMED, near_the_end, None, datetime(9999, 12, 31, tzinfo=UTC)) is None
 
 
-# --- fold --------------------------------------------------------------------------------------
+# --- properties: the history depends on the facts and the stream, not on how it was read ----------
 
-M1: MemberKey = (SHOP, "m1")
-
-
-def test_figures_are_snapshots_and_the_last_one_wins() -> None:
-    out = fold({}, [(0, figures(trades=1, spend=100, region="North", event_id="e1")),
-                    (0, figures(trades=3, spend=90, refunded=20, first=T0 - DAYS, last=None,
-                                event_id="e2", at=T0 + DAYS))])
-    assert out[M1].facts == MemberFacts(completed_trades=3, spend_cents=90, gross_cents=110,
-                                        refunded_cents=20, first_purchase_at=T0 - DAYS,
-                                        last_purchase_at=None, region=None)
-    assert (out[M1].event_id, out[M1].at) == ("e2", T0 + DAYS)
-
-
-def test_levels_and_classes_are_set_outright_and_figures_keep_them() -> None:
-    known = {M1: (0, MemberFacts(completed_trades=9, level=1, abc_class="C"))}
-    out = fold(known, [(0, level("m1", 3)), (0, abc("m1", "A")), (0, level("m1", 2)),
-                       (0, figures(trades=4, spend=700)), (0, abc("m1", None))])
-    assert out[M1].facts == MemberFacts(completed_trades=4, spend_cents=700, gross_cents=700,
-                                        first_purchase_at=T0, last_purchase_at=T0, level=2,
-                                        abc_class=None)
-
-
-def test_figures_do_not_reset_what_is_known_of_level_and_class() -> None:
-    known = {M1: (2, MemberFacts(level=3, abc_class="B"))}
-    out = fold(known, [(2, figures(trades=1, spend=5))])
-    assert (out[M1].facts.level, out[M1].facts.abc_class) == (3, "B")
-
-
-def test_skus_bought_accumulate_over_the_batch() -> None:
-    out = fold({}, [(0, figures(skus=["S1", "S2"])), (0, level("m1", 1)),
-                    (0, figures(skus=["S2", "S3"]))])
-    assert out[M1].skus == {"S1", "S2", "S3"}
-
-
-def test_shop_clocks_are_skipped() -> None:
-    assert fold({}, [(0, shop_clock(T0)), (1, shop_clock(T0 + DAYS))]) == {}
-    out = fold({}, [(0, figures(event_id="e1", at=T0)), (1, shop_clock(T0 + DAYS, "clock-9"))])
-    assert (out[M1].partition, out[M1].event_id, out[M1].at) == (0, "e1", T0)
-
-
-def test_the_partition_is_the_last_one_seen() -> None:
-    out = fold({M1: (5, MemberFacts())}, [(1, level("m1", 1)), (3, level("m1", 2))])
-    assert out[M1].partition == 3
-
-
-def test_members_of_different_shops_are_kept_apart() -> None:
-    out = fold({}, [(0, level("m1", 2)), (0, level("m1", 1, shop="shop-2")),
-                    (0, level("m2", 3))])
-    assert {k: u.facts.level for k, u in out.items()} == {
-        (SHOP, "m1"): 2, ("shop-2", "m1"): 1, (SHOP, "m2"): 3}
-
-
-def test_only_members_with_events_are_returned() -> None:
-    known = {M1: (0, BIG_FACTS), (SHOP, "m2"): (0, SMALL_FACTS)}
-    assert set(fold(known, [(0, abc("m2", "A"))])) == {(SHOP, "m2")}
-
-
-# --- properties --------------------------------------------------------------------------------
-
-MEMBERS = ("m1", "m2")
-SHOPS = (SHOP, "shop-2")
-times = st.integers(-800, 800).map(lambda hours: T0 + hours * timedelta(hours=6))
-maybe_times = st.none() | times
-regions = st.sampled_from([None, "North", "South"])
-classes = st.sampled_from([None, "A", "B", "C"])
-facts_st = st.builds(
-    MemberFacts, completed_trades=st.integers(0, 6), spend_cents=st.integers(0, 200_000),
-    gross_cents=st.integers(0, 200_000), refunded_cents=st.integers(0, 50_000),
-    first_purchase_at=maybe_times, last_purchase_at=maybe_times, region=regions,
-    level=st.integers(0, 4), abc_class=classes)
-figures_st = st.builds(
-    Figures, completed_trades=st.integers(0, 6), spend_cents=st.integers(0, 200_000),
-    gross_cents=st.integers(0, 200_000), refunded_cents=st.integers(0, 50_000),
-    first_purchase_at=maybe_times, last_purchase_at=maybe_times, region=regions)
-
-
-def member_event_st(shops: Sequence[str], members: Sequence[str]) -> st.SearchStrategy[Any]:
-    head: dict[str, Any] = {"shop_id": st.sampled_from(shops),
-                            "member_id": st.sampled_from(members),
-                            "event_id": st.just(""), "occurred_at": times}
-    return st.one_of(
-        st.builds(FiguresChanged, **head, figures=figures_st,
-                  skus_bought=st.lists(st.sampled_from(SKUS), max_size=3, unique=True).map(tuple)),
-        st.builds(LevelChanged, **head, new_level=st.integers(0, 4)),
-        st.builds(AbcChanged, **head, new_class=classes),
-        st.builds(ShopClock, event_id=st.just(""),
-                  watermarks=st.dictionaries(st.sampled_from(shops), times, max_size=2)),
-    )
+RULES = ruleset(BIG, DORMANT, TEA,
+                when("r-month", "second-month",
+                     "days_since_last_purchase >= 30 and days_since_last_purchase < 60"),
+                when("r-one", "one-timer", "trades == 1"))
 
 
 @st.composite
-def streams(draw: st.DrawFn, shops: Sequence[str] = SHOPS, members: Sequence[str] = MEMBERS,
-            partitions: int = 3, max_size: int = 20) -> list[tuple[int, MemberEventIn]]:
-    """Member events in topic order, each with a distinct event id."""
-    raw = draw(st.lists(st.tuples(st.integers(0, partitions - 1),
-                                  member_event_st(shops, members)), max_size=max_size))
-    return [(p, replace(e, event_id=f"evt-{i}")) for i, (p, e) in enumerate(raw)]
+def member_streams(draw: st.DrawFn) -> list[tuple[MemberFacts, datetime, tuple[str, ...]]]:
+    """One member's figures events in stream order: facts, the stream's clock after each (never
+    going back), and items bought."""
+    out = []
+    clock = T0
+    trades, spend = 0, 0
+    last: datetime | None = None
+    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+        step = timedelta(days=draw(st.integers(min_value=0, max_value=120)),
+                         hours=draw(st.integers(min_value=0, max_value=23)))
+        at = T0 + step if draw(st.booleans()) else clock + step  # late or on time
+        clock = max(clock, at)
+        trades += 1
+        spend += draw(st.integers(min_value=0, max_value=40_000))
+        last = max(last, at) if last else at
+        out.append((MemberFacts(completed_trades=trades, spend_cents=spend, gross_cents=spend,
+                                first_purchase_at=T0, last_purchase_at=last), clock,
+                    tuple(draw(st.lists(st.sampled_from(SKUS), max_size=2)))))
+    return out
 
 
-known_st = st.dictionaries(st.tuples(st.sampled_from(SHOPS), st.sampled_from(MEMBERS)),
-                           st.tuples(st.integers(0, 2), facts_st), max_size=3)
-
-
-WHEN_POOL = (
-    "spend >= 500 and trades >= 3",
-    "days_since_last_purchase >= 180",
-    'level >= 2 or abc in ["A", "B"]',
-    'region != "North"',
-    "aov < 50.5",
-    "days_since_first_purchase > 30 and not (spend < 100)",
-    "region == none",
-    "days_since_last_purchase == 7 or last_purchase < 2026-01-01",
-    "not (days_since_last_purchase <= 20) and abc == \"A\"",
-    "days_since_first_purchase >= 365 and days_since_last_purchase >= 30",
-)
-TIME_POOL = (
-    "days_since_last_purchase >= 180",
-    "days_since_first_purchase > 30",
-    "days_since_last_purchase < 90",
-    "days_since_last_purchase == 7",
-    "days_since_first_purchase >= 365 and spend >= 100",
-)
-# Rules whose verdict, for fixed facts, turns at most once as the clock advances and only at
-# their one bar: a single time comparison, or no time at all.
-ONE_BAR_POOL = (
-    "spend >= 500 and trades >= 3",
-    'level >= 2 or abc in ["A", "B"]',
-    "region == none",
-    "days_since_last_purchase >= 180",
-    "days_since_first_purchase > 30",
-    "not (days_since_last_purchase <= 20)",
-    "days_since_last_purchase < 90",
-)
-
-
-@st.composite
-def rule_sets(draw: st.DrawFn, pool: Sequence[str] = WHEN_POOL, min_when: int = 0) -> RuleSet:
-    conditions = draw(st.lists(st.sampled_from(pool), unique=True, min_size=min_when,
-                               max_size=5))
-    goods_specs = draw(st.lists(st.tuples(
-        st.sampled_from(["g-a", "g-b", "g-c"]),
-        st.lists(st.sampled_from(SKUS), min_size=1, max_size=3, unique=True)), max_size=4))
-    rules = [when(f"r{i}", f"w{i}", c) for i, c in enumerate(conditions)]
-    rules += [goods(f"g{i}", tag, skus) for i, (tag, skus) in enumerate(goods_specs)]
-    ordered = draw(st.permutations(rules))
-    return RuleSet.from_config(draw(st.integers(1, 99)), config(ordered, ["vip-care"]))
-
-
-def summary(update: MemberUpdate) -> tuple[Any, ...]:
-    return (update.partition, update.facts, update.skus, update.event_id, update.at)
+def replay_stream(events: list[tuple[MemberFacts, datetime, tuple[str, ...]]],
+                  clock_readings: list[list[datetime]], end: datetime) -> list[TagChange]:
+    v = view()
+    changes: list[TagChange] = []
+    for n, (facts, clock, skus) in enumerate(events):
+        for reading in clock_readings[n]:
+            changes += advance(RULES, v, reading)
+        changes += on_event(RULES, v, facts, clock, skus, f"e{n}")
+    changes += advance(RULES, v, end)
+    return changes
 
 
 @FAST
-@given(known=known_st, events=streams(), data=st.data())
-def test_folding_in_chunks_equals_folding_at_once(
-        known: dict[MemberKey, tuple[int, MemberFacts]], events: list[tuple[int, MemberEventIn]],
-        data: st.DataObject) -> None:
-    cut = data.draw(st.integers(0, len(events)), label="cut")
-    first, rest = events[:cut], events[cut:]
-    whole = fold(known, events)
-    a = fold(known, first)
-    b = fold(dict(known) | {k: (u.partition, u.facts) for k, u in a.items()}, rest)
-    assert set(whole) == set(a) | set(b)
-    for key, update in whole.items():
-        last = b.get(key) or a[key]
-        assert update.facts == last.facts
-        assert (update.partition, update.event_id, update.at) == (
-            last.partition, last.event_id, last.at)
-        assert update.skus == (a[key].skus if key in a else set()) | (
-            b[key].skus if key in b else set())
+@given(member_streams(), st.data())
+def test_clock_readings_between_events_never_change_the_history(
+        events: list[tuple[MemberFacts, datetime, tuple[str, ...]]], data: st.DataObject) -> None:
+    # A reading between two events shows the clock as it was after the earlier one: exactly
+    # what tiering's stream clocks carry, however many a batching happens to produce.
+    readings = [[] if n == 0 else data.draw(st.lists(
+        st.just(events[n - 1][1]), max_size=2)) for n in range(len(events))]
+    end = events[-1][1] + 400 * DAYS
+    assert replay_stream(events, readings, end) == replay_stream(
+        events, [[] for _ in events], end)
 
 
 @FAST
-@given(known=known_st, events=streams())
-def test_every_event_delivered_twice_changes_nothing(
-        known: dict[MemberKey, tuple[int, MemberFacts]],
-        events: list[tuple[int, MemberEventIn]]) -> None:
-    twice = [pair for pair in events for _ in range(2)]
-    assert {k: summary(u) for k, u in fold(known, twice).items()} == {
-        k: summary(u) for k, u in fold(known, events).items()}
+@given(member_streams(), st.lists(st.integers(min_value=0, max_value=500), max_size=4))
+def test_time_can_pass_in_any_steps(events: list[tuple[MemberFacts, datetime, tuple[str, ...]]],
+                                    steps: list[int]) -> None:
+    facts, clock, _ = events[0]
+    once, stepped = view(facts, evaluated=clock), view(facts, evaluated=clock)
+    end = clock + 600 * DAYS
+    whole = advance(RULES, once, end)
+    parts: list[TagChange] = []
+    for days in sorted(steps):
+        parts += advance(RULES, stepped, clock + days * DAYS)
+    parts += advance(RULES, stepped, end)
+    assert parts == whole and stepped.holdings == once.holdings
 
 
 @FAST
-@given(facts=facts_st, clock=maybe_times, skus=st.sets(st.sampled_from(SKUS)),
-       data=st.data())
-def test_deciding_again_on_the_same_facts_changes_nothing(
-        facts: MemberFacts, clock: datetime | None, skus: set[str], data: st.DataObject) -> None:
-    rules = data.draw(rule_sets(), label="rules")
-    holdings = {"vip-care": Holding("manual")}
-    apply_changes(holdings, decide(rules, "m1", holdings, facts, clock, skus, T0, "e1"))
-    assert decide(rules, "m1", holdings, facts, clock, skus, T0, "e1") == []
-
-
-@FAST
-@given(facts=facts_st, moments=st.lists(times, min_size=2, max_size=2, unique=True),
-       data=st.data())
-def test_no_verdict_turns_between_the_previous_clock_and_the_crossing(
-        facts: MemberFacts, moments: list[datetime], data: st.DataObject) -> None:
-    rules = data.draw(rule_sets(TIME_POOL, min_when=2), label="rules")
-    after, until = sorted(moments)
-    at = crossing(rules.thresholds, facts, after, until)
-    bars = {getattr(facts, column) + days * DAYS for column, days in rules.thresholds
-            if getattr(facts, column) is not None}
-    if at is not None:
-        assert after < at <= until
-        assert at in bars
-    end = until + MICRO if at is None else at   # the verdicts stand on [after, end)
-    inside = data.draw(st.integers(0, (end - after) // MICRO - 1), label="µs after") * MICRO
-    for moment in (after, after + inside, end - MICRO):
-        assert rules.holding_rules(facts, moment) == rules.holding_rules(facts, after), moment
-
-
-@FAST
-@given(rules=rule_sets(ONE_BAR_POOL), facts=facts_st, since=maybe_times, clock=times,
-       data=st.data())
-def test_a_rule_change_takes_effect_when_the_verdict_turned(
-        rules: RuleSet, facts: MemberFacts, since: datetime | None, clock: datetime,
-        data: st.DataObject) -> None:
-    held = data.draw(st.sets(st.sampled_from(sorted(rules.maintained) or ["none"])), label="held")
-    holdings = {t: Holding("rule", r) for t, r in rules.maintained.items() if t in held}
-    conditions = {tag: rule for _, tag, rule in rules.when}
-    for change in decide(rules, "m1", holdings, facts, clock, (), since, "e1"):
-        rule, at = conditions[change.tag_id], change.effective_at
-        verdict = change.action == "added"
-        assert rule.holds(facts, clock) == verdict
-        assert since is None or at >= since
-        if at <= clock:   # from the change on, the verdict stands
-            assert rule.holds(facts, at) == verdict
-            assert rule.holds(facts, at + (clock - at) / 2) == verdict
-        if at != (since or clock):   # a bar crossed: the verdict turned right there
-            assert rule.holds(facts, at - MICRO) != verdict
-
-
-@FAST
-@given(rules=rule_sets(), events=streams(shops=[SHOP], members=["m1"], partitions=1,
-                                         max_size=25), data=st.data())
-def test_tags_after_every_chunk_end_where_one_decision_on_the_final_facts_ends(
-        rules: RuleSet, events: list[tuple[int, MemberEventIn]], data: st.DataObject) -> None:
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=6), label="cuts"))
-    chunks = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
-    manual = {"vip-care": Holding("manual")}
-
-    holdings = dict(manual)
-    known: dict[MemberKey, tuple[int, MemberFacts]] = {}
-    clock: datetime | None = None
-    bought: set[str] = set()
-    for chunk in chunks:
-        before = clock
-        for _, event in chunk:
-            if isinstance(event, ShopClock) and SHOP in event.watermarks:
-                mark = event.watermarks[SHOP]
-                clock = mark if clock is None else max(clock, mark)
-        update = fold(known, chunk).get(M1)
-        if update is not None and update.at is not None:   # the member's own events
-            known[M1] = (update.partition, update.facts)
-            bought |= update.skus
-            apply_changes(holdings, decide(rules, "m1", holdings, update.facts, clock,
-                                           update.skus, update.at, update.event_id))
-        elif M1 in known and clock is not None:            # only the clock moved
-            apply_changes(holdings, decide(rules, "m1", holdings, known[M1][1], clock, (),
-                                           before, f"clock:{clock.isoformat()}"))
-
-    at_once = dict(manual)
-    if M1 in known:
-        apply_changes(at_once, decide(rules, "m1", at_once, known[M1][1], clock, bought, AT,
-                                      None))
-        assert {t: h.rule_id for t, h in holdings.items() if h.cause == "rule"} == (
-            rules.holding_rules(known[M1][1], clock))
-    assert {t: h for t, h in holdings.items() if h.cause != "goods"} == {
-        t: h for t, h in at_once.items() if h.cause != "goods"}
-    earned = {tag for sku in bought for _, _, tag in rules.goods.get(sku, ())}
-    assert {t for t, h in holdings.items() if h.cause == "goods"} == earned
-    assert {t for t, h in at_once.items() if h.cause == "goods"} == earned
-    assert holdings["vip-care"] == Holding("manual")
+@given(member_streams())
+def test_history_is_in_order_and_tags_equal_the_rules_at_the_end(
+        events: list[tuple[MemberFacts, datetime, tuple[str, ...]]]) -> None:
+    end = events[-1][1] + 50 * DAYS
+    changes = replay_stream(events, [[] for _ in events], end)
+    times = [c.effective_at for c in changes]
+    assert times == sorted(times)
+    holdings: dict[str, Holding] = {}
+    apply_changes(holdings, changes)   # never adds what is held, never removes what is not
+    facts = events[-1][0]
+    expected = {tag for _, tag, rule in RULES.when if rule.holds(facts, end)}
+    assert {t for t, h in holdings.items() if h.cause == "rule"} == expected
+    bought = {s for _, _, skus in events for s in skus}
+    assert ("tea-lover" in holdings) == bool(bought & {"S1", "S2"})

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 
 from services.tiering.domain import (
     MemberDelta,
+    MemberFigures,
     MemberKey,
     Order,
     OrderKey,
     apply,
+    apply_steps,
     complete,
     refund,
 )
@@ -204,10 +206,7 @@ def test_placement_alone_does_not_count_a_trade() -> None:
 
 def test_payment_and_browsing_events_change_no_figures() -> None:
     changed, deltas = apply({}, [paid("o1", 1000), viewed()])
-    assert changed == {}
-    delta = deltas[(SHOP, "m1")]
-    assert (delta.completed_trades, delta.gross_cents, delta.refunded_cents) == (0, 0, 0)
-    assert delta.region is None
+    assert changed == {} and deltas == {}
 
 
 def test_apply_leaves_the_stored_orders_untouched() -> None:
@@ -451,3 +450,43 @@ def test_an_order_never_refunds_more_than_its_amount(cents: int, refunds: list[i
     assert delta.refunded_cents == min(sum(refunds), cents)
     assert delta.spend_cents == cents - min(sum(refunds), cents) >= 0
     assert delta.gross_cents == cents
+
+
+# --- steps: what each event did, for the figures published per event -------------------------
+
+
+def test_steps_name_each_event_that_changed_figures_with_its_owner_and_items() -> None:
+    stored = {(SHOP, "o0"): Order(SHOP, "o0", "m1", 500, T0, "c0")}
+    events = [placed("o1", "north", member="m2", event_id="p1"),
+              completed("o1", 1000, member="m2", event_id="c1"),
+              placed("o0", None, member="m3", event_id="p0"),        # after its completion
+              refunded("o1", 200, member="m2", event_id="r1"),
+              completed("o2", 700, member="m2", event_id="c2")]
+    _, deltas, steps = apply_steps(stored, events)
+    assert [(s.event.event_id, s.member, s.completed, s.skus) for s in steps] == [
+        ("p1", (SHOP, "m2"), None, frozenset()),                      # a region
+        ("c1", (SHOP, "m2"), (SHOP, "o1"), frozenset({"sku-1"})),    # items placed in the batch
+        ("p0", (SHOP, "m1"), None, frozenset({"sku-1"})),             # items go to the owner
+        ("r1", (SHOP, "m2"), None, frozenset()),
+        ("c2", (SHOP, "m2"), (SHOP, "o2"), None),                     # items to look up
+    ]
+    total = MemberDelta()
+    for s in steps:
+        if s.member == (SHOP, "m2"):
+            for field in ("completed_trades", "gross_cents", "refunded_cents"):
+                setattr(total, field, getattr(total, field) + getattr(s.delta, field))
+    d = deltas[(SHOP, "m2")]
+    assert (total.completed_trades, total.gross_cents, total.refunded_cents) == (
+        d.completed_trades, d.gross_cents, d.refunded_cents)
+
+
+@FAST
+@given(st.data())
+def test_figures_after_each_step_end_at_the_batch_figures(data: st.DataObject) -> None:
+    _, events = data.draw(histories())
+    _, deltas, steps = apply_steps({}, events)
+    running: dict[MemberKey, MemberFigures] = {}
+    for s in steps:
+        running[s.member] = running.get(s.member, MemberFigures()).plus(s.delta)
+    for member, delta in deltas.items():
+        assert running.get(member, MemberFigures()) == MemberFigures().plus(delta)

@@ -9,7 +9,7 @@ relays owned by the worker that wrote the message.
 - `outbox.owner`: the worker that relays the message (each worker relays its own).
 - Time: `events.shop_id` may be empty (pipeline ticks belong to no shop); `events.late` is
   ingest's verdict on lateness for attribution, judged per shop in archive order;
-  `archive_clocks` holds each shop's newest archived event time for that verdict;
+  `archive_clocks` holds each shop's newest archived event time per stream for that verdict;
   `stream_clocks` the clock of every inbound partition as tiering has read it; the campaigns
   worker's watermarks and tagging's clocks become per shop and partition / per partition.
 
@@ -36,11 +36,14 @@ def upgrade() -> None:
     op.alter_column("events", "shop_id", nullable=True)
     op.create_table(
         "archive_clocks",
-        sa.Column("shop_id", sa.Text, primary_key=True),
+        sa.Column("shop_id", sa.Text, nullable=False),
+        sa.Column("stream", sa.Text, nullable=False),
         sa.Column("newest", tz, nullable=False),
+        sa.PrimaryKeyConstraint("shop_id", "stream"),
     )
-    op.execute("INSERT INTO archive_clocks SELECT shop_id, max(occurred_at) FROM events "
-               "WHERE shop_id IS NOT NULL GROUP BY shop_id")
+    op.execute("INSERT INTO archive_clocks SELECT shop_id, CASE WHEN type LIKE 'order.%' "
+               "THEN 'orders' WHEN type LIKE 'campaign.%' THEN 'campaigns' ELSE 'browsing' END, "
+               "max(occurred_at) FROM events WHERE shop_id IS NOT NULL GROUP BY 1, 2")
     op.create_table(
         "stream_clocks",
         sa.Column("consumer", sa.Text, nullable=False),
