@@ -282,6 +282,7 @@ def _print_applied(cfg: ShopConfig, result: ConfigResult) -> None:
     moved = f"; level policy re-evaluated: {result.moved_up} member(s) moved up" if (
         result.changed and cfg.levels is not None) else ""
     click.echo(f"shop {cfg.shop_id}: {state}{moved}")
+    click.echo(f"  {cfg.timezone_line()}")
     for o in result.tags:
         rules = ", ".join(o.rules) or "no rule"
         click.echo(f"  tag {o.tag_id} ({rules}) re-evaluated: {o.gained:,} gained, "
@@ -294,6 +295,7 @@ def config_check(file: Path) -> None:
     """Validate a shop configuration file without applying it."""
     cfg = load_config(file)
     click.echo(f"{file}: valid configuration for shop {cfg.shop_id}")
+    click.echo(f"  {cfg.timezone_line()}")
 
 
 @config.command("apply")

@@ -218,16 +218,18 @@ Id = Annotated[str, BeforeValidator(_id), WithJsonSchema({
 })]
 
 
-def _schema_version(value: Any) -> int:
+def _version_problem(value: Any) -> str:
     if type(value) is int:
-        if value in SUPPORTED_VERSIONS:
-            return value
         shown = str(value) if value.bit_length() <= 128 else "(a very large number)"
-        raise ValueError(f"unsupported version {shown} (supported: 1)")
-    raise ValueError(f"must be a JSON integer (supported: 1), not {_describe(value)}")
+        return f"unsupported version {shown} (supported: 1)"
+    return f"must be a JSON integer (supported: 1), not {_describe(value)}"
 
 
-SchemaVersion = Annotated[Literal[1], BeforeValidator(_schema_version)]
+# Checked in pydantic's core, no Python call: a strict integer (never true, 1.0 or "1") within
+# the supported versions (a range: 1 to 1 today); `_explain` words the problem.
+SchemaVersion = Annotated[int, Field(strict=True, ge=min(SUPPORTED_VERSIONS),
+                                     le=max(SUPPORTED_VERSIONS)),
+                          WithJsonSchema({"type": "integer", "enum": sorted(SUPPORTED_VERSIONS)})]
 
 
 # --- event time -------------------------------------------------------------------------------
@@ -250,6 +252,8 @@ class TimeBounds:
             raise TypeError("TimeBounds.floor must be timezone-aware")
         if self.max_skew < timedelta(0):
             raise ValueError("TimeBounds.max_skew must not be negative")
+        if self.floor.tzinfo is not UTC:  # compared per event: UTC against UTC is the fast path
+            object.__setattr__(self, "floor", self.floor.astimezone(UTC))
 
 
 DEFAULT_BOUNDS = TimeBounds()
@@ -260,26 +264,22 @@ and that verdict stands (a replay must not refuse history that live processing t
 
 
 class _Window:
-    """The bounds resolved against one `now`: passed to the validators as pydantic context."""
+    """Bounds with an injected clock, passed to the validators as pydantic context (without an
+    injected clock the context is the `TimeBounds` itself and the system clock is read)."""
 
-    __slots__ = ("floor", "latest", "now", "skew")
+    __slots__ = ("bounds", "now")
 
-    def __init__(self, bounds: TimeBounds, now: datetime | None) -> None:
-        if now is None:
-            now = datetime.now(UTC)
-        elif now.tzinfo is None or now.utcoffset() is None:
+    def __init__(self, bounds: TimeBounds, now: datetime) -> None:
+        if now.tzinfo is None or now.utcoffset() is None:
             raise TypeError("now must be timezone-aware")
-        self.floor = bounds.floor
-        self.now = now
-        self.skew = bounds.max_skew
-        try:
-            self.latest = now + bounds.max_skew
-        except OverflowError:  # an unbounded skew
-            self.latest = datetime.max.replace(tzinfo=UTC)
+        self.bounds = bounds
+        self.now = now if now.tzinfo is UTC else now.astimezone(UTC)
 
 
 _TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
                         r"(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
+_time_text = _TIME_TEXT.fullmatch
+_from_iso = datetime.fromisoformat
 _TIME_FORM = ("an ISO-8601 date and time with a timezone, "
               "e.g. 2026-01-31T12:00:00Z or 2026-01-31T20:00:00.250+08:00")
 
@@ -289,22 +289,26 @@ def _iso(at: datetime) -> str:
 
 
 def _span(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+    seconds = delta.total_seconds()
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
         if seconds >= size:
-            n = seconds // size
+            n = round(seconds / size)
             return f"{n} {unit}{'' if n == 1 else 's'}"
     return "less than a second"
 
 
 def _event_time(value: Any, info: ValidationInfo) -> datetime:
     if type(value) is str:
-        if _TIME_TEXT.fullmatch(value) is None:
+        # The documented form first (fromisoformat alone takes 20260131T1200, week dates, ...).
+        if _time_text(value) is None:
             raise ValueError(f"must be {_TIME_FORM}, not {_quote(value)}")
         try:
-            parsed = datetime.fromisoformat(value if value.isupper() else value.upper())
+            parsed = _from_iso(value)
         except ValueError:
-            raise ValueError(f"is not a valid date and time: {_quote(value)}") from None
+            try:
+                parsed = _from_iso(value.upper())  # RFC 3339 allows a lower-case t and z
+            except ValueError:
+                raise ValueError(f"is not a valid date and time: {_quote(value)}") from None
     elif isinstance(value, datetime):  # from Python callers
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError(f"must carry a timezone ({_TIME_FORM})")
@@ -313,17 +317,26 @@ def _event_time(value: Any, info: ValidationInfo) -> datetime:
         raise ValueError(f"must be {_TIME_FORM}, not a number (epoch times are not accepted)")
     else:
         raise ValueError(f"must be {_TIME_FORM}, not {_describe(value)}")
-    try:
-        at = parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"is out of range: {_quote(str(value))} has no time in UTC") from None
+    if parsed.tzinfo is UTC:
+        at = parsed
+    else:
+        try:
+            at = parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"is out of range: {_quote(str(value))} has no time in UTC"
+                             ) from None
     context = info.context
-    window = context if type(context) is _Window else _Window(DEFAULT_BOUNDS, None)
-    if at > window.latest:
-        raise ValueError(f"is {_span(at - window.now)} ahead of the clock "
-                         f"(at most {window.skew} ahead is accepted)")
-    if at < window.floor:
-        raise ValueError(f"is before the earliest accepted time {_iso(window.floor)}")
+    if type(context) is _Window:
+        bounds, now = context.bounds, context.now
+    else:
+        bounds = context if type(context) is TimeBounds else DEFAULT_BOUNDS
+        now = datetime.now(UTC)
+    ahead = at - now  # never overflows, unlike now + max_skew
+    if ahead > bounds.max_skew:
+        raise ValueError(f"is {_span(ahead)} ahead of the clock "
+                         f"(at most {bounds.max_skew} ahead is accepted)")
+    if at < bounds.floor:
+        raise ValueError(f"is before the earliest accepted time {_iso(bounds.floor)}")
     return at
 
 
@@ -382,7 +395,7 @@ class SkuPayload(_Frozen):
     sku: Id
 
 
-class ClockPayload(_Frozen):
+class TickPayload(_Frozen):
     source: Id  # what recorded the tick, e.g. "ingest" or "run --as-of"
 
 
@@ -468,7 +481,7 @@ class ClockTicked(_Envelope):
 
     occurred_at: EventTime
     type: Literal["clock.ticked"]
-    payload: ClockPayload
+    payload: TickPayload
 
     @property
     def key(self) -> None:
@@ -591,11 +604,13 @@ def validate(obj: Any, *, bounds: TimeBounds | None = None,
 
 
 def _validate(obj: Any, bounds: TimeBounds | None, now: datetime | None) -> EventModel:
-    window = _Window(DEFAULT_BOUNDS if bounds is None else bounds, now)
+    if bounds is None:
+        bounds = DEFAULT_BOUNDS
     try:
-        return _ADAPTER.validate_python(obj, context=window)
+        return _ADAPTER.validate_python(obj, context=bounds if now is None else
+                                        _Window(bounds, now))
     except ValidationError as exc:
-        raise EventRejected(_explain(exc)) from None
+        raise EventRejected(_explain(exc, obj)) from None
     except RecursionError:
         raise EventRejected([_TOO_DEEP]) from None
 
@@ -623,7 +638,10 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _explain(exc: ValidationError) -> list[Problem]:
+_VERSION_ERRORS = frozenset({"int_type", "greater_than_equal", "less_than_equal"})
+
+
+def _explain(exc: ValidationError, obj: Any) -> list[Problem]:
     problems: list[Problem] = []
     for err in exc.errors(include_url=False, include_input=False):
         kind = err["type"]
@@ -635,8 +653,8 @@ def _explain(exc: ValidationError) -> list[Problem]:
             problems.append(Problem("type", "required"))
             continue
         if kind == "union_tag_invalid":
-            tag = err.get("ctx", {}).get("tag", "")
-            problems.append(Problem("type", f"unknown event type {_quote(str(tag))} "
+            tag = obj.get("type") if isinstance(obj, Mapping) else err.get("ctx", {}).get("tag")
+            problems.append(Problem("type", f"unknown event type {_describe(tag)} "
                                             f"(known: {', '.join(sorted(EVENT_TYPES))})"))
             continue
         # The first location element is the union member's tag; the field path follows it.
@@ -646,6 +664,10 @@ def _explain(exc: ValidationError) -> list[Problem]:
                 and field in ("shop_id", "member_id")):
             problems.append(Problem(field, "not allowed: clock.ticked belongs to no shop or "
                                            "member"))
+            continue
+        if field == "schema_version" and kind in _VERSION_ERRORS:
+            value = obj.get("schema_version") if isinstance(obj, Mapping) else None
+            problems.append(Problem(field, _version_problem(value)))
             continue
         problems.append(Problem(field, _message(kind, err)))
     if len(problems) > MAX_PROBLEMS:
@@ -667,7 +689,7 @@ def _message(kind: str, err: Any) -> str:
         return f"must be {op} {bound}"
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
-    msg: str = err["msg"]
+    msg: str = err["msg"][:300]  # pydantic's own texts do not quote the input; cut anyway
     return msg[0].lower() + msg[1:] if msg else kind
 
 
@@ -689,6 +711,10 @@ def _json_number(text: str) -> Decimal:
     return Decimal(text)
 
 
+def _refuse_constant(name: str) -> Any:
+    raise JsonRejected(Problem("", f"{name} is not a JSON number"))
+
+
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
@@ -700,39 +726,51 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, bool, type(None), Decimal, _ExponentNumber})
+
+
+def _nested_within(value: Any, depth: int) -> bool:
+    # Recursion is bounded by MAX_DEPTH, whatever the input (a cycle included).
+    for child in (value.values() if isinstance(value, dict) else value):
+        if (type(child) not in _SCALARS and isinstance(child, _CONTAINERS)
+                and (depth >= MAX_DEPTH or not _nested_within(child, depth + 1))):
+            return False
+    return True
+
+
 def _too_deep(obj: Any) -> bool:
-    """Whether `obj` nests objects and arrays deeper than MAX_DEPTH (without recursing)."""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list | tuple):
-            children = value
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            return True
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))
-    return False
+    """Whether `obj` nests objects and arrays deeper than MAX_DEPTH levels."""
+    return isinstance(obj, _CONTAINERS) and not _nested_within(obj, 1)
+
+
+_DECODER = json.JSONDecoder(parse_float=_json_number, parse_constant=_refuse_constant,
+                            object_pairs_hook=_json_object)  # built once: json.loads would
+# build a decoder on every call given these hooks, which costs more than parsing an event
 
 
 def loads_json(raw: bytes | str) -> Any:
     """Parse JSON keeping numbers exact (Decimal, never float), or raise `ValueError`.
 
     Refuses, with `JsonRejected` (a `ValueError` naming the problem), a key repeated within an
-    object (the last would otherwise silently win) and nesting deeper than `MAX_DEPTH`.
+    object (the last would otherwise silently win), nesting deeper than `MAX_DEPTH`, and
+    `NaN`/`Infinity`, which are not JSON. Reads text and bytes as `json.loads` does.
     """
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        text = raw
+    elif isinstance(raw, bytes | bytearray):
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    else:
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not "
+                        f"{type(raw).__name__}")
     try:
-        obj = json.loads(raw, parse_float=_json_number, object_pairs_hook=_json_object)
+        obj = _DECODER.decode(text)
     except RecursionError:
         raise JsonRejected(_TOO_DEEP) from None
     # Only text with more brackets than the limit can nest too deep: count them (fast, in C)
     # before walking the parsed value.
-    if isinstance(raw, str):
-        brackets = raw.count("{") + raw.count("[")
-    else:
-        brackets = raw.count(b"{") + raw.count(b"[")
-    if brackets > MAX_DEPTH and _too_deep(obj):
+    if text.count("{") + text.count("[") > MAX_DEPTH and _too_deep(obj):
         raise JsonRejected(_TOO_DEEP)
     return obj

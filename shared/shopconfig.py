@@ -29,6 +29,11 @@ from shared.config_types import RuleBroken
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
 
+# The zone of a shop whose file names none. memberflow is made for Taobao and Tmall shops, which
+# keep China's time; a shop elsewhere sets `timezone:`. `config check` and `config apply` say
+# which zone is in effect, and when it is this default.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
 
 class ShopConfig(BaseModel):
     """One shop's settings."""
@@ -38,7 +43,11 @@ class ShopConfig(BaseModel):
     shop_id: ShopId
     name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "CNY"
-    timezone: str = Field("Asia/Shanghai", description="IANA zone for reports by day and hour")
+    timezone: str = Field(
+        DEFAULT_TIMEZONE,
+        description="IANA time zone of the shop's days and hours: product ABC day ranges, the "
+                    f"campaign report's days, dates in tag rules. Default {DEFAULT_TIMEZONE} "
+                    "(the product targets Taobao/Tmall shops); set it for a shop elsewhere")
     levels: LevelPolicy | None = Field(
         None, description="membership levels; without it every member stays at level 0")
     abc: AbcSettings = AbcSettings()
@@ -46,6 +55,19 @@ class ShopConfig(BaseModel):
                              description="tag groups, tags and the rules that apply them")
     campaigns: list[CampaignDefinition] = Field(
         default_factory=list, description="campaigns declared with the shop (see also the CLI)")
+
+    @property
+    def timezone_is_default(self) -> bool:
+        """Whether the zone is the default because the configuration does not name one.
+
+        Known for a configuration as read from its file; a stored one names every setting."""
+        return "timezone" not in self.model_fields_set
+
+    def timezone_line(self) -> str:
+        """The zone in effect, as `config check` and `config apply` print it."""
+        if self.timezone_is_default:
+            return f"time zone: {self.timezone} (the default; set `timezone:` to change it)"
+        return f"time zone: {self.timezone}"
 
     @field_validator("timezone")
     @classmethod

@@ -8,6 +8,7 @@ use servers that are already running instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -93,15 +94,24 @@ def _with_db(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
+@contextlib.contextmanager
+def fresh_database(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh, migrated database, dropped afterwards."""
     name = f"mf_test_{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield _with_db(pg_admin_url, name)
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield _with_db(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, pg_template: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    with fresh_database(pg_admin_url, pg_template) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
