@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## sample shop through the embedded pipeline, summary, /metrics until Ctrl-C
 	$(BIN)/memberflow demo $(DEMO_ARGS)
 
+# Integration tests mostly wait on consumer-group joins: run them four at a time (each test
+# process starts its own broker and PostgreSQL). TEST_JOBS=1 runs them one by one.
+TEST_JOBS ?= 4
+
 test: $(STAMP)  ## unit + integration tests against a real broker and PostgreSQL
-	MEMBERFLOW_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -q
+	MEMBERFLOW_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -38,8 +42,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check shared services memberflow tests benchmarks
 	$(BIN)/mypy
 
-schema: $(STAMP)  ## regenerate the published JSON Schema of inbound events
+schema: $(STAMP)  ## regenerate the published JSON Schemas of inbound and outbound events
 	$(BIN)/memberflow schema --out docs/event.schema.json
+	$(BIN)/memberflow schema --outbound --out docs/member-event.schema.json
 
 clean:
 	rm -rf $(VENV) .memberflow

@@ -9,10 +9,12 @@
    operator changes it: the SQL selection alone, the preview, and the apply (selection, tag
    holdings, `tag_changes`, one outbox event per member whose tags changed), first giving the
    tag to every member it holds for, then narrowing the rule;
-3. the tagging worker's batch path without Kafka: `TaggingHandler.apply` on a year of
-   `member.figures_changed` deliveries (5,000 per transaction; each one more completed trade of
-   a member drawn with a long tail from 100k; the shop's clock after every 1,000) with the 100
-   rules configured.
+3. the tagging worker's batch path without Kafka: a year of `member.figures_changed`
+   deliveries (each one more completed trade of a member drawn with a long tail from 100k, on
+   the member-events partition its key hashes to; after every 1,000, a `stream.clock` to each
+   partition, as tiering publishes them) read with the worker's reader (`contract.read`) and
+   applied with `TaggingHandler.apply`, 5,000 deliveries per transaction, with the 100 rules
+   configured (and with 10).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from aiokafka.partitioner import DefaultPartitioner
 from workload import fresh_database, postgres
 
 from memberflow.configure import apply_shop_config
@@ -33,8 +36,16 @@ from services.tagging import operations
 from services.tagging.domain import RuleSet
 from services.tagging.handlers import TaggingHandler
 from services.tagging.rules import MemberFacts
-from shared.consumer import Batch, Delivery
-from shared.member_events import Figures, figures_changed, shop_clock
+from shared.consumer import Batch, Delivery, Record
+from shared.outbound import (
+    ClockPayload,
+    Figures,
+    FiguresChanged,
+    FiguresPayload,
+    StreamClock,
+    iso,
+    output,
+)
 from shared.shopconfig import ShopConfig
 from shared.topics import Topics
 
@@ -42,6 +53,7 @@ SHOP = "bench-shop"
 TOPICS = Topics("bench.")
 CLOCK = datetime(2026, 11, 1, tzinfo=UTC)
 REGIONS = ("Shanghai", "Zhejiang", "Beijing", "Guangdong", "Sichuan", None)
+PARTITIONS = 4
 
 
 def rules(n: int) -> list[str]:
@@ -114,11 +126,13 @@ def load_members(engine: Any, members: int) -> None:
                           "last_purchase_at, region, level, abc_class) FROM STDIN") as copy:
                 for i in range(members):
                     f = facts(rng)
-                    copy.write_row((SHOP, f"m{i:07d}", i % 4, f.completed_trades, f.spend_cents,
+                    copy.write_row((SHOP, f"m{i:07d}", i % PARTITIONS, f.completed_trades,
+                                    f.spend_cents,
                                     f.gross_cents, f.refunded_cents, f.first_purchase_at,
                                     f.last_purchase_at, f.region, f.level, f.abc_class))
-            for p in range(4):
-                cur.execute("INSERT INTO tag_clocks VALUES (%s, %s, %s)", (SHOP, p, CLOCK))
+            for p in range(PARTITIONS):
+                cur.execute("INSERT INTO tag_clocks (partition, watermark) VALUES (%s, %s)",
+                            (p, CLOCK))
             # Members the operator commands select from: tiering's table.
             cur.execute("INSERT INTO members (shop_id, member_id) "
                         "SELECT shop_id, member_id FROM tag_members")
@@ -161,7 +175,16 @@ def worker(root: Path, events: int, n_rules: int) -> None:
     print(f"\n3. tagging worker batches (no Kafka): {events:,} member.figures_changed, "
           f"{n_rules} rules")
     rng = random.Random(13)
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    offsets = [0] * PARTITIONS
     deliveries = []
+
+    def deliver(partition: int, key: bytes | None, value: bytes) -> None:
+        deliveries.append(Delivery(TOPICS.member_events, partition, offsets[partition], key,
+                                   value, 0))
+        offsets[partition] += 1
+
     members: dict[str, MemberFacts] = {}
     start = CLOCK - timedelta(days=365)
     for i in range(events):
@@ -174,31 +197,42 @@ def worker(root: Path, events: int, n_rules: int) -> None:
             f, completed_trades=f.completed_trades + 1, spend_cents=f.spend_cents + amount,
             gross_cents=f.gross_cents + amount, first_purchase_at=f.first_purchase_at or at,
             last_purchase_at=at)
-        out = figures_changed(TOPICS.member_events, SHOP, member, Figures(
-            f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
-            f.first_purchase_at, f.last_purchase_at, f.region), (), at, f"f{i}")
-        deliveries.append(Delivery(TOPICS.member_events, i % 4, i, out.key, out.value, 0))
+        figures = Figures.of(f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
+                             f.first_purchase_at, f.last_purchase_at, f.region)
+        out = output(TOPICS.member_events, FiguresChanged(
+            event_id=f"figures:f{i}:{member}", shop_id=SHOP, member_id=member, occurred_at=at,
+            payload=FiguresPayload(**figures.model_dump(), cause_event_id=f"f{i}", clock=at)))
+        assert out.key is not None
+        deliver(partitioner(out.key, partitions, partitions), out.key, out.value)
         if i % 1000 == 999:  # tiering's clock after each of its batches, on every partition
-            clock = shop_clock(TOPICS.member_events, {SHOP: at}, f"c{i}")
-            deliveries += [Delivery(TOPICS.member_events, p, i, None, clock.value, 0)
-                           for p in range(4)]
+            for p in partitions:
+                clock = output(TOPICS.member_events, StreamClock(
+                    event_id=f"clock:{TOPICS.orders}:{p}:{iso(at)}",
+                    payload=ClockPayload(partition=p, clock=at)), partition=p)
+                deliver(p, None, clock.value)
     with postgres(root) as db:
         _, engine = fresh_database(db, "bench_tag_worker")
         try:
             with engine.begin() as conn:
-                apply_shop_config(conn, TOPICS, config(rules(n_rules)), "bench",
-                                  CLOCK)
+                apply_shop_config(conn, TOPICS, config(rules(n_rules)), "bench", CLOCK)
             handler = TaggingHandler(TOPICS)
+            read = handler.contract.read
 
             def feed() -> int:
                 published = 0
                 for start in range(0, len(deliveries), 5000):
+                    chunk = deliveries[start:start + 5000]
+                    records = []
+                    for d in chunk:  # as BatchWorker.process reads them
+                        decoded = read(d.value)
+                        if decoded is not None:
+                            records.append(Record(d, *decoded))
                     with engine.begin() as conn:
-                        published += len(handler.apply(conn, Batch([], deliveries[
-                            start:start + 5000])))
+                        published += len(handler.apply(conn, Batch(records, chunk)))
                 return published
 
-            published, seconds = timed("TaggingHandler.apply, 5,000 deliveries a batch", feed)
+            published, seconds = timed("read + TaggingHandler.apply, 5,000 deliveries a batch",
+                                       feed)
             with engine.connect() as conn:
                 changes = conn.exec_driver_sql("SELECT count(*) FROM tag_changes").scalar_one()
             print(f"   {len(deliveries) / seconds:,.0f} member events/s; {changes:,} tag changes "

@@ -16,7 +16,8 @@ wheel); no broker is needed.
   2. level evaluation: order events (benchmarks/workload.py's stream) go through
      `TieringHandler.apply` in batches of --batch events, each in one transaction after
      `claim_event_ids`, as `BatchWorker.process` does (no Kafka: no positions, no decode, no
-     publishing), once for a shop with a 4-level marketplace ladder (amount basis, applied with
+     publishing; the records are built beforehand, each on the orders partition its key
+     hashes to), once for a shop with a 4-level marketplace ladder (amount basis, applied with
      `memberflow.configure.apply_shop_config`) and once for a shop without one.
   3. policy re-evaluation over the members of part 1: applying the ladder with
      `memberflow.configure.apply_shop_config` (which runs `operations.reevaluate`: every member
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Connection, Engine, event
 from workload import expected_totals, fresh_database, order_events, postgres
 
@@ -52,9 +54,9 @@ from memberflow.configure import apply_shop_config
 from services.tiering import abc_store, level_store, operations
 from services.tiering.handlers import TieringHandler
 from services.tiering.policy import CustomerAbc, LevelPolicy
-from shared.consumer import Batch, _settle_garbage_collector, claim_event_ids
+from shared.consumer import Batch, Delivery, Record, _settle_garbage_collector, claim_event_ids
 from shared.embedded import EmbeddedDatabase
-from shared.events import EventModel, validate
+from shared.events import EventModel, digest, validate
 from shared.shopconfig import ShopConfig
 from shared.topics import Topics
 
@@ -268,8 +270,7 @@ def reevaluation_part(engine: Engine, members: int) -> Reevaluation:
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP, 1,
                                                    WINDOWED, now), rollback=True)
     result, apply_s = in_transaction(
-        engine, lambda conn: apply_shop_config(conn, TOPICS, cfg,
-                                                          "bench", now))
+        engine, lambda conn: apply_shop_config(conn, TOPICS, cfg, "bench", now))
     again, again_s = in_transaction(
         engine, lambda conn: operations.reevaluate(conn, TOPICS.member_events, SHOP,
                                                    result.version, ladder, now))
@@ -342,14 +343,34 @@ class Throughput:
         return self.events / self.seconds
 
 
-def _feed(engine: Engine, handler: TieringHandler, events: list[EventModel],
+PARTITIONS = 4
+
+
+def records(events: list[EventModel]) -> list[Record]:
+    """The events as the worker loop hands them to the handler: decoded, with their digests,
+    each read from the orders partition its key hashes to (the stream clocks are per
+    partition)."""
+    partitioner = DefaultPartitioner()
+    partitions = list(range(PARTITIONS))
+    offsets = [0] * PARTITIONS
+    out = []
+    for e in events:
+        value = e.to_json()
+        p = partitioner(e.key, partitions, partitions)
+        out.append(Record(Delivery(TOPICS.orders, p, offsets[p], e.key, value, 0), e, digest(e)))
+        offsets[p] += 1
+    return out
+
+
+def _feed(engine: Engine, handler: TieringHandler, fed: list[Record],
           batch: int) -> tuple[int, int]:
     """BatchWorker.process without Kafka; returns (batches, level_changed outputs)."""
     batches = changes = 0
-    for start in range(0, len(events), batch):
+    for start in range(0, len(fed), batch):
+        chunk = fed[start:start + batch]
         with engine.begin() as conn:
-            new = claim_event_ids(conn, handler.name, events[start:start + batch])
-            outputs = handler.apply(conn, Batch(new, []))
+            new = claim_event_ids(conn, handler.name, chunk).fresh
+            outputs = handler.apply(conn, Batch(new, [r.delivery for r in chunk]))
         batches += 1
         changes += sum(1 for o in outputs if o.type == "member.level_changed")
     return batches, changes
@@ -362,12 +383,12 @@ def level_throughput(db: EmbeddedDatabase, events: list[EventModel], warm_up: li
         if policy:
             with engine.begin() as conn:
                 for shop in (SHOP, WARM_UP_SHOP):
-                    apply_shop_config(conn, TOPICS,
-                                                 config(shop, levels=True), "bench",
-                                                 datetime.now(UTC))
+                    apply_shop_config(conn, TOPICS, config(shop, levels=True), "bench",
+                                      datetime.now(UTC))
         handler = TieringHandler(TOPICS)
-        _feed(engine, handler, warm_up, batch)
-        (batches, changes), seconds = timed(lambda: _feed(engine, handler, events, batch))
+        _feed(engine, handler, records(warm_up), batch)
+        fed = records(events)
+        (batches, changes), seconds = timed(lambda: _feed(engine, handler, fed, batch))
         with engine.connect() as conn:
             rows = int(conn.exec_driver_sql(
                 "SELECT count(*) FROM level_changes WHERE shop_id = %s", (SHOP,)).scalar_one())

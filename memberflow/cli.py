@@ -46,6 +46,7 @@ from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.events import json_schema
 from shared.metrics import Metrics
+from shared.outbound import json_schema as outbound_schema
 from shared.shopconfig import ShopConfig
 
 log = logging.getLogger("memberflow")
@@ -318,9 +319,11 @@ def config_apply(file: Path, operator: str | None, database_url: str | None,
 
 @main.command()
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
-def schema(out: Path | None) -> None:
-    """Print the JSON Schema of inbound events."""
-    doc = json.dumps(json_schema(), indent=2)
+@click.option("--outbound", is_flag=True, help="the events memberflow publishes instead")
+def schema(out: Path | None, outbound: bool) -> None:
+    """Print the JSON Schema of inbound events (or, with --outbound, of published events)."""
+    doc = json.dumps(outbound_schema() if outbound else json_schema(), indent=2,
+                     ensure_ascii=False)
     if out:
         out.write_text(doc + "\n", encoding="utf-8")
     else:

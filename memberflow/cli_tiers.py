@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Callable, Iterable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ import yaml
 from memberflow.abc_report import (
     CUSTOMER_COLUMNS,
     PRODUCT_COLUMNS,
+    BadPeriod,
     NoData,
     customer_abc,
     pareto_png,
@@ -226,17 +227,16 @@ def report_abc_customers(shop: str, fmt: str, database_url: str | None,
     emit(doc["members"], CUSTOMER_COLUMNS, fmt, doc)
 
 
-def _day(value: date | None, end_of_day: bool = False) -> datetime | None:
-    if value is None:
-        return None
-    return datetime.combine(value, time.max if end_of_day else time.min, tzinfo=UTC)
-
-
 @report.command("abc-products")
 @click.option("--shop", required=True)
-@click.option("--days", type=click.IntRange(min=1), help="period length (default: configured)")
-@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), help="first day (UTC)")
-@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), help="last day (UTC)")
+@click.option("--days", type=click.IntRange(min=1),
+              help="period length in days (default: configured): with neither --from nor --to, "
+                   "the N x 24 hours up to the shop's clock; with one of them, N shop days")
+@click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]),
+              help="first day, from 00:00:00 in the shop's time zone (its configured timezone)")
+@click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]),
+              help="last day, to its end in the shop's time zone (default with --from: the day "
+                   "of the shop's clock)")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
 @click.option("--chart", type=click.Path(dir_okay=False, path_type=Path),
               help="also write the Pareto chart to this PNG file")
@@ -245,16 +245,21 @@ def _day(value: date | None, end_of_day: bool = False) -> datetime | None:
 def report_abc_products(shop: str, days: int | None, start: datetime | None,
                         end: datetime | None, fmt: str, chart: Path | None,
                         database_url: str | None, data_dir: Path | None) -> None:
-    """Revenue ABC of items sold in completed trades: the ABC table and the Pareto chart."""
+    """Revenue ABC of items sold in completed trades: the ABC table and the Pareto chart.
+
+    Days are the shop's (its configured time zone): --from D1 --to D2 counts every order
+    completed from 00:00:00 of D1 up to, not including, 00:00:00 of the day after D2. The
+    period, its bounds and its zone are in the JSON document and on stderr."""
     try:
         with connection(database_url, data_dir) as conn:
-            result = product_abc(conn, shop, _day(start.date() if start else None),
-                                 _day(end.date() if end else None, end_of_day=True), days)
+            result = product_abc(conn, shop, start.date() if start else None,
+                                 end.date() if end else None, days)
     except NoData as exc:
         raise click.ClickException(str(exc)) from None
-    if result.start >= result.end:
-        raise click.UsageError("--from must be before --to")
+    except BadPeriod as exc:
+        raise click.UsageError(str(exc)) from None
     emit((product_record(r) for r in result.rows), PRODUCT_COLUMNS, fmt, result.to_dict())
+    click.echo(f"period: {result.period.describe()}", err=True)
     if chart:
         pareto_png(result, chart)
         click.echo(f"Pareto chart written to {chart}", err=True)

@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.db import make_engine
 from shared.metrics import Metrics
 from shared.shopconfig import parse
+from shared.supervise import reap_stale
 
 SHOP = "demo-shop"
 # The demo shop's configuration, written next to its data so an operator can edit and re-apply
@@ -69,6 +70,7 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
     """Generate, replay, wait for lag 0, summarise; then serve /metrics until Ctrl-C."""
     settings = Settings(data_dir=data_dir, http_port=http_port)
     if not settings.database_url and (data_dir / "pg").exists():
+        reap_stale(data_dir / "run")    # a demo killed before: stop its server first
         shutil.rmtree(data_dir / "pg")  # the demo's own embedded database starts fresh
     data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"generating a sample shop: {members:,} members, 180 days of history ...")

@@ -72,21 +72,26 @@ class Stack:
 
 @contextlib.contextmanager
 def open_database(settings: Settings) -> Iterator[tuple[str, bool]]:
-    """The configured database URL, or an embedded server under the data dir."""
+    """The configured database URL, or an embedded server under the data dir.
+
+    The embedded server is supervised (see `shared.supervise`): should this process die without
+    stopping it, its watchdog (or the next start on the data dir) does.
+    """
     url = settings.database_url_plain()
     if url:
         yield url, False
         return
-    db = EmbeddedDatabase(settings.data_dir / "pg").start()
-    try:
+    with EmbeddedDatabase(settings.data_dir / "pg", run_dir=settings.data_dir / "run") as db:
         yield db.create_database("memberflow"), True
-    finally:
-        db.stop()
 
 
 @contextlib.contextmanager
 def open_stack(settings: Settings) -> Iterator[Stack]:
-    """Start what is not configured (broker, database), migrate, create topics."""
+    """Start what is not configured (broker, database), migrate, create topics.
+
+    Whatever this starts is stopped if the process dies, SIGKILL included, and whatever a dead
+    process left under the data dir is stopped first (see `shared.supervise`).
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         url, embedded_db = stack.enter_context(open_database(settings))
@@ -94,7 +99,8 @@ def open_stack(settings: Settings) -> Iterator[Stack]:
         bootstrap = settings.kafka
         if not bootstrap:
             broker = stack.enter_context(
-                EmbeddedBroker(log_path=settings.data_dir / "logs" / "broker.log"))
+                EmbeddedBroker(log_path=settings.data_dir / "logs" / "broker.log",
+                               run_dir=settings.data_dir / "run"))
             bootstrap = broker.bootstrap
         engine = make_engine(url, pool_size=2)
         try:

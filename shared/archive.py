@@ -27,7 +27,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from shared.consumer import Output, Undecodable
-from shared.events import CAMPAIGN_TYPES, ORDER_TYPES, EventModel, EventRejected, decode, digest
+from shared.events import (
+    ARCHIVED_BOUNDS,
+    CAMPAIGN_TYPES,
+    ORDER_TYPES,
+    EventModel,
+    EventRejected,
+    decode,
+    digest,
+)
 from shared.topics import Topics
 
 LATE_HEADER = "memberflow-late"          # ingest's verdict: "1" late, "0" not
@@ -103,7 +111,7 @@ def _stored_digests(conn: Connection, ids: list[str]) -> dict[str, bytes | None]
         if d is None:
             # Archived before digests were kept: the digest of the stored body's canonical form.
             try:
-                d = digest(decode(body))
+                d = digest(decode(body, bounds=ARCHIVED_BOUNDS))
             except EventRejected:
                 d = None
         out[event_id] = bytes(d) if d is not None else None

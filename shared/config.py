@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.events import TimeBounds
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: float = Field(
         300.0, ge=0, le=86_400, description="events dated further ahead of the wall clock are "
                                             "refused")
-    event_time_floor: datetime = Field(
+    event_time_floor: AwareDatetime = Field(
         datetime(2000, 1, 1, tzinfo=UTC), description="events dated before this are refused")
     tick_seconds: float = Field(
         60.0, ge=0, le=3600, description="`up` records the wall-clock time into the stream this "

@@ -141,6 +141,9 @@ class Contract:
     # others are applied idempotently whatever repeats (e.g. a tick: a clock only moves on).
     claims: frozenset[str] = frozenset()
     timed: TimedWork | None = None
+    # The topic an event belongs on: one read from another topic is parked, by every worker
+    # alike (it would reach some workers and not others, and a replay would route it back).
+    route: Callable[[str], str | None] | None = None
     attempts: int = 3                # tries of a record that fails alone before it is parked
     bug_limit: int = 5               # records failing alone in a row: a bug, not bad input
 
@@ -597,6 +600,10 @@ class BatchWorker:
         event, digest = decoded
         return Record(d, event, digest)
 
+    def _home(self, event_type: str) -> str | None:
+        route = self.contract.route
+        return route(event_type) if route is not None else None
+
     def process(self, deliveries: list[Delivery]) -> BatchResult:
         """Apply one batch in one transaction (runs in a worker thread; blocking I/O)."""
         handler = self.handler
@@ -611,7 +618,14 @@ class BatchWorker:
                 if isinstance(read, DeadLetter):
                     letters.append(read)
                     unreadable += 1
-                elif read is not None and read.event.type in self.contract.handles:
+                elif read is None:
+                    continue
+                elif (home := self._home(read.event.type)) not in (None, d.topic):
+                    letters.append(deadletter.dead_letter(
+                        self.source, d.ref, d.value, [Problem("type", (
+                            f"{read.event.type} events belong on {home}, not {d.topic}"))],
+                        key=d.identity))
+                elif read.event.type in self.contract.handles:
                     records.append(read)
             duplicates = 0
             if self.contract.claims:

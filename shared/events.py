@@ -16,10 +16,14 @@ wherever it enters, and nothing malformed reaches a worker or PostgreSQL. The co
 - **`occurred_at`** is an ISO-8601 string with a date, a time (seconds and a fraction optional)
   and a timezone (`Z` or `+HH:MM`), stored in UTC, and no later than the clock allows
   (`TimeBounds.max_skew`) nor earlier than `TimeBounds.floor`.
-- **The JSON** holds each key at most once per object and nests at most `MAX_DEPTH` levels.
+- **The JSON** holds each key at most once per object, nests at most `MAX_DEPTH` levels and
+  has no `NaN` or `Infinity`; an event is at most `MAX_EVENT_BYTES`.
 
-Problems quote at most `QUOTE_LIMIT` characters of any input, and at most `MAX_PROBLEMS` are
-reported, so a huge input never makes a huge reason.
+Member events (orders, campaign messages, browsing) carry `shop_id` and `member_id`;
+`clock.ticked`, the pipeline's own clock, carries neither. Equal events have equal canonical
+bytes (`to_json`) and so equal `digest`s: that is how the same `event_id` arriving with a
+different body is recognised as a conflict. Problems quote at most `QUOTE_LIMIT` characters of
+any input, and at most `MAX_PROBLEMS` are reported, so a huge input never makes a huge reason.
 """
 
 from __future__ import annotations
@@ -659,17 +663,17 @@ def _explain(exc: ValidationError, obj: Any) -> list[Problem]:
             continue
         # The first location element is the union member's tag; the field path follows it.
         tag_of = loc[0] if loc and loc[0] in EVENT_TYPES else None
-        field = _path(loc[1:]) if tag_of is not None else _path(loc)
+        where = _path(loc[1:]) if tag_of is not None else _path(loc)
         if (tag_of in CLOCK_TYPES and kind == "extra_forbidden"
-                and field in ("shop_id", "member_id")):
-            problems.append(Problem(field, "not allowed: clock.ticked belongs to no shop or "
+                and where in ("shop_id", "member_id")):
+            problems.append(Problem(where, "not allowed: clock.ticked belongs to no shop or "
                                            "member"))
             continue
-        if field == "schema_version" and kind in _VERSION_ERRORS:
+        if where == "schema_version" and kind in _VERSION_ERRORS:
             value = obj.get("schema_version") if isinstance(obj, Mapping) else None
-            problems.append(Problem(field, _version_problem(value)))
+            problems.append(Problem(where, _version_problem(value)))
             continue
-        problems.append(Problem(field, _message(kind, err)))
+        problems.append(Problem(where, _message(kind, err)))
     if len(problems) > MAX_PROBLEMS:
         more = len(problems) - MAX_PROBLEMS
         problems = [*problems[:MAX_PROBLEMS], Problem("", f"and {more} more problems")]
@@ -761,7 +765,9 @@ def loads_json(raw: bytes | str) -> Any:
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
         text = raw
     elif isinstance(raw, bytes | bytearray):
-        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        # An object starting with a non-zero byte pair is UTF-8 (what detect_encoding would find).
+        utf8 = raw[:1] == b"{" and raw[1:2] != b"\x00"
+        text = raw.decode("utf-8" if utf8 else json.detect_encoding(raw), "surrogatepass")
     else:
         raise TypeError(f"the JSON object must be str, bytes or bytearray, not "
                         f"{type(raw).__name__}")

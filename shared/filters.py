@@ -2,8 +2,16 @@
 tags and the important mark.
 
 One filter type serves listing, manual level changes and (later) tagging and campaign targets, so
-"the members I listed" and "the members I changed" are the same set. Dormancy is measured back
-from the shop's event-time watermark (the newest order event seen), like the ABC period.
+"the members I listed" and "the members I changed" are the same set.
+
+Dormancy has one definition, the tag rules' (services/tagging/rules.py): a day is 24 hours, not
+a calendar day. "Dormant N days" means no completed trade in the N x 24 hours before the shop's
+clock (a last trade exactly N x 24 hours before it counts as dormant), or never a completed
+trade: the members for whom the rule `days_since_last_purchase >= N` holds, plus those who never
+bought. The SQL is that rule's own, so the answer does not depend on the database session's time
+zone or on daylight saving changes (PostgreSQL's `timestamptz - N days` would move by calendar
+days in the session's zone: 23 or 25 hours across a change). The shop's clock is
+`_shop_clock_sql()`.
 """
 
 from __future__ import annotations
@@ -12,7 +20,27 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from services.tagging.rules import RuleError, compile_rule
 from shared.money import to_cents
+
+
+def _shop_clock_sql() -> str:
+    """The shop's clock in SQL: the one place the filters spell it. It is the pipeline clock
+    (docs/time.md: the newest event time read, ticks included), or the database's now() for a
+    state that has read nothing yet."""
+    return "COALESCE(pipeline_clock(), now())"
+
+
+def _dormant_sql(days: int) -> tuple[str, dict[str, Any]]:
+    """No completed trade in the `days` x 24 hours before the shop's clock, or never one."""
+    try:
+        rule = compile_rule(f"days_since_last_purchase >= {int(days)}")
+    except RuleError as exc:
+        why = str(exc).split(" at column")[0]
+        raise ValueError(f"dormant_days={days}: not a day count the tag rules take ({why})"
+                         ) from None
+    sql, params = rule.sql(facts="m", clock=_shop_clock_sql(), prefix="f_dormant")
+    return f"(m.last_purchase_at IS NULL OR {sql})", params
 
 
 @dataclass(frozen=True)
@@ -24,7 +52,8 @@ class MemberFilter:
     abc_classes: tuple[str, ...] = ()       # "A", "B", "C", or "none" for unclassified
     min_spend: Decimal | None = None
     max_spend: Decimal | None = None
-    dormant_days: int | None = None          # no completed trade in this many days (or never)
+    dormant_days: int | None = None          # no completed trade in this many 24-hour days
+                                             # before the shop's clock (or never); see above
     blacklisted: bool | None = None
     tags: tuple[str, ...] = ()               # holding every one of these tags
     important: bool | None = None
@@ -57,11 +86,9 @@ class MemberFilter:
             parts.append("m.spend_cents <= %(f_max)s")
             params["f_max"] = to_cents(self.max_spend)
         if self.dormant_days is not None:
-            parts.append(
-                "(m.last_purchase_at IS NULL OR m.last_purchase_at <= "
-                "  COALESCE((SELECT watermark FROM abc_shops WHERE shop_id = %(f_shop)s), now()) "
-                "  - make_interval(days => %(f_dormant)s))")
-            params["f_dormant"] = self.dormant_days
+            clause, dormant = _dormant_sql(self.dormant_days)
+            parts.append(clause)
+            params.update(dormant)
         if self.blacklisted is not None:
             parts.append("m.blacklisted = %(f_black)s")
             params["f_black"] = self.blacklisted

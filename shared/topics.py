@@ -54,6 +54,11 @@ class Topics:
         return (*self.inbound, self.member_events, self.tag_events, self.credit_events,
                 self.dead_letters)
 
+    def home(self, event_type: str) -> str | None:
+        """The one topic an event type may be read from (None: ticks travel on every inbound
+        topic a worker keeping time reads)."""
+        return None if event_type in CLOCK_TYPES else self.for_type(event_type)
+
     def for_type(self, event_type: str) -> str:
         """The inbound topic an event type travels on."""
         # Pipeline ticks travel with the orders: every worker that keeps time reads them.

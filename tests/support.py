@@ -68,7 +68,7 @@ async def run_pipeline(stack: Stack, events: Sequence[dict[str, Any] | str],
     try:
         report = await produce(stack, events)
         if as_of is not None:
-            await record_tick(services.ingestor_for("test", ticks=True), as_of, "test")
+            assert await record_tick(services.ingestor_for("test", ticks=True), as_of, "test")
         await services.wait_caught_up(deadline_s=120)
         return report
     finally:
@@ -158,3 +158,56 @@ def shuffled_within_members(history: list[dict[str, Any]], seed: int) -> list[di
         if not q:
             queues.remove(q)
     return out
+
+
+class Running:
+    """Workers (and the HTTP ingest) running in a thread of their own, for tests that talk to
+    them synchronously, as a storefront would."""
+
+    def __init__(self, stack: Stack, workers: Sequence[str], http: bool = True) -> None:
+        import threading
+
+        self.stack = stack
+        self.workers = list(workers)
+        self.http = http
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> Running:
+        self._thread.start()
+
+        async def start() -> Services:
+            # Built inside the loop: the producer and the stop event belong to it.
+            services = Services(self.stack, self.workers, Metrics(),
+                                http_port=0 if self.http else None)
+            await services.start()
+            return services
+        self.services: Services = self.call(start())
+        return self
+
+    def call(self, coro: Any, timeout: float = 300.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def post(self, body: bytes) -> tuple[int, Any]:
+        import urllib.error
+        import urllib.request
+
+        assert self.services.http_url is not None
+        request = urllib.request.Request(self.services.http_url + "/v1/events", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def caught_up(self, deadline_s: float = 120.0) -> None:
+        self.call(self.services.wait_caught_up(deadline_s=deadline_s), deadline_s + 10)
+        self.services.check()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.call(self.services.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)

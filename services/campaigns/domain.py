@@ -17,8 +17,8 @@ the ordering member:
 
 The credit is a function of the *sets* of clicks, sends and campaigns, never of their order,
 their duplicates or when they arrived: a click that reaches us after the order it precedes
-credits that order as soon as it is known. `reach` and `affected` tell the caller which stored
-orders a late click or send can change, so only those are attributed again.
+credits that order as soon as it is known. Which stored orders a late click or send can change
+is found in SQL (`store.orders_near`, `store.reach`); tests hold it to an oracle.
 """
 
 from __future__ import annotations
@@ -170,21 +170,3 @@ def credit(order: Order, clicks: Iterable[Click], sends: Iterable[Send],
         return Credit(SEND, best_send.campaign_id, best_send.message_id, best_send.channel,
                       best_send.sent_at)
     return None
-
-
-def reach(campaigns: Mapping[str, Campaign]) -> timedelta:
-    """The longest click or send window of any campaign (zero when there are none)."""
-    return max((max(c.click_window, c.send_window) for c in campaigns.values()), default=_ZERO)
-
-
-def affected(order_times: Iterable[tuple[str, datetime]], touch_at: datetime,
-             window: timedelta) -> list[str]:
-    """Ids of orders converted within [touch_at, touch_at + window], in input order, each once."""
-    end = touch_at + window
-    seen: set[str] = set()
-    out: list[str] = []
-    for order_id, converted_at in order_times:
-        if touch_at <= converted_at <= end and order_id not in seen:
-            seen.add(order_id)
-            out.append(order_id)
-    return out

@@ -64,7 +64,7 @@ class CampaignHandler:
         self.credit_events = topics.credit_events
         self.lateness = lateness
         self.contract = Contract(
-            read=read_inbound, handles=HANDLES, claims=APPLIED,
+            read=read_inbound, handles=HANDLES, claims=APPLIED, route=topics.home,
             timed=TimedWork(1.0, lambda conn, now: take_pending(conn, NAME)))
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:

@@ -20,7 +20,7 @@ class EventArchiver:
     def __init__(self, topics: Topics) -> None:
         self.topics: tuple[str, ...] = topics.inbound
         # The archive's unique event id is the claim: no processed_events rows needed.
-        self.contract = Contract(read=read_inbound, handles=EVENT_TYPES)
+        self.contract = Contract(read=read_inbound, handles=EVENT_TYPES, route=topics.home)
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         if not batch.records:

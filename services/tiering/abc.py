@@ -1,51 +1,21 @@
-"""Pure ABC rules: head-count ABC of customers and revenue ABC of products. No I/O.
+"""Pure ABC rules: the head-count cut of customer classes and revenue ABC of products. No I/O.
 
 The two are different analyses and keep different names everywhere: **customer classes** rank
-members by spend and cut by head count; **product classes** rank items by sales and cut by
-cumulative share of sales.
+members by spend and cut by head count (the ranking itself is SQL, in `abc_store`: it touches
+every member of a shop; tests hold it to a slow Python oracle in `tests/oracles.py`);
+**product classes** rank items by sales and cut by cumulative share of sales.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Spender:
-    """A member's completed-trade spend (net of refunds) within the period."""
-
-    member_id: str
-    spend_cents: int
-    last_purchase_at: datetime
 
 
 def class_sizes(n: int, a_share: Decimal, b_share: Decimal) -> tuple[int, int]:
     """(size of A, size of A and B together) for n ranked members: ceil(p_A·n), ceil(p_B·n)."""
     return math.ceil(a_share * n), math.ceil(b_share * n)
-
-
-def rank_customers(spenders: list[Spender]) -> list[Spender]:
-    """Spend descending, then last purchase descending, then member id: the same order always.
-
-    Members without positive spend are not ranked; the caller reports them apart.
-    """
-    ranked = sorted((s for s in spenders if s.spend_cents > 0), key=lambda s: s.member_id)
-    ranked.sort(key=lambda s: (s.spend_cents, s.last_purchase_at), reverse=True)  # stable
-    return ranked
-
-
-def classify_customers(spenders: list[Spender], a_share: Decimal,
-                       b_share: Decimal) -> dict[str, str]:
-    """member id -> 'A' / 'B' / 'C' for every member with positive spend."""
-    ranked = rank_customers(spenders)
-    a_size, ab_size = class_sizes(len(ranked), a_share, b_share)
-    return {
-        s.member_id: "A" if rank <= a_size else "B" if rank <= ab_size else "C"
-        for rank, s in enumerate(ranked, start=1)
-    }
 
 
 @dataclass(frozen=True, slots=True)

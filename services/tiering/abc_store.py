@@ -1,4 +1,4 @@
-"""SQL for ABC: which shops' classes are stale, customer class recomputes, product sales.
+"""SQL for ABC: which shops' classes are stale, and customer class recomputes.
 
 The customer ranking is this SQL (a window function over the order ledger, in PostgreSQL
 because it touches every member of a shop); the tests hold it to a slow Python oracle. The
@@ -155,14 +155,3 @@ def watermark(conn: Connection, shop_id: str) -> datetime | None:
     row = conn.exec_driver_sql(
         "SELECT pipeline_clock() FROM abc_shops WHERE shop_id = %s", (shop_id,)).first()
     return row[0] if row else None
-
-
-def product_sales(conn: Connection, shop_id: str, start: datetime, end: datetime) -> dict[str, int]:
-    """Sales per item (qty times unit price) of orders completed in (start, end]."""
-    rows = conn.exec_driver_sql(
-        "SELECT i.sku, sum(i.qty::bigint * i.unit_price_cents) FROM order_items i "
-        "JOIN member_orders o ON o.shop_id = i.shop_id AND o.order_id = i.order_id "
-        "WHERE i.shop_id = %s AND o.completed_at > %s AND o.completed_at <= %s GROUP BY i.sku",
-        (shop_id, start, end),
-    ).all()
-    return {sku: int(total) for sku, total in rows}

@@ -81,7 +81,7 @@ class TieringHandler:
         self.contract = Contract(
             read=read_inbound,
             handles=HANDLES,
-            claims=CLAIMS,
+            claims=CLAIMS, route=topics.home,
             timed=TimedWork(tick_seconds, self.tick))
         self._abc_cost: dict[str, tuple[datetime, float]] = {}  # shop -> (last run, seconds)
         self._configs = ConfigCache()

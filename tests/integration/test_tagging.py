@@ -302,7 +302,6 @@ def test_manual_tagging_add_move_remove_and_refusals(stack: Stack, engine: Engin
 
 def test_deleting_groups_and_tags(stack: Stack, engine: Engine) -> None:
     pipeline(stack, history(), workers=WORKERS)
-    topic = stack.topics.member_events
     now = datetime(2026, 8, 1, tzinfo=UTC)
     tagging = CONFIG["tagging"]
     without_life = {**CONFIG, "tagging": {**tagging, "groups": tagging["groups"][:1]}}
@@ -318,8 +317,8 @@ def test_deleting_groups_and_tags(stack: Stack, engine: Engine) -> None:
     # Move the tag out first; then the empty group can go. Deleting a tag takes it from members.
     moved = [dict(t, group=None) if t["id"] == "dormant" else t for t in tagging["tags"]]
     with engine.begin() as conn:
-        apply_shop_config(conn, stack.topics, parse({**CONFIG, "tagging": {**tagging, "tags": moved}}),
-                          "ops", now)
+        apply_shop_config(conn, stack.topics,
+                          parse({**CONFIG, "tagging": {**tagging, "tags": moved}}), "ops", now)
         result = apply_shop_config(conn, stack.topics, parse({**without_life, "tagging": {
             **without_life["tagging"], "tags": [t for t in moved if t["id"] != "east"],
             "rules": [r for r in tagging["rules"] if r["tag"] != "east"]}}), "ops", now)

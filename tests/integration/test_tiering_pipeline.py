@@ -100,3 +100,42 @@ def test_events_produced_straight_to_kafka_are_validated_by_the_workers(
     assert scalar(engine, "SELECT count(*) FROM dead_letters") == 2
     assert scalar(engine, "SELECT count(*) FROM dead_letters WHERE source IN "
                           "('worker:archiver', 'worker:tiering')") == 2
+
+
+def test_customer_classes_equal_the_python_oracle_on_a_sample_history(
+        stack: Stack, engine: Engine) -> None:
+    """The customer ABC ranking runs in SQL; a slow Python version of the rule agrees."""
+    from datetime import UTC, datetime, timedelta
+    from decimal import Decimal
+
+    from memberflow.sample import generate
+    from tests.oracles import Spender, classify_customers
+
+    events = generate(members=300, days=400, seed=13,
+                      end=datetime.now(UTC) - timedelta(days=30))
+    end = max(datetime.fromisoformat(e["occurred_at"]) for e in events) + timedelta(days=20)
+    pipeline(stack, events, as_of=end)   # the period slides on with the clock
+    start = end - timedelta(days=365)
+    amounts: dict[str, tuple[str, int, datetime]] = {}
+    refunds: dict[str, int] = {}
+    for e in {e["event_id"]: e for e in events}.values():
+        if e["type"] == "order.completed":
+            order = e["payload"]["order_id"]
+            at = datetime.fromisoformat(e["occurred_at"])
+            if order not in amounts or at < amounts[order][2]:
+                amounts[order] = (e["member_id"], int(Decimal(e["payload"]["amount"]) * 100), at)
+        elif e["type"] == "order.refunded":
+            order = e["payload"]["order_id"]
+            refunds[order] = refunds.get(order, 0) + int(Decimal(e["payload"]["amount"]) * 100)
+    spend: dict[str, tuple[int, datetime]] = {}
+    for order, (member, cents, at) in amounts.items():
+        if start < at <= end:
+            net = cents - min(refunds.get(order, 0), cents)
+            total, last = spend.get(member, (0, at))
+            spend[member] = (total + net, max(last, at))
+    expected = classify_customers([Spender(m, s, last) for m, (s, last) in spend.items()],
+                                  Decimal("0.05"), Decimal("0.20"))
+    with engine.connect() as conn:
+        got = dict(conn.exec_driver_sql(
+            "SELECT member_id, abc_class FROM members WHERE abc_class IS NOT NULL").all())
+    assert got == expected and len(got) > 50

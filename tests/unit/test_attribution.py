@@ -19,10 +19,9 @@ from services.campaigns.domain import (
     Credit,
     Order,
     Send,
-    affected,
     credit,
-    reach,
 )
+from tests.oracles import affected, reach
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)

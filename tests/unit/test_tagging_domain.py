@@ -326,14 +326,13 @@ def member_streams(draw: st.DrawFn) -> list[tuple[MemberFacts, datetime, tuple[s
     going back), and items bought."""
     out = []
     clock = T0
-    trades, spend = 0, 0
+    spend = 0
     last: datetime | None = None
-    for _ in range(draw(st.integers(min_value=1, max_value=8))):
+    for trades in range(1, draw(st.integers(min_value=1, max_value=8)) + 1):
         step = timedelta(days=draw(st.integers(min_value=0, max_value=120)),
                          hours=draw(st.integers(min_value=0, max_value=23)))
         at = T0 + step if draw(st.booleans()) else clock + step  # late or on time
         clock = max(clock, at)
-        trades += 1
         spend += draw(st.integers(min_value=0, max_value=40_000))
         last = max(last, at) if last else at
         out.append((MemberFacts(completed_trades=trades, spend_cents=spend, gross_cents=spend,
