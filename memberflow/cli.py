@@ -28,7 +28,7 @@ from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
 from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
-from memberflow.runtime import WORKERS, Services, Stack, open_database, open_stack
+from memberflow.runtime import WORKERS, Services, Stack, StackGone, open_database, open_stack
 from services.ingest.handlers import Ingestor
 from services.ingest.recovery import republish
 from services.ingest.replay import (
@@ -86,7 +86,11 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
                 await services.run_until_stopped()
             finally:
                 await services.close()
-        asyncio.run(serve())
+        try:
+            asyncio.run(serve())
+        except StackGone as exc:
+            raise click.ClickException(f"{exc}: stopped. Run `memberflow up` again; nothing "
+                                       "acknowledged is lost") from None
 
 
 @main.command()

@@ -64,6 +64,8 @@ class Stack:
     embedded_database: bool
     # A fresh embedded broker over an existing state: what to publish again (see `Refill`).
     refill: Refill | None = None
+    # What of the embedded stack died, if anything (None when nothing is embedded).
+    gone: Callable[[], str | None] | None = None
 
     @property
     def topics(self) -> Topics:
@@ -77,12 +79,43 @@ def open_database(settings: Settings) -> Iterator[tuple[str, bool]]:
     The embedded server is supervised (see `shared.supervise`): should this process die without
     stopping it, its watchdog (or the next start on the data dir) does.
     """
+    with _database(settings) as (url, db):
+        yield url, db is not None
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[tuple[str, EmbeddedDatabase | None]]:
     url = settings.database_url_plain()
     if url:
-        yield url, False
+        yield url, None
         return
     with EmbeddedDatabase(settings.data_dir / "pg", run_dir=settings.data_dir / "run") as db:
-        yield db.create_database("memberflow"), True
+        yield db.create_database("memberflow"), db
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (exited, not yet reaped by its parent)."""
+    import psutil
+
+    try:
+        status: str = psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return False
+    return bool(status != psutil.STATUS_ZOMBIE)
+
+
+def _gone(broker: EmbeddedBroker | None, db: EmbeddedDatabase | None) -> str | None:
+    """What of the embedded stack is no longer running, if anything."""
+    if broker is not None and broker.pid is not None and not broker.running:
+        return f"the embedded broker (pid {broker.pid}) is gone"
+    if db is not None:
+        try:
+            pid = db.postmaster_pid
+        except Exception:  # pgserver cannot even say: it is gone too
+            return "the embedded PostgreSQL is gone"
+        if not _alive(pid):
+            return f"the embedded PostgreSQL (pid {pid}) is gone"
+    return None
 
 
 @contextlib.contextmanager
@@ -94,7 +127,7 @@ def open_stack(settings: Settings) -> Iterator[Stack]:
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        url, embedded_db = stack.enter_context(open_database(settings))
+        url, db = stack.enter_context(_database(settings))
         broker: EmbeddedBroker | None = None
         bootstrap = settings.kafka
         if not bootstrap:
@@ -109,7 +142,8 @@ def open_stack(settings: Settings) -> Iterator[Stack]:
         finally:
             engine.dispose()
         asyncio.run(kafka.ensure_topics(bootstrap, settings.topics.all, settings.partitions))
-        yield Stack(settings, bootstrap, url, broker is not None, embedded_db, refill)
+        yield Stack(settings, bootstrap, url, broker is not None, db is not None, refill,
+                    functools.partial(_gone, broker, db) if broker or db else None)
 
 
 @dataclass(frozen=True)
@@ -137,6 +171,10 @@ def forget_positions(engine: Engine) -> Refill:
     return Refill(since - timedelta(minutes=1) if since is not None else None)
 
 
+class StackGone(RuntimeError):
+    """A broker or database this process started is no longer running."""
+
+
 class Services:
     """Runs named workers (and optionally the HTTP ingest and the ticker) in this process."""
 
@@ -146,6 +184,7 @@ class Services:
         if unknown:
             raise ValueError(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(WORKERS)}")
         self.stack = stack
+        self._stack_gone = False
         self.names = list(names)
         self.metrics = metrics
         self.http_port = http_port
@@ -260,16 +299,48 @@ class Services:
             return all(pending_count(conn, n) == 0 for n in self.names)
 
     async def run_until_stopped(self) -> None:
-        """Serve until `stop` is set or a worker crashes."""
+        """Serve until `stop` is set, a worker crashes or the embedded stack dies under us."""
         waiter = asyncio.create_task(self.stop.wait())
-        await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        watch = asyncio.create_task(self._watch_stack())
+        await asyncio.wait([waiter, watch, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
+        watch.cancel()
+        if watch.done() and not watch.cancelled() and watch.result():
+            self._stack_gone = True
+            raise StackGone(watch.result())
         self.check()
 
-    async def close(self) -> None:
+    async def _watch_stack(self) -> str | None:
+        """A broker or database started here that died takes what it held with it: stop,
+        rather than answer 503 forever (the next start refills from the archive)."""
+        gone = self.stack.gone
+        if gone is None:
+            await asyncio.Event().wait()
+            return None
+        while True:
+            what = await asyncio.to_thread(gone)
+            if what:
+                log.error("%s; stopping. Start again: nothing acknowledged is lost", what)
+                return what
+            await asyncio.sleep(1.0)
+
+    async def close(self, grace_s: float = 30.0) -> None:
+        """Stop the workers (each finishes its batch) and the producer, within `grace_s`
+        each: what is cut short was not committed and is read again on the next start."""
+        if self._stack_gone:   # nothing is left to finish against: do not wait long
+            grace_s = min(grace_s, 5.0)
         self.stop.set()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in late:
+                log.warning("worker %s did not stop within %.0f s; cancelled",
+                            task.get_name(), grace_s)
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-        await self.producer.stop()
+        try:
+            await asyncio.wait_for(self.producer.stop(), grace_s)
+        except TimeoutError:
+            log.warning("the producer did not stop within %.0f s", grace_s)
         self.engine.dispose()

@@ -101,6 +101,11 @@ class EmbeddedBroker:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def running(self) -> bool:
+        """Started and not exited (a killed broker is reaped here, not left a zombie)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()

@@ -72,6 +72,15 @@ class Verdict:
         return out
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An input its reader already knows breaks the contract (a CSV row whose payload cell is
+    not JSON): `item` is kept whole for the dead letter, `problems` say why."""
+
+    item: Any
+    problems: tuple[Problem, ...]
+
+
 @dataclass
 class Tally:
     accepted: int = 0
@@ -125,6 +134,9 @@ class Ingestor:
         `Unavailable`, having acknowledged nothing)."""
         checked: list[tuple[str, Any, EventModel | None, tuple[Problem, ...]]] = []
         for ref, item in items:
+            if isinstance(item, Refused):
+                checked.append((ref, item.item, None, item.problems))
+                continue
             try:
                 checked.append((ref, item, self.check(item), ()))
             except EventRejected as exc:

@@ -6,7 +6,6 @@ input line ends accepted or rejected with its line number and reason; none is dr
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import sys
@@ -17,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from services.ingest.handlers import Ingestor, Verdict
-from shared.events import loads_json
+from services.ingest.handlers import Ingestor, Refused, Verdict
+from shared.events import JsonRejected, Problem, loads_json
 
 CSV_COLUMNS = ("event_id", "type", "schema_version", "shop_id", "member_id", "occurred_at",
                "payload")
@@ -70,14 +69,21 @@ def read_csv(path: Path) -> Iterator[tuple[str, Any]]:
             version = obj.get("schema_version")
             if isinstance(version, str) and version.isascii() and version.isdigit():
                 obj["schema_version"] = int(version)
-            if "payload" in obj:
-                # Left as text if it is not JSON: the contract then rejects it naming `payload`.
-                with contextlib.suppress(ValueError):
-                    obj["payload"] = loads_json(obj["payload"])
             extra = [k for k in row if k not in CSV_COLUMNS]
             for key in extra:
                 obj[str(key)] = row[key]
-            yield ref, obj
+            problem = None
+            if "payload" in obj:
+                try:
+                    obj["payload"] = loads_json(obj["payload"])
+                except JsonRejected as exc:   # a repeated key, nesting too deep, NaN
+                    inner = exc.problem
+                    problem = Problem(f"payload.{inner.field}" if inner.field else "payload",
+                                      inner.problem)
+                except ValueError as exc:
+                    problem = Problem("payload", f"the cell is not a JSON object ({exc})")
+            # A payload cell that is not JSON is refused naming it and why, the cell kept as text.
+            yield ref, (obj if problem is None else Refused(obj, (problem,)))
 
 
 def read_file(path: Path) -> Iterator[tuple[str, Any]]:

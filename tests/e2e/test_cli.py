@@ -75,3 +75,28 @@ def test_run_then_list_members_and_apply_config(tmp_path: Path) -> None:
     refused = mf("config", "apply", str(config), "--data-dir", str(data), cwd=tmp_path)
     assert refused.returncode != 0
     assert "levles: unknown key" in refused.stderr
+
+
+def test_run_from_csv_names_the_payload_problem_and_parks_the_row(tmp_path: Path) -> None:
+    header = "event_id,type,schema_version,shop_id,member_id,occurred_at,payload"
+    good = ('c-1,order.completed,1,csv-shop,m1,2026-03-01T10:00:00Z,'
+            '"{""order_id"":""o-1"",""amount"":""20.00""}"')
+    # A spreadsheet edit left the amount twice: neither may silently win.
+    twice = ('c-2,order.completed,1,csv-shop,m2,2026-03-01T11:00:00Z,'
+             '"{""order_id"":""o-2"",""amount"":""5.00"",""amount"":""500.00""}"')
+    events_file = tmp_path / "orders.csv"
+    events_file.write_text("\n".join([header, good, twice]) + "\n")
+    data = tmp_path / "state"
+
+    run = mf("run", "--events", str(events_file), "--data-dir", str(data), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "1 accepted, 1 rejected" in run.stdout
+    assert "line 3: payload.amount: duplicate key; each key may appear once" in run.stderr
+
+    listed = mf("members", "list", "--data-dir", str(data), "--shop", "csv-shop",
+                "--format", "json", cwd=tmp_path)
+    assert [(r["member_id"], r["spend"]) for r in json.loads(listed.stdout)] == [("m1", "20.00")]
+    letters = mf("dead-letters", "list", "--data-dir", str(data), cwd=tmp_path)
+    assert letters.returncode == 0, letters.stderr
+    assert "payload.amount: duplicate key" in letters.stdout
+    assert "shop=csv-shop event=c-2" in letters.stdout

@@ -192,19 +192,21 @@ def test_dormant_days_are_24_hour_days_in_every_session_time_zone(
         database_url: str, session_zone: str) -> None:
     engine = make_engine(database_url)
     try:
-        with engine.begin() as conn:
-            for shop, members in LAST_PURCHASE.items():
-                conn.exec_driver_sql("INSERT INTO abc_shops (shop_id, watermark) VALUES (%s, %s)",
-                                     (shop, CLOCKS[shop]))
+        for shop, members in LAST_PURCHASE.items():
+            # The pipeline clock is one for every shop: each scenario sets it in turn.
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DELETE FROM stream_clocks")
+                conn.exec_driver_sql(
+                    "INSERT INTO stream_clocks (consumer, topic, partition, clock) "
+                    "VALUES ('tiering', 'orders', 0, %s)", (CLOCKS[shop],))
                 for member, last in members.items():
                     conn.exec_driver_sql(
                         "INSERT INTO members (shop_id, member_id, completed_trades, "
                         "last_purchase_at) VALUES (%s, %s, %s, %s)",
                         (shop, member, 0 if last is None else 1, last))
-        rule = compile_rule("days_since_last_purchase >= 7")
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"SET TIME ZONE '{session_zone}'")
-            for shop, members in LAST_PURCHASE.items():
+            rule = compile_rule("days_since_last_purchase >= 7")
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f"SET TIME ZONE '{session_zone}'")
                 listed = [r["member_id"] for r in
                           member_records(conn, shop, MemberFilter(dormant_days=7))]
                 # The tag rule's own verdict (Python), plus members who never bought.

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from services.ingest import replay as replay_module
-from services.ingest.handlers import Verdict
+from services.ingest.handlers import Refused, Verdict
 from services.ingest.replay import (
     CSV_COLUMNS,
     Progress,
@@ -135,12 +135,28 @@ def test_empty_csv_cells_are_left_out_so_the_contract_says_required(tmp_path: Pa
     assert problems_of(obj) == [Problem("member_id", "required")]
 
 
-def test_csv_payload_that_is_not_json_is_left_as_text_and_refused_naming_payload(
+def test_csv_payload_that_is_not_json_is_kept_as_text_and_refused_naming_payload(
         tmp_path: Path) -> None:
     row = "evt-1,order.completed,1,shop-1,mem-1,2026-01-31T12:00:00Z,{order_id: o-1}"
-    [(_, obj)] = list(read_csv(write(tmp_path, "events.csv", f"{HEADER}\n{row}\n")))
-    assert obj["payload"] == "{order_id: o-1}"
-    assert [p.field for p in problems_of(obj)] == ["payload"]
+    [(_, refused)] = list(read_csv(write(tmp_path, "events.csv", f"{HEADER}\n{row}\n")))
+    assert isinstance(refused, Refused)
+    assert refused.item["payload"] == "{order_id: o-1}"   # the dead letter keeps the cell
+    [problem] = refused.problems
+    assert problem.field == "payload"
+    assert problem.problem.startswith("the cell is not a JSON object (Expecting property name")
+
+
+@pytest.mark.parametrize(("cell", "expected"), [
+    ('"{""order_id"":""o-1"",""amount"":1,""amount"":2}"',
+     Problem("payload.amount", "duplicate key; each key may appear once")),
+    ('"{""order_id"":""o-1"",""amount"":NaN}"', Problem("payload", "NaN is not a JSON number")),
+    ('"' + '[' * 40 + ']' * 40 + '"', Problem("payload", "nested deeper than 32 levels")),
+])
+def test_csv_payload_the_contract_refuses_as_json_says_what_in_the_payload(
+        tmp_path: Path, cell: str, expected: Problem) -> None:
+    row = f"evt-1,order.completed,1,shop-1,mem-1,2026-01-31T12:00:00Z,{cell}"
+    [(_, refused)] = list(read_csv(write(tmp_path, "events.csv", f"{HEADER}\n{row}\n")))
+    assert isinstance(refused, Refused) and refused.problems == (expected,)
 
 
 @pytest.mark.parametrize(("cell", "expected"), [("1", 1), ("01", 1), ("2", 2), ("v1", "v1"),
