@@ -4,14 +4,16 @@
 
 Stages, each on a fresh broker and a fresh database:
   a. raw broker round trip: the pipeline's order-event bytes produced with aiokafka and read back
-     by a plain getmany consumer (no processing); and the Ingestor's replay alone (validate +
-     produce, nobody consuming);
+     by a plain getmany consumer (no processing): the yardstick;
+  i. what ingest costs, nobody consuming: validate + produce alone (no archive), the Ingestor as
+     `replay` runs it (validate, archive in PostgreSQL, publish, commit: acknowledged = durable),
+     and `POST /v1/events` with 1,000-event batches from 4 clients;
   b. end to end: `memberflow worker tiering` as a subprocess, the same events replayed with the
      Ingestor; timed from replay start until the group lag is 0 and the members table shows
      every event;
-  c. the same with every worker (archiver, dead-letters, tiering) in one process, as
+  c. the same with every worker (archiver, tiering, tagging, campaigns) in one process, as
      `memberflow up` runs them;
-  d. the same workers, tiering in one process and archiver + dead-letters in another.
+  d. the same workers, tiering in one process and the others in another.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from workload import (
@@ -46,10 +49,12 @@ from workload import (
 
 from memberflow.runtime import WORKERS
 from services.ingest.handlers import Ingestor
+from services.ingest.http import make_app
 from services.ingest.replay import replay
 from shared import kafka
 from shared.config import Settings
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
+from shared.events import decode
 from shared.metrics import Metrics
 from shared.topics import Topics
 
@@ -59,15 +64,23 @@ WARM_UP = {"event_id": "warm-up-1", "type": "order.placed", "schema_version": 1,
                        "items": [{"sku": "W", "qty": 1, "unit_price": "1.00"}]}}
 # b: the tiering worker alone; c: every worker in one process, as `memberflow up` runs them;
 # d: the same workers, tiering in a process of its own.
-STAGES = ([["tiering"]], [["archiver", "dead-letters", "tiering"]],
-          [["tiering"], ["archiver", "dead-letters"]])
+OTHERS = [w for w in WORKERS if w != "tiering"]
+STAGES = ([["tiering"]], [list(WORKERS)], [["tiering"], OTHERS])
+HTTP_BATCH = 1000
+HTTP_CLIENTS = 4
 
 
 @dataclass
 class Raw:
     produce_s: float
     consume_s: float
-    replay_alone_s: float
+
+
+@dataclass
+class Ingest:
+    plain_s: float          # validate + produce, no archive
+    archive_first_s: float  # the Ingestor: validate, archive, publish, commit
+    http_s: float           # POST /v1/events in batches of HTTP_BATCH
 
 
 @dataclass
@@ -113,15 +126,79 @@ async def raw_round_trip(bootstrap: str, wl: Workload, partitions: int) -> Raw:
     finally:
         await consumer.stop()
 
-    topics = Topics("bench.alone.")
+    return Raw(produce_s, consume_s)
+
+
+async def ingest_costs(db: EmbeddedDatabase, bootstrap: str, wl: Workload,
+                       partitions: int) -> Ingest:
+    """The cost of acknowledging only what is durable, on the same events."""
+    topics = Topics("bench.plain.")
     await kafka.ensure_topics(bootstrap, topics.all, partitions)
     producer = kafka.producer(bootstrap)
     await producer.start()
     try:
-        report = await replay(wl.items(), Ingestor(producer, topics, Metrics(), source="replay"))
+        started = time.perf_counter()
+        for start in range(0, len(wl), 2000):
+            sends = []
+            for line in wl.lines[start:start + 2000]:
+                event = decode(line)
+                sends.append(await producer.send(topics.for_type(event.type), event.to_json(),
+                                                 key=event.key))
+            await asyncio.gather(*sends)
+        plain_s = time.perf_counter() - started
+
+        topics = Topics("bench.archived.")
+        await kafka.ensure_topics(bootstrap, topics.all, partitions)
+        _, engine = fresh_database(db, "ingest_archive_first")
+        try:
+            report = await replay(wl.items(), Ingestor(engine, producer, topics, Metrics(),
+                                                       source="replay"))
+        finally:
+            engine.dispose()
+        archive_first_s = report.seconds
+
+        topics = Topics("bench.http.")
+        await kafka.ensure_topics(bootstrap, topics.all, partitions)
+        _, engine = fresh_database(db, "ingest_http")
+        try:
+            http_s = await _http_ingest(Ingestor(engine, producer, topics, Metrics(),
+                                                 source="http"), wl)
+        finally:
+            engine.dispose()
     finally:
         await producer.stop()
-    return Raw(produce_s, consume_s, report.seconds)
+    return Ingest(plain_s, archive_first_s, http_s)
+
+
+async def _http_ingest(ingestor: Ingestor, wl: Workload) -> float:
+    """Seconds for HTTP_CLIENTS clients to POST every event, HTTP_BATCH per request."""
+    runner = web.AppRunner(make_app(ingestor, Metrics()))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    bodies = [b"[" + b",".join(wl.lines[i:i + HTTP_BATCH]) + b"]"
+              for i in range(0, len(wl), HTTP_BATCH)]
+    queue = list(reversed(bodies))
+    refused = 0
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal refused
+        while queue:
+            body = queue.pop()
+            async with session.post(f"http://127.0.0.1:{port}/v1/events", data=body,
+                                    headers={"Content-Type": "application/json"}) as r:
+                await r.read()
+                refused += r.status != 202
+    try:
+        started = time.perf_counter()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            await asyncio.gather(*(client(session) for _ in range(HTTP_CLIENTS)))
+        seconds = time.perf_counter() - started
+    finally:
+        await runner.cleanup()
+    if refused:
+        raise RuntimeError(f"{refused} HTTP batches were not answered 202")
+    return seconds
 
 
 async def _caught_up(bootstrap: str, groups: dict[str, tuple[str, ...]]) -> bool:
@@ -166,7 +243,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
                  for workers, port, log in zip(processes, ports, logs, strict=True)]
         producer = kafka.producer(broker.bootstrap)
         await producer.start()
-        ingestor = Ingestor(producer, topics, Metrics(), source="replay")
+        ingestor = Ingestor(engine, producer, topics, Metrics(), source="replay")
 
         async def caught_up() -> bool:
             for proc in procs:
@@ -211,20 +288,28 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>10,.0f}" if seconds == seconds and seconds > 0 else f"{'-':>10}"
 
 
-def report(n: int, args: argparse.Namespace, raw: Raw, runs: list[EndToEnd],
+def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest, runs: list[EndToEnd],
            expected: Totals) -> str:
     round_trip = raw.produce_s + raw.consume_s
+
+    def x_raw(seconds: float) -> str:
+        return f"{round_trip / seconds:.2f}" if seconds == seconds else "-"
+
     rows = [
-        ("raw produce (aiokafka, no validation)", raw.produce_s, "", ""),
-        ("raw consume (getmany, no processing)", raw.consume_s, "", ""),
-        ("raw round trip (produce + consume)", round_trip, "1.00", ""),
-        ("replay alone (Ingestor: validate+produce)", raw.replay_alone_s, "", ""),
+        ("a. raw produce (aiokafka, no validation)", raw.produce_s, "", ""),
+        ("a. raw consume (getmany, no processing)", raw.consume_s, "", ""),
+        ("a. raw round trip (produce + consume)", round_trip, "1.00", ""),
+        ("i. validate + produce, no archive", ingest.plain_s, x_raw(ingest.plain_s), ""),
+        ("i. Ingestor: validate, archive, produce", ingest.archive_first_s,
+         x_raw(ingest.archive_first_s), ""),
+        (f"i. POST /v1/events, {HTTP_BATCH:,} per request", ingest.http_s,
+         x_raw(ingest.http_s), ""),
     ]
     for stage, run in zip("bcd", runs, strict=False):
-        ratio = f"{round_trip / run.seconds:.2f}" if run.seconds == run.seconds else "-"
+        ratio = x_raw(run.seconds)
         rss = " + ".join(f"{r:,.0f}" for r in run.peak_rss_mb if r) + " MiB"
         rows.append((f"{stage}. end to end: {run.label}", run.seconds, ratio, rss))
-        rows.append(("   replay meanwhile (validate+produce)", run.replay_s, "", ""))
+        rows.append(("   replay meanwhile (validate, archive, produce)", run.replay_s, "", ""))
     out = [f"\nmemberflow pipeline: {n:,} order events, {args.members:,} members, "
            f"{args.partitions} partitions, {os.cpu_count()} CPUs, embedded Tansu + PostgreSQL 16",
            f"{'stage':<50}{'events/s':>10}{'seconds':>9}{'x raw':>7}  peak RSS per process",
@@ -232,7 +317,8 @@ def report(n: int, args: argparse.Namespace, raw: Raw, runs: list[EndToEnd],
     out += [f"{label:<50}{_rate(n, s)}{s:>9.2f}{ratio:>7}  {rss}"
             for label, s, ratio, rss in rows]
     out.append("\nlabels: workers joined by + share one process; | separates processes. "
-               "x raw = end-to-end events/s / raw round-trip events/s.")
+               "x raw = events/s of the stage / raw round-trip events/s. Archive-first costs "
+               f"{ingest.archive_first_s / ingest.plain_s:.1f}x the time of validate + produce.")
     for stage, run in zip("bcd", runs, strict=False):
         for worker, (count, events, seconds) in run.batches.items():
             size = events / max(count, 1)
@@ -250,19 +336,23 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
     print(f"generating {args.events:,} order events over {args.members:,} members ...",
           flush=True)
     wl = workload(args.events, args.members)
-    print("a. raw broker round trip and replay alone ...", flush=True)
+    print("a. raw broker round trip ...", flush=True)
     with EmbeddedBroker(log_path=root / "raw-broker.log") as broker:
         raw = await raw_round_trip(broker.bootstrap, wl, args.partitions)
     runs = []
     with postgres(root) as db:
+        print("i. what ingest costs ...", flush=True)
+        with EmbeddedBroker(log_path=root / "ingest-broker.log") as broker:
+            ingest = await ingest_costs(db, broker.bootstrap, wl, args.partitions)
         for stage, processes in zip("bcd", STAGES, strict=True):
             print(f"{stage}. end to end, worker processes: "
                   f"{' | '.join('+'.join(ws) for ws in processes)} ...", flush=True)
             runs.append(await end_to_end(db, wl, processes, root, args.partitions))
-    print(report(len(wl), args, raw, runs, wl.expected))
+    print(report(len(wl), args, raw, ingest, runs, wl.expected))
     print("\nfigures as JSON:", json.dumps({
-        "raw": raw.__dict__, "runs": [{k: v for k, v in r.__dict__.items() if k != "error"}
-                                      for r in runs]}, default=str))
+        "raw": raw.__dict__, "ingest": ingest.__dict__,
+        "runs": [{k: v for k, v in r.__dict__.items() if k != "error"} for r in runs]},
+        default=str))
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

@@ -14,6 +14,9 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.events import EventRejected, decode, digest
+from shared.topics import Topics
+
 NASTY_TEXT = [
     "", " ", "\u0000", "a\u0000b", "\u0001", "\u007f", "\u200b", "\u200b\u200b", "\ufeffx",
     "x\u2028", "\u2029", "\ud800", "\udfff", "\U0010ffff", "é", "会员", "١٢٣", "１２３",
@@ -129,3 +132,27 @@ def hostile(rng: random.Random, n: int, shop: str = "fuzz") -> bytes:
         return bytes(flipped)
     event[rng.choice(["extra", "Type", "payload2"])] = 1          # an unknown field
     return json.dumps(event).encode()
+
+
+def expected_fates(records: list[tuple[str, bytes]], accepted: dict[str, bytes],
+                   topics: Topics) -> tuple[int, int]:
+    """(archived, parked) for records produced straight to Kafka, by the contract alone: a
+    valid record on its own topic is archived unless its id was archived before (the same
+    body: a duplicate, dropped; another body: a conflict, parked); anything else is parked.
+    `accepted` maps the ids accepted over HTTP to their digests."""
+    seen = dict(accepted)
+    archived = parked = 0
+    for topic, raw in records:
+        try:
+            event = decode(raw)
+        except EventRejected:
+            parked += 1
+            continue
+        if topics.home(event.type) not in (None, topic):
+            parked += 1
+        elif event.event_id not in seen:
+            seen[event.event_id] = digest(event)
+            archived += 1
+        elif seen[event.event_id] != digest(event):
+            parked += 1
+    return archived, parked

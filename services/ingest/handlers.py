@@ -21,6 +21,7 @@ COMMIT after it adds the PostgreSQL copy that replays read.
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ from shared.events import (
 )
 from shared.metrics import Metrics
 from shared.topics import Topics
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ class Ingestor:
     def __init__(self, engine: Engine, producer: AIOKafkaProducer, topics: Topics,
                  metrics: Metrics, source: str, *, lateness: timedelta = timedelta(hours=24),
                  bounds: TimeBounds = DEFAULT_BOUNDS, republish: bool = False,
-                 ticks: bool = False) -> None:
+                 ticks: bool = False, answer_within_s: float = 10.0) -> None:
         self.engine = engine
         self.producer = producer
         self.topics = topics
@@ -117,6 +120,8 @@ class Ingestor:
         self.republish = republish
         # Pipeline ticks move every shop's clock: only memberflow's own sources may record them.
         self.ticks = ticks
+        # How long a sender waits at most for the archive's commit before a 503.
+        self.answer_within_s = answer_within_s
         self.tally = Tally()
         self._partitioner = DefaultPartitioner()
 
@@ -142,11 +147,20 @@ class Ingestor:
             except EventRejected as exc:
                 checked.append((ref, item, None, tuple(exc.problems)))
         loop = asyncio.get_running_loop()
+        work = asyncio.ensure_future(asyncio.to_thread(self._store_and_relay, checked, loop))
         try:
-            verdicts, letters = await asyncio.to_thread(self._store_and_relay, checked, loop)
+            verdicts, letters = await asyncio.wait_for(asyncio.shield(work),
+                                                       self.answer_within_s)
+        except TimeoutError:
+            # A database that does not answer must not hold the sender for ever. The work
+            # goes on in its thread and may still commit; either way resending is safe: an
+            # id archived with the same body is a duplicate.
+            work.add_done_callback(_retrieve)
+            raise Unavailable(f"the archive did not answer within {self.answer_within_s:g}s; "
+                              "not acknowledged") from None
         except Exception as exc:
             if is_transient(exc):
-                raise Unavailable(f"not accepted, retry: {exc}") from exc
+                raise Unavailable(f"not acknowledged: {exc}") from exc
             raise
         for letter in letters:
             self.metrics.events_rejected.labels(self.source, letter.field).inc()
@@ -222,6 +236,12 @@ class Ingestor:
 
         await asyncio.to_thread(write, asyncio.get_running_loop())
         self.metrics.events_rejected.labels(self.source, letter.field).inc()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Collect the outcome of work nobody waits for any more (its sender got a 503)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("archive work finished after its answer: %s", future.exception())
 
 
 def _event_id_of(item: Any) -> str | None:

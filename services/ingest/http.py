@@ -4,7 +4,7 @@ storefront), /metrics, /healthz (readiness) and /livez.
 
 Every answer tells the truth: 202 means the event is durable (archived, see
 `services.ingest.handlers`); every refusal is a 4xx naming the field and the problem, and the
-refused input is parked as a dead letter; 503 means nothing was accepted (database or broker
+refused input is parked as a dead letter; 503 means nothing was acknowledged (database or broker
 not answering) and the request can be retried as it is; a 5xx other than 503 is a bug.
 """
 
@@ -52,8 +52,9 @@ async def post_events(request: web.Request) -> web.Response:
         return await _post_events(request, ingestor, request_id, ref)
     except Unavailable as exc:
         log.warning("ingest unavailable: %s", exc)
-        return _error(503, "the archive or the broker did not answer; nothing was accepted, "
-                           "send the request again", request_id=request_id)
+        return _error(503, f"{exc}: send the request again (resending is safe: an event "
+                           "archived with the same body is answered as a duplicate)",
+                      request_id=request_id)
 
 
 async def _post_events(request: web.Request, ingestor: Ingestor, request_id: str,

@@ -16,14 +16,13 @@ from kafka import KafkaProducer
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from memberflow.fuzzing import hostile
+from memberflow.fuzzing import expected_fates, hostile
 from memberflow.runtime import Services, Stack
 from services.ingest.recovery import republish
 from shared import kafka
 from shared.db import make_engine
-from shared.events import EventRejected, decode, digest
+from shared.events import decode, digest
 from shared.metrics import Metrics
-from shared.topics import Topics
 from tests.conftest import fresh_database
 from tests.support import Running, scalar
 
@@ -56,29 +55,6 @@ def _stack(base: Stack, url: str, prefix: str) -> Stack:
         "database_url": SecretStr(url), "topic_prefix": base.settings.topic_prefix + prefix})
     asyncio.run(kafka.ensure_topics(base.bootstrap, settings_.topics.all, settings_.partitions))
     return Stack(settings_, base.bootstrap, url, False, False)
-
-
-def expected_fates(records: list[tuple[str, bytes]], accepted: dict[str, bytes],
-                   topics: Topics) -> tuple[int, int]:
-    """(archived, parked) for records produced straight to Kafka, by the contract alone: a
-    valid record on its own topic is archived unless its id was archived before (the same
-    body: a duplicate, dropped; another body: a conflict, parked); anything else is parked."""
-    seen = dict(accepted)
-    archived = parked = 0
-    for topic, raw in records:
-        try:
-            event = decode(raw)
-        except EventRejected:
-            parked += 1
-            continue
-        if topics.home(event.type) not in (None, topic):
-            parked += 1
-        elif event.event_id not in seen:
-            seen[event.event_id] = digest(event)
-            archived += 1
-        elif seen[event.event_id] != digest(event):
-            parked += 1
-    return archived, parked
 
 
 def run_once(rng: random.Random, stack: Stack, pg_admin_url: str, pg_template: str) -> None:

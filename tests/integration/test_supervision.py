@@ -291,3 +291,57 @@ def test_a_frozen_database_is_not_ready_within_the_bound_and_ready_again_after(
         finally:
             _signal_server(postmaster, signal.SIGCONT)
             engine.dispose()
+
+
+def test_ingest_answers_unavailable_within_its_bound_on_a_frozen_database(
+        tmp_path: Path, bootstrap: str) -> None:
+    """A frozen PostgreSQL must not hold a storefront's request for ever: `Unavailable` (503)
+    within the bound, and sending the same event again once it thaws counts it once."""
+    from services.ingest.handlers import Ingestor, Unavailable
+    from shared import kafka
+    from shared.db import migrate
+    from shared.metrics import Metrics
+    from shared.topics import Topics
+
+    bound = 1.0
+    topics = Topics(f"frozen{os.getpid()}.")
+    event = {"event_id": "frozen-1", "type": "order.completed", "schema_version": 1,
+             "shop_id": "s", "member_id": "m1", "occurred_at": "2026-11-01T10:00:00Z",
+             "payload": {"order_id": "o1", "amount": "12.50"}}
+    with EmbeddedDatabase(tmp_path / "pg", run_dir=tmp_path / "run") as db:
+        engine = make_engine(db.url, pool_size=1)
+        migrate(engine)
+        postmaster = psutil.Process(db.postmaster_pid)
+
+        async def scenario() -> list[str]:
+            await kafka.ensure_topics(bootstrap, topics.all, 1)
+            producer = kafka.producer(bootstrap)
+            await producer.start()
+            ingestor = Ingestor(engine, producer, topics, Metrics(), "http",
+                                answer_within_s=bound)
+            try:
+                _signal_server(postmaster, signal.SIGSTOP)
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="did not answer within 1s"):
+                    await ingestor.submit([("request 1", dict(event))])
+                assert time.monotonic() - started < bound + SLACK_S
+                _signal_server(postmaster, signal.SIGCONT)
+                statuses = []
+                for n in (2, 3):   # the storefront sends it again, and once more
+                    [verdict] = await ingestor.submit([(f"request {n}", dict(event))])
+                    statuses.append(verdict.status)
+                return statuses
+            finally:
+                _signal_server(postmaster, signal.SIGCONT)
+                await producer.stop()
+
+        try:
+            statuses = asyncio.run(scenario())
+            # The first, unanswered, attempt may have committed once thawed: then the resend
+            # is a duplicate. Either way the event is archived once and accepted.
+            assert statuses in (["accepted", "duplicate"], ["duplicate", "duplicate"])
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql(
+                    "SELECT count(*) FROM events WHERE event_id = 'frozen-1'").scalar() == 1
+        finally:
+            engine.dispose()
