@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_ARGS ?=
 
-.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns lint schema clean
+.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns fuzz lint schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## sample shop through the embedded pipeline, summary, /metrics until Ctrl-C
 	$(BIN)/memberflow demo $(DEMO_ARGS)
 
-# Integration tests mostly wait on consumer-group joins: run them four at a time (each test
-# process starts its own broker and PostgreSQL). TEST_JOBS=1 runs them one by one.
-TEST_JOBS ?= 4
+# Integration tests mostly wait on consumer-group joins: run them six at a time, an idle test
+# process taking tests from busy ones (each test process starts its own broker and
+# PostgreSQL). TEST_JOBS=1 runs them one by one.
+TEST_JOBS ?= 6
 
 test: $(STAMP)  ## unit + integration tests against a real broker and PostgreSQL
-	MEMBERFLOW_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS)
+	MEMBERFLOW_REQUIRE_INTEGRATION=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist worksteal
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -34,6 +35,9 @@ bench-tiers: $(STAMP)  ## customer ABC, level evaluation, policy re-evaluation
 
 bench-tags: $(STAMP)  ## rule evaluations, one rule over 1M members, the tagging worker
 	$(BIN)/python benchmarks/tags.py
+
+fuzz: $(STAMP)  ## 10^5 hostile inputs against the embedded stack; counts printed, exit 1 on a breach
+	$(BIN)/python benchmarks/fuzz.py
 
 bench-campaigns: $(STAMP)  ## attribution with 1M sends and 100k clicks outstanding
 	$(BIN)/python benchmarks/campaigns.py
