@@ -13,7 +13,7 @@ Stages, each on a fresh broker and a fresh database:
      every event;
   c. the same with every worker (archiver, tiering, tagging, campaigns) in one process, as
      `memberflow up` runs them;
-  d. the same workers, tiering in one process and the others in another.
+  d. the same workers, each in a process of its own (a deployment's layout).
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -36,6 +38,7 @@ from workload import (
     Totals,
     Workload,
     child_env,
+    cpu_seconds,
     fresh_database,
     log_tail,
     member_totals,
@@ -63,9 +66,8 @@ WARM_UP = {"event_id": "warm-up-1", "type": "order.placed", "schema_version": 1,
            "payload": {"order_id": "w-o1", "amount": "1.00",
                        "items": [{"sku": "W", "qty": 1, "unit_price": "1.00"}]}}
 # b: the tiering worker alone; c: every worker in one process, as `memberflow up` runs them;
-# d: the same workers, tiering in a process of its own.
-OTHERS = [w for w in WORKERS if w != "tiering"]
-STAGES = ([["tiering"]], [list(WORKERS)], [["tiering"], OTHERS])
+# d: every worker in a process of its own, as a deployment runs them.
+STAGES = ([["tiering"]], [list(WORKERS)], [[w] for w in WORKERS])
 HTTP_BATCH = 1000
 HTTP_CLIENTS = 4
 
@@ -91,6 +93,7 @@ class EndToEnd:
     peak_rss_mb: list[float | None]  # per process
     totals: Totals
     batches: dict[str, tuple[int, float, float]] = field(default_factory=dict)  # n, events, s
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per part of the stack
     error: str | None = None
 
     @property
@@ -257,6 +260,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             await wait_until(caught_up, deadline_s=90, what="warm-up event applied",
                              interval_s=0.2)
             started = time.perf_counter()
+            cpu_before = _cpu_parts(procs, broker, db)
             report = await replay(wl.items(), ingestor)
 
             async def done() -> bool:
@@ -268,11 +272,14 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
 
             finished = await wait_until(done, deadline_s=600, what="lag 0 and all members",
                                         interval_s=0.2)
+            cpu_after = _cpu_parts(procs, broker, db)
+            cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
             rss = [peak_rss_mb(proc.pid) for proc in procs]
             batches: dict[str, tuple[int, float, float]] = {}
             for port in ports:
                 batches.update(await _batch_metrics(port))
-            return EndToEnd(processes, finished - started, report.seconds, rss, seen, batches)
+            return EndToEnd(processes, finished - started, report.seconds, rss, seen, batches,
+                            cpu)
         except (TimeoutError, RuntimeError) as exc:
             return EndToEnd(processes, float("nan"), float("nan"),
                             [peak_rss_mb(proc.pid) for proc in procs], seen,
@@ -284,11 +291,26 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             engine.dispose()
 
 
+def _cpu_parts(procs: list[subprocess.Popen[bytes]], broker: EmbeddedBroker,
+               db: EmbeddedDatabase) -> dict[str, float]:
+    """CPU seconds used so far by each part of the stack (PostgreSQL: all its backends)."""
+    postgres = psutil.Process(db.postmaster_pid)
+    pg = [postgres, *postgres.children(recursive=True)]
+    parts = {
+        "workers": sum(cpu_seconds(p.pid) or 0.0 for p in procs),
+        "ingest (replay)": cpu_seconds(os.getpid()) or 0.0,
+        "PostgreSQL": sum(cpu_seconds(p.pid) or 0.0 for p in pg),
+        "broker": cpu_seconds(broker.pid) or 0.0 if broker.pid else 0.0,
+    }
+    return parts
+
+
 def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:>10,.0f}" if seconds == seconds and seconds > 0 else f"{'-':>10}"
 
 
-def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest, runs: list[EndToEnd],
+def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest,
+           runs: list[tuple[str, EndToEnd]],
            expected: Totals) -> str:
     round_trip = raw.produce_s + raw.consume_s
 
@@ -305,7 +327,7 @@ def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest, runs: lis
         (f"i. POST /v1/events, {HTTP_BATCH:,} per request", ingest.http_s,
          x_raw(ingest.http_s), ""),
     ]
-    for stage, run in zip("bcd", runs, strict=False):
+    for stage, run in runs:
         ratio = x_raw(run.seconds)
         rss = " + ".join(f"{r:,.0f}" for r in run.peak_rss_mb if r) + " MiB"
         rows.append((f"{stage}. end to end: {run.label}", run.seconds, ratio, rss))
@@ -319,12 +341,18 @@ def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest, runs: lis
     out.append("\nlabels: workers joined by + share one process; | separates processes. "
                "x raw = events/s of the stage / raw round-trip events/s. Archive-first costs "
                f"{ingest.archive_first_s / ingest.plain_s:.1f}x the time of validate + produce.")
-    for stage, run in zip("bcd", runs, strict=False):
+    for stage, run in runs:
         for worker, (count, events, seconds) in run.batches.items():
             size = events / max(count, 1)
             out.append(f"{stage}. {worker:<8} {count:>4,} batches of {size:>5,.0f} records; "
                        f"{seconds:5.1f}s inside process() = {seconds / run.seconds:4.0%} of wall,"
                        f" {events / max(seconds, 1e-9):>7,.0f} records/s there")
+        if run.cpu:
+            total = sum(run.cpu.values())
+            out.append(f"{stage}. CPU seconds: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in run.cpu.items()) +
+                f"; {total:.1f} in all = {total / run.seconds:.2f} of {os.cpu_count()} cores, "
+                f"{total / n * 1e6:,.0f} µs per event")
         state = "matches" if run.totals == expected else f"DIFFERS (expected {expected})"
         out.append(f"{stage}. members table {state}: {run.totals}")
         if run.error:
@@ -340,18 +368,22 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
     with EmbeddedBroker(log_path=root / "raw-broker.log") as broker:
         raw = await raw_round_trip(broker.bootstrap, wl, args.partitions)
     runs = []
+    ingest = Ingest(float("nan"), float("nan"), float("nan"))
     with postgres(root) as db:
-        print("i. what ingest costs ...", flush=True)
-        with EmbeddedBroker(log_path=root / "ingest-broker.log") as broker:
-            ingest = await ingest_costs(db, broker.bootstrap, wl, args.partitions)
+        if "i" in args.stages:
+            print("i. what ingest costs ...", flush=True)
+            with EmbeddedBroker(log_path=root / "ingest-broker.log") as broker:
+                ingest = await ingest_costs(db, broker.bootstrap, wl, args.partitions)
         for stage, processes in zip("bcd", STAGES, strict=True):
+            if stage not in args.stages:
+                continue
             print(f"{stage}. end to end, worker processes: "
                   f"{' | '.join('+'.join(ws) for ws in processes)} ...", flush=True)
-            runs.append(await end_to_end(db, wl, processes, root, args.partitions))
+            runs.append((stage, await end_to_end(db, wl, processes, root, args.partitions)))
     print(report(len(wl), args, raw, ingest, runs, wl.expected))
     print("\nfigures as JSON:", json.dumps({
         "raw": raw.__dict__, "ingest": ingest.__dict__,
-        "runs": [{k: v for k, v in r.__dict__.items() if k != "error"} for r in runs]},
+        "runs": [{k: v for k, v in r.__dict__.items() if k != "error"} for _, r in runs]},
         default=str))
 
 
@@ -365,6 +397,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--stages", default="ibcd",
+                        help="which stages to run besides the raw round trip (default: ibcd)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="memberflow-bench-") as tmp:
         asyncio.run(main_async(args, Path(tmp)))
