@@ -26,9 +26,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
-CLICK = "click"
-SEND = "send"
+from shared.outbound import CreditKind
+
+CLICK: Final = "click"
+SEND: Final = "send"
 DEFAULT_CLICK_WINDOW = timedelta(days=2)
 DEFAULT_SEND_WINDOW = timedelta(days=1)
 _ZERO = timedelta(0)
@@ -100,7 +103,7 @@ class Order:
 class Credit:
     """The one message an order is credited to, by a click or by a mere send."""
 
-    kind: str                      # CLICK | SEND
+    kind: CreditKind               # CLICK | SEND
     campaign_id: str
     message_id: str
     channel: str | None            # None: a click whose send is not (yet) known

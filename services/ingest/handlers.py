@@ -21,8 +21,8 @@ COMMIT after it adds the PostgreSQL copy that replays read.
 from __future__ import annotations
 
 import asyncio
-import logging
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta

@@ -25,6 +25,7 @@ from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from services.tagging.rules import MemberFacts, Rule, compile_rule
+from shared.outbound import TagCause
 from shared.shopconfig import ShopConfig
 
 MemberKey = tuple[str, str]        # (shop_id, member_id)
@@ -35,7 +36,7 @@ DAY = timedelta(days=1)
 class Holding:
     """Why a member holds a tag: `rule`, `goods` (with the rule's id) or `manual`."""
 
-    cause: str
+    cause: TagCause
     rule_id: str | None = None
 
 
@@ -47,7 +48,7 @@ class TagChange:
     member_id: str
     tag_id: str
     action: str                       # added | removed
-    cause: str                        # rule | goods | manual | config
+    cause: TagCause                   # rule | goods | manual | config
     effective_at: datetime
     rule_id: str | None = None
     event_id: str | None = None       # the member event that triggered it
@@ -185,7 +186,7 @@ def on_event(rules: RuleSet, view: MemberView, facts: MemberFacts, at: datetime,
 
 
 def _judge(rules: RuleSet, view: MemberView, which: tuple[tuple[str, str, Rule], ...],
-           at: datetime, event_id: str | None, cause: str) -> list[TagChange]:
+           at: datetime, event_id: str | None, cause: TagCause) -> list[TagChange]:
     changes = []
     for rule_id, tag, rule in which:
         # A tag with a `when` rule is held exactly while the rule holds (configuration keeps

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.tiering.policy import CustomerAbc
+from shared.outbound import AbcClass
 
 # Spend within the period: each order completed in it, less what was refunded on it (capped at
 # its amount by the domain when the ledger entry was saved).
@@ -46,8 +47,8 @@ def _params(shop_id: str, as_of: datetime, settings: CustomerAbc) -> dict[str, o
 @dataclass(frozen=True, slots=True)
 class ClassChange:
     member_id: str
-    old: str | None
-    new: str | None
+    old: AbcClass | None
+    new: AbcClass | None
 
 
 @dataclass(frozen=True, slots=True)

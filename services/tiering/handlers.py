@@ -42,7 +42,6 @@ from shared.outbound import (
     AbcChanged,
     AbcPayload,
     ClockPayload,
-    Figures,
     FiguresChanged,
     FiguresPayload,
     StreamClock,
@@ -138,13 +137,11 @@ class TieringHandler:
             outputs.append(output(self.member_events, FiguresChanged(
                 event_id=f"figures:{e.event_id}:{step.member[1]}", shop_id=step.member[0],
                 member_id=step.member[1], occurred_at=e.occurred_at,
-                payload=FiguresPayload(
-                    **Figures.of(figures.completed_trades, figures.spend_cents,
-                                 figures.gross_cents, figures.refunded_cents,
-                                 figures.first_purchase_at, figures.last_purchase_at,
-                                 figures.region).model_dump(),
-                    cause_event_id=e.event_id, skus_bought=sorted(skus.get(i, ())),
-                    clock=clock_after[e.event_id]))))
+                payload=FiguresPayload.of(
+                    figures.completed_trades, figures.spend_cents, figures.gross_cents,
+                    figures.refunded_cents, figures.first_purchase_at, figures.last_purchase_at,
+                    figures.region, cause_event_id=e.event_id,
+                    skus_bought=sorted(skus.get(i, ())), clock=clock_after[e.event_id]))))
             outputs += levels.get(e.event_id, [])
         for (topic, partition), at in sorted(moved.items()):
             outputs.append(output(self.member_events, StreamClock(

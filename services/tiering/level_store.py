@@ -13,7 +13,7 @@ from services.tiering.levels import LevelFacts, discount
 from services.tiering.policy import LevelPolicy
 from shared.consumer import Output
 from shared.money import to_cents
-from shared.outbound import LevelChanged, LevelPayload, output
+from shared.outbound import LevelCause, LevelChanged, LevelPayload, output
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +24,7 @@ class LevelChange:
     member_id: str
     old_level: int
     new_level: int
-    cause: str                     # auto | manual | policy
+    cause: LevelCause              # auto | manual | policy
     effective_from: datetime
     event_id: str | None = None    # the triggering trade (auto)
     policy_version: int | None = None
