@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+import psycopg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
@@ -273,7 +274,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             finished = await wait_until(done, deadline_s=600, what="lag 0 and all members",
                                         interval_s=0.2)
             cpu_after = _cpu_parts(procs, broker, db)
-            cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+            cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
             rss = [peak_rss_mb(proc.pid) for proc in procs]
             batches: dict[str, tuple[int, float, float]] = {}
             for port in ports:
@@ -302,6 +303,12 @@ def _cpu_parts(procs: list[subprocess.Popen[bytes]], broker: EmbeddedBroker,
         "PostgreSQL": sum(cpu_seconds(p.pid) or 0.0 for p in pg),
         "broker": cpu_seconds(broker.pid) or 0.0 if broker.pid else 0.0,
     }
+    # PostgreSQL's share by whom it served: sessions are named after their worker.
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        for pid, name in conn.execute("SELECT pid, application_name FROM pg_stat_activity "
+                                      "WHERE application_name LIKE 'memberflow%'"):
+            key = f"  PostgreSQL for {name.removeprefix('memberflow ') or 'ingest'}"
+            parts[key] = parts.get(key, 0.0) + (cpu_seconds(pid) or 0.0)
     return parts
 
 
@@ -348,9 +355,9 @@ def report(n: int, args: argparse.Namespace, raw: Raw, ingest: Ingest,
                        f"{seconds:5.1f}s inside process() = {seconds / run.seconds:4.0%} of wall,"
                        f" {events / max(seconds, 1e-9):>7,.0f} records/s there")
         if run.cpu:
-            total = sum(run.cpu.values())
+            total = sum(v for k, v in run.cpu.items() if not k.startswith(" "))
             out.append(f"{stage}. CPU seconds: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in run.cpu.items()) +
+                f"{k.strip()} {v:.1f}" for k, v in run.cpu.items()) +
                 f"; {total:.1f} in all = {total / run.seconds:.2f} of {os.cpu_count()} cores, "
                 f"{total / n * 1e6:,.0f} µs per event")
         state = "matches" if run.totals == expected else f"DIFFERS (expected {expected})"

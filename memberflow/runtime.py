@@ -190,7 +190,10 @@ class Services:
         self.http_port = http_port
         self.ticks = ticks
         self.stop = asyncio.Event()
-        self.engine = make_engine(stack.database_url, pool_size=len(self.names) + 3)
+        self.engine = make_engine(stack.database_url, pool_size=3)
+        # Each worker on connections of its own, named after it in pg_stat_activity.
+        self.worker_engines = {n: make_engine(stack.database_url, pool_size=2,
+                                              name=f"memberflow {n}") for n in self.names}
         self.producer = kafka.producer(stack.bootstrap)
         self.workers: list[BatchWorker] = []
         self.ingestor: Ingestor | None = None
@@ -214,7 +217,8 @@ class Services:
         topics = self.stack.topics
         settings = self.stack.settings
         self.workers = [
-            BatchWorker(WORKERS[n](settings), bootstrap=self.stack.bootstrap, engine=self.engine,
+            BatchWorker(WORKERS[n](settings), bootstrap=self.stack.bootstrap,
+                        engine=self.worker_engines[n],
                         producer=self.producer, dead_letter_topic=topics.dead_letters,
                         metrics=self.metrics, max_records=settings.batch_max_records)
             for n in self.names
@@ -343,4 +347,5 @@ class Services:
             await asyncio.wait_for(self.producer.stop(), grace_s)
         except TimeoutError:
             log.warning("the producer did not stop within %.0f s", grace_s)
-        self.engine.dispose()
+        for engine in (self.engine, *self.worker_engines.values()):
+            engine.dispose()

@@ -35,6 +35,7 @@ from shared.events import (
     EventRejected,
     decode,
     digest,
+    read,
 )
 from shared.topics import Topics
 
@@ -205,7 +206,6 @@ def relay_outputs(topics: Topics, event: EventModel, late: bool | None = None,
 def read_inbound(value: bytes) -> tuple[EventModel, bytes]:
     """The reader of every worker that consumes inbound topics: the event contract."""
     try:
-        event = decode(value)
+        return read(value)
     except EventRejected as exc:
         raise Undecodable(exc.problems) from None
-    return event, digest(event)

@@ -48,8 +48,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
+import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -60,7 +62,7 @@ from typing import Any, Protocol
 import psycopg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -75,9 +77,10 @@ from shared.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Delivery:
-    """One Kafka record as the worker received it."""
+    """One Kafka record as the worker received it (not frozen: built once per record, and a
+    frozen dataclass builds several times slower)."""
 
     topic: str
     partition: int
@@ -108,7 +111,7 @@ class Undecodable(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
     """A decoded delivery: the event and where it was read."""
 
@@ -298,18 +301,17 @@ def claim_event_ids(conn: Connection, consumer: str, records: list[Record]) -> C
         return Claims([], 0, [])
     ids = [r.event.event_id for r in records]
     digests = [r.digest for r in records]
-    rows = conn.exec_driver_sql(
-        # Every part of one statement sees one snapshot: `p` holds the digests claimed before
-        # this statement, not the ones it inserts.
-        "WITH input AS (SELECT * FROM unnest(%s::text[], %s::bytea[]) AS i(event_id, digest)), "
-        "ins AS (INSERT INTO processed_events (consumer, event_id, digest) "
-        "  SELECT %s, event_id, digest FROM input ON CONFLICT DO NOTHING RETURNING event_id) "
-        "SELECT ins.event_id, true, NULL::bytea FROM ins UNION ALL "
-        "SELECT p.event_id, false, p.digest FROM processed_events p "
-        "  WHERE p.consumer = %s AND p.event_id = ANY(%s::text[])",
-        (ids, digests, consumer, consumer, ids)).all()
-    inserted = {r[0] for r in rows if r[1]}
-    stored = {r[0]: r[2] for r in rows if not r[1]}
+    inserted = {r[0] for r in conn.exec_driver_sql(
+        "INSERT INTO processed_events (consumer, event_id, digest) "
+        "SELECT %s, * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING "
+        "RETURNING event_id", (consumer, ids, digests))}
+    # Only ids claimed before (not by this statement) are looked up: usually none.
+    earlier = [i for i in dict.fromkeys(ids) if i not in inserted]
+    stored: dict[str, bytes | None] = {}
+    if earlier:
+        stored = {r[0]: r[1] for r in conn.exec_driver_sql(
+            "SELECT event_id, digest FROM processed_events "
+            "WHERE consumer = %s AND event_id = ANY(%s::text[])", (consumer, earlier))}
     first: dict[str, bytes | None] = {}
     out = Claims([], 0, [])
     for record in records:
@@ -389,7 +391,6 @@ class BatchWorker:
         self.metrics = metrics
         self.max_records = max_records
         self.consumer = AIOKafkaConsumer(**consumer_config(bootstrap, handler.name))
-        self._partitioner = DefaultPartitioner()  # what the producer does with a key
         self.applied_total = 0
         self.parked_total = 0
         self._next: dict[TopicPartition, int] = {}
@@ -662,7 +663,7 @@ class BatchWorker:
             return
         assert self._loop is not None
         future = asyncio.run_coroutine_threadsafe(
-            publish(self.producer, self._partitioner, [*outputs, *letter_outputs(
+            publish(self.producer, [*outputs, *letter_outputs(
                 self.dead_letter_topic, letters)]), self._loop)
         future.result()
 
@@ -672,8 +673,18 @@ def letter_outputs(topic: str, letters: Sequence[DeadLetter]) -> list[Output]:
     return [Output(topic, d.letter_id.encode(), d.to_json(), "dead_letter") for d in letters]
 
 
-async def publish(producer: AIOKafkaProducer, partitioner: DefaultPartitioner,
-                  messages: Sequence[Output]) -> None:
+@functools.lru_cache(maxsize=1 << 16)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def partition_of(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition the default partitioner gives a key (its murmur2 hash, remembered for the
+    keys seen last: one member's events come in runs)."""
+    return partitions[_key_hash(key) % len(partitions)]
+
+
+async def publish(producer: AIOKafkaProducer, messages: Sequence[Output]) -> None:
     """Publish messages and wait for the broker's acks.
 
     Messages are packed into one record batch per partition (aiokafka's batch API): a batch can
@@ -683,14 +694,17 @@ async def publish(producer: AIOKafkaProducer, partitioner: DefaultPartitioner,
     """
     open_batches: dict[tuple[str, int], BatchBuilder] = {}
     sent = []
+    topics: dict[str, list[int]] = {}
     for o in messages:
-        partitions = sorted(await producer.partitions_for(o.topic))
+        partitions = topics.get(o.topic)
+        if partitions is None:
+            partitions = topics[o.topic] = sorted(await producer.partitions_for(o.topic))
         if o.partition is not None:
             targets = [o.partition]
-        elif o.broadcast:
-            targets = partitions
+        elif o.broadcast or o.key is None:
+            targets = partitions if o.broadcast else [random.choice(partitions)]
         else:
-            targets = [partitioner(o.key, partitions, partitions)]
+            targets = [partition_of(o.key, partitions)]
         for partition in targets:
             where = (o.topic, partition)
             batch = open_batches.get(where)

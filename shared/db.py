@@ -22,11 +22,14 @@ def sqlalchemy_url(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine on psycopg 3. The caller owns it and disposes of it."""
+def make_engine(url: str, *, pool_size: int = 5, name: str = "memberflow") -> Engine:
+    """An engine on psycopg 3. The caller owns it and disposes of it.
+
+    Its sessions carry `name` as their application name, so `pg_stat_activity` says which part
+    of memberflow each connection serves (e.g. "memberflow tiering")."""
     # Sessions in UTC, so timestamps read back the same whatever the server's zone.
     return create_engine(sqlalchemy_url(url), pool_size=pool_size, pool_pre_ping=True,
-                         connect_args={"options": "-c TimeZone=UTC"})
+                         connect_args={"options": "-c TimeZone=UTC", "application_name": name})
 
 
 def migrate(engine: Engine) -> None:

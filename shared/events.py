@@ -45,6 +45,7 @@ their field order, which is the canonical form.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -129,8 +130,13 @@ _MONEY_FORM = ('a plain decimal such as "129.90" (ASCII digits and at most 2 dec
                "no sign, exponent, separator or spaces)")
 
 
+_PLAIN_MONEY = re.compile(r"[0-9]{1,12}\.[0-9]{2}").fullmatch  # already as stored
+
+
 def _money(value: Any) -> Decimal:
     kind = type(value)
+    if kind is str and _PLAIN_MONEY(value):
+        return Decimal(value)
     if kind is str:
         match = _MONEY_TEXT.fullmatch(value)
         if match is None:
@@ -589,6 +595,16 @@ def decode(raw: bytes | str, *, bounds: TimeBounds | None = None,
     return _validate(obj, bounds, now)
 
 
+def read(raw: bytes, *, bounds: TimeBounds | None = None) -> tuple[EventModel, bytes]:
+    """`decode`, with the event's `digest`: for the canonical form, that of the bytes read."""
+    window = _window(bounds, None)
+    event = canonical(raw, *window) if len(raw) <= MAX_EVENT_BYTES else None
+    if event is not None:
+        return event, hashlib.sha256(raw).digest()
+    event = decode(raw, bounds=bounds)
+    return event, digest(event)
+
+
 def validate(obj: Any, *, bounds: TimeBounds | None = None,
              now: datetime | None = None) -> EventModel:
     """Validate an already-parsed JSON object (e.g. one element of an HTTP batch).
@@ -632,8 +648,8 @@ _TYPE_MARK = b'"type":"'
 def canonical(raw: bytes | str, bounds: TimeBounds, now: datetime) -> EventModel | None:
     """The event, if `raw` is exactly the canonical form of a valid event; else None, and the
     caller reads it field by field, which refuses it or accepts it as this same event."""
-    if type(raw) is not bytes:
-        return None
+    if type(raw) is not bytes or b'": ' in raw or b', "' in raw:
+        return None  # not canonical (those bytes cannot occur within a canonical string)
     start = raw.find(_TYPE_MARK)
     if start < 0:
         return None
@@ -665,9 +681,9 @@ def _id_ok(text: str) -> bool:
 
 
 def _money_ok(amount: Decimal) -> bool:
-    """Canonical money: finite, not negative (nor -0), exactly two places, within the limit."""
-    return (amount.is_finite() and not amount.is_signed()
-            and amount.as_tuple().exponent == -2 and amount <= MAX_MONEY)
+    """Canonical money: ASCII digits (at most 12), a point and two places, so finite, not
+    negative (nor -0) and within the limit; `str` is how it was written."""
+    return _PLAIN_MONEY(str(amount)) is not None
 
 
 def _placed_ok(p: OrderPlacedPayload) -> bool:
@@ -710,6 +726,9 @@ class _Items:
     max_length: int
 
 
+_CHECK, _OBJECT, _LIST = 0, 1, 2
+
+
 @dataclass(frozen=True)
 class _Shape:
     """How one JSON object becomes one model: each field and its check, in the model's order."""
@@ -719,6 +738,13 @@ class _Shape:
     optional: frozenset[str] = frozenset()
     # Fields this shape refuses with a reason of its own instead of "unknown field".
     refused: Mapping[str, str] = field(default_factory=dict)
+
+    @functools.cached_property
+    def plan(self) -> tuple[tuple[str, int, Any, bool], ...]:
+        """(name, kind of check, check, optional) per field, worked out once."""
+        return tuple((name, _OBJECT if isinstance(check, _Shape) else
+                      _LIST if isinstance(check, _Items) else _CHECK, check,
+                      name in self.optional) for name, check in self.fields.items())
 
 
 def _scalar(check: Callable[[Any], Any]) -> Check:
@@ -813,32 +839,37 @@ def _build(shape: _Shape, value: Any, path: str, bounds: TimeBounds, now: dateti
         return _BAD
     out: dict[str, Any] = {}
     bad = False
-    for name, check in shape.fields.items():
-        where = _join(path, name)
-        if name not in value or (value[name] is None and name in shape.optional):
-            if name not in shape.optional:
-                problems.append(Problem(where, "required"))
+    known = 0
+    for name, kind, check, optional in shape.plan:
+        item = value.get(name, _BAD)
+        if item is _BAD or (item is None and optional):
+            known += item is None
+            if not optional:
+                problems.append(Problem(_join(path, name), "required"))
                 bad = True
             continue
-        item = value[name]
-        if isinstance(check, _Shape):
-            out[name] = _build(check, item, where, bounds, now, problems)
-        elif isinstance(check, _Items):
-            out[name] = _build_items(check, item, where, bounds, now, problems)
-        else:
+        known += 1
+        if kind == _CHECK:
             try:
                 out[name] = check(item, bounds, now)
+                continue
             except ValueError as exc:
-                problems.append(Problem(where, str(exc)))
-                out[name] = _BAD
-    for key in value:
-        if key not in shape.fields:
-            name = _part(key) if type(key) is str else _describe(key)
-            problems.append(Problem(_join(path, name), shape.refused.get(key, "unknown field")))
+                problems.append(Problem(_join(path, name), str(exc)))
+                bad = True
+                continue
+        built = (_build(check, item, _join(path, name), bounds, now, problems) if kind == _OBJECT
+                 else _build_items(check, item, _join(path, name), bounds, now, problems))
+        if built is _BAD:
             bad = True
-    if bad or any(v is _BAD for v in out.values()):
-        return _BAD
-    return shape.model(**out)
+        out[name] = built
+    if known != len(value):
+        for key in value:
+            if key not in shape.fields:
+                name = _part(key) if type(key) is str else _describe(key)
+                problems.append(Problem(_join(path, name), shape.refused.get(key,
+                                                                              "unknown field")))
+                bad = True
+    return _BAD if bad else shape.model(**out)
 
 
 def _build_items(items: _Items, value: Any, path: str, bounds: TimeBounds, now: datetime,
@@ -941,13 +972,59 @@ _DECODER = json.JSONDecoder(parse_float=_json_number, parse_constant=_refuse_con
 # build a decoder on every call given these hooks, which costs more than parsing an event
 
 
+_FAST_JSON = msgspec.json.Decoder(float_hook=_json_number)
+# Every string token of a JSON text. Matched from the start, tokens are found whole and in turn
+# (outside strings a JSON text has no quotes).
+_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_TEXT_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NESTING = frozenset({dict, list})
+
+
+def _strings(value: Any) -> int:
+    """String tokens (keys and string values) of a parsed JSON value nested at most MAX_DEPTH
+    levels."""
+    if type(value) is dict:
+        return len(value) + sum(_strings(v) if type(v) in _NESTING else type(v) is str
+                                for v in value.values())
+    return sum(_strings(v) if type(v) in _NESTING else type(v) is str for v in value)
+
+
+def _loads_fast(raw: bytes | str) -> Any:
+    """`raw` parsed by msgspec, or None where the long way must say what is wrong (msgspec
+    refused it, or it repeats a key: msgspec keeps the last, silently)."""
+    try:
+        obj = _FAST_JSON.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if type(obj) not in _NESTING:
+        return obj
+    if isinstance(raw, bytes):
+        brackets = raw.count(b"{") + raw.count(b"[")
+        # Without escapes every quote delimits a string token; with them, find the tokens.
+        written = (raw.count(b'"') // 2 if b"\\" not in raw else len(_TOKENS.findall(raw)))
+    else:
+        brackets = raw.count("{") + raw.count("[")
+        written = (raw.count('"') // 2 if "\\" not in raw else len(_TEXT_TOKENS.findall(raw)))
+    if brackets > MAX_DEPTH and _too_deep(obj):
+        raise JsonRejected(_TOO_DEEP)
+    # A repeated key loses a key and its value from the parsed value, so fewer strings come
+    # out than were written.
+    return obj if written == _strings(obj) else None
+
+
 def loads_json(raw: bytes | str) -> Any:
     """Parse JSON keeping numbers exact (Decimal, never float), or raise `ValueError`.
 
     Refuses, with `JsonRejected` (a `ValueError` naming the problem), a key repeated within an
     object (the last would otherwise silently win), nesting deeper than `MAX_DEPTH`, and
-    `NaN`/`Infinity`, which are not JSON. Reads text and bytes as `json.loads` does.
+    `NaN`/`Infinity`, which are not JSON. Reads text and bytes as `json.loads` does: msgspec
+    parses what it can (most of it, quickly), the standard library the rest and says what is
+    wrong.
     """
+    if type(raw) is bytes or (type(raw) is str and not raw.startswith("\ufeff")):
+        obj = _loads_fast(raw)
+        if obj is not None:
+            return obj
     if isinstance(raw, str):
         if raw.startswith("\ufeff"):
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Engine
 
 from shared import archive, deadletter
@@ -123,7 +122,6 @@ class Ingestor:
         # How long a sender waits at most for the archive's commit before a 503.
         self.answer_within_s = answer_within_s
         self.tally = Tally()
-        self._partitioner = DefaultPartitioner()
 
     def check(self, item: bytes | str | Any) -> EventModel:
         """Validate one event given as JSON text or as a parsed object."""
@@ -210,7 +208,7 @@ class Ingestor:
             if outputs:
                 # Before COMMIT: an acknowledged event is both archived and on the broker.
                 asyncio.run_coroutine_threadsafe(
-                    publish(self.producer, self._partitioner, outputs), loop).result()
+                    publish(self.producer, outputs), loop).result()
         return verdicts, letters
 
     @staticmethod
@@ -231,7 +229,7 @@ class Ingestor:
             with self.engine.begin() as conn:
                 deadletter.store(conn, [letter])
                 asyncio.run_coroutine_threadsafe(publish(
-                    self.producer, self._partitioner,
+                    self.producer,
                     letter_outputs(self.topics.dead_letters, [letter])), loop).result()
 
         await asyncio.to_thread(write, asyncio.get_running_loop())

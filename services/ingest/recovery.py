@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy import Engine
 
 from shared.archive import relay_outputs
@@ -66,7 +65,6 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
 
     An archived body the contract now refuses (written by an older version) is counted and
     skipped, never published: workers would park it anyway."""
-    partitioner = DefaultPartitioner()
     published = refused = 0
     sql = (f"SELECT e.seq, e.body::text, e.late FROM events e "
            f"WHERE e.seq > %(after)s AND {where} ORDER BY e.seq LIMIT {CHUNK}")
@@ -87,7 +85,7 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
                 refused += 1
                 continue
             outputs += relay_outputs(topics, event, late)
-        await publish(producer, partitioner, outputs)
+        await publish(producer, outputs)
         published += len(outputs)
         if progress is not None:
             progress.update(published + refused, refused)

@@ -549,3 +549,50 @@ def test_the_digest_is_sha256_of_the_canonical_form() -> None:
     with_null = placed()
     with_null["payload"]["region"] = None
     assert events.digest(validate(without_region)) == events.digest(validate(with_null))
+
+
+# --- loads_json: msgspec where it can, the standard library where it must ------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+    | st.decimals(allow_nan=False, allow_infinity=False, places=3).map(lambda d: float(d)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=20)
+
+
+def _standard_library(raw: bytes) -> Any:
+    """What the long way alone makes of `raw` (the reference)."""
+    text = raw.decode("utf-8", "surrogatepass")
+    obj = events._DECODER.decode(text)
+    if events._too_deep(obj):
+        raise events.JsonRejected(Problem("", "nested deeper than 32 levels"))
+    return obj
+
+
+@FAST
+@given(json_values, st.sampled_from([(",", ":"), (", ", ": "), (" ,", " : ")]),
+       st.booleans(), st.integers(min_value=0, max_value=3))
+def test_loads_json_reads_any_json_as_the_standard_library_does(
+        value: Any, separators: tuple[str, str], ascii_only: bool, repeat: int) -> None:
+    text = json.dumps(value, separators=separators, ensure_ascii=ascii_only)
+    if repeat and text.startswith("{") and len(text) > 2:   # a repeated key, spelled as written
+        first = text[1:text.index(separators[1].strip()) + 1] if ":" in text else ""
+        text = "{" + first + " 1" + separators[0] + text[1:] if first else text
+    raw = text.encode("utf-8", "surrogatepass")
+    try:
+        expected = _standard_library(raw)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as info:
+            loads_json(raw)
+        assert type(info.value) is type(exc)
+        return
+    assert loads_json(raw) == expected
+    assert loads_json(text) == expected
+
+
+def test_a_colon_inside_a_string_is_not_taken_for_a_key() -> None:
+    assert loads_json(b'{"a": "b", ": x": 1, "c": "\\": y"}') == {"a": "b", ": x": 1,
+                                                                   "c": '": y'}
+    with pytest.raises(events.JsonRejected):
+        loads_json(b'{"a": "b", ": x": 1, ": x": 2}')
