@@ -261,7 +261,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             await wait_until(caught_up, deadline_s=90, what="warm-up event applied",
                              interval_s=0.2)
             started = time.perf_counter()
-            cpu_before = _cpu_parts(procs, broker, db)
+            cpu_before = _cpu_parts(procs, ["+".join(ws) for ws in processes], broker, db)
             report = await replay(wl.items(), ingestor)
 
             async def done() -> bool:
@@ -273,7 +273,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
 
             finished = await wait_until(done, deadline_s=600, what="lag 0 and all members",
                                         interval_s=0.2)
-            cpu_after = _cpu_parts(procs, broker, db)
+            cpu_after = _cpu_parts(procs, ["+".join(ws) for ws in processes], broker, db)
             cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
             rss = [peak_rss_mb(proc.pid) for proc in procs]
             batches: dict[str, tuple[int, float, float]] = {}
@@ -292,7 +292,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             engine.dispose()
 
 
-def _cpu_parts(procs: list[subprocess.Popen[bytes]], broker: EmbeddedBroker,
+def _cpu_parts(procs: list[subprocess.Popen[bytes]], names: list[str], broker: EmbeddedBroker,
                db: EmbeddedDatabase) -> dict[str, float]:
     """CPU seconds used so far by each part of the stack (PostgreSQL: all its backends)."""
     postgres = psutil.Process(db.postmaster_pid)
@@ -303,6 +303,9 @@ def _cpu_parts(procs: list[subprocess.Popen[bytes]], broker: EmbeddedBroker,
         "PostgreSQL": sum(cpu_seconds(p.pid) or 0.0 for p in pg),
         "broker": cpu_seconds(broker.pid) or 0.0 if broker.pid else 0.0,
     }
+    if len(procs) > 1:
+        for proc, name in zip(procs, names, strict=True):
+            parts[f"  {name}"] = cpu_seconds(proc.pid) or 0.0
     # PostgreSQL's share by whom it served: sessions are named after their worker.
     with psycopg.connect(db.url, autocommit=True) as conn:
         for pid, name in conn.execute("SELECT pid, application_name FROM pg_stat_activity "

@@ -392,7 +392,7 @@ async def _redrive(settings: Settings, bootstrap: str, engine: Any, ids: list[in
                    ) -> list[tuple[int, Any]]:
     with engine.connect() as conn:
         rows = conn.exec_driver_sql(
-            "SELECT id, raw, raw_size FROM dead_letters WHERE id = ANY(%s) AND status = 'parked' "
+            "SELECT id, raw, raw_size FROM dead_letters WHERE id = ANY(%b) AND status = 'parked' "
             "ORDER BY id", (ids,)).all()
     found = {r[0] for r in rows}
     out: list[tuple[int, Any]] = [(i, None) for i in ids if i not in found]

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from shared.consumer import Output, Undecodable
+from shared.db import copy_in
 from shared.events import (
     ARCHIVED_BOUNDS,
     CAMPAIGN_TYPES,
@@ -105,7 +106,7 @@ def store(conn: Connection, events: list[EventModel], *,
 
 def _stored_digests(conn: Connection, ids: list[str]) -> dict[str, bytes | None]:
     rows = conn.exec_driver_sql(
-        "SELECT event_id, digest, body::text FROM events WHERE event_id = ANY(%s)",
+        "SELECT event_id, digest, body::text FROM events WHERE event_id = ANY(%b)",
         (ids,)).all()
     out: dict[str, bytes | None] = {}
     for event_id, d, body in rows:
@@ -134,7 +135,7 @@ def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
                    if (s := getattr(e, "shop_id", None)) is not None})  # ticks: no shop
     newest: dict[tuple[str, str], datetime] = {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
         "SELECT shop_id, stream, newest FROM archive_clocks WHERE (shop_id, stream) IN "
-        "(SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY shop_id, stream FOR UPDATE",
+        "(SELECT * FROM unnest(%b::text[], %b::text[])) ORDER BY shop_id, stream FOR UPDATE",
         ([k[0] for k in keys], [k[1] for k in keys]))}
     late: dict[str, timedelta] = {}
     moved: dict[tuple[str, str], datetime] = {}
@@ -152,7 +153,7 @@ def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
         order = sorted(moved)
         conn.exec_driver_sql(
             "INSERT INTO archive_clocks AS a (shop_id, stream, newest) "
-            "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[]) "
+            "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[]) "
             "ON CONFLICT (shop_id, stream) DO UPDATE "
             "SET newest = GREATEST(a.newest, excluded.newest)",
             ([k[0] for k in order], [k[1] for k in order], [moved[k] for k in order]))
@@ -161,27 +162,19 @@ def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
 
 def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
             late: dict[str, bool]) -> set[str]:
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur:
-        cur.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS events_in (ord int, event_id text, type text, "
-            "shop_id text, member_id text, occurred_at timestamptz, body jsonb, digest bytea, "
-            "late bool) ON COMMIT DELETE ROWS")
-        # COPY is the fastest way in; the INSERT ... ON CONFLICT then drops what another
-        # transaction archived meanwhile. `ord` keeps the archive in the order events came.
-        with cur.copy("COPY events_in FROM STDIN") as copy:
-            for n, (e, d) in enumerate(rows):
-                copy.write_row((n, e.event_id, e.type, getattr(e, "shop_id", None),
-                                getattr(e, "member_id", None), e.occurred_at,
-                                e.to_json().decode(), d, late.get(e.event_id)))
-        cur.execute(
-            "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body, digest, "
-            "late) SELECT event_id, type, shop_id, member_id, occurred_at, body, digest, late "
-            "FROM events_in ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
-        inserted = {r[0] for r in cur.fetchall()}
-        cur.execute("TRUNCATE events_in")
-    return inserted
+    # COPY is the fastest way in; the INSERT ... ON CONFLICT then drops what another
+    # transaction archived meanwhile. `ord` keeps the archive in the order events came.
+    copy_in(conn, "events_in", (
+        ("ord", "int4"), ("event_id", "text"), ("type", "text"), ("shop_id", "text"),
+        ("member_id", "text"), ("occurred_at", "timestamptz"), ("body", "text"),
+        ("digest", "bytea"), ("late", "bool")),
+        ((n, e.event_id, e.type, getattr(e, "shop_id", None), getattr(e, "member_id", None),
+          e.occurred_at, e.to_json().decode(), d, late.get(e.event_id))
+         for n, (e, d) in enumerate(rows)))
+    return {r[0] for r in conn.exec_driver_sql(
+        "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body, digest, "
+        "late) SELECT event_id, type, shop_id, member_id, occurred_at, body::jsonb, digest, late "
+        "FROM events_in ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id")}
 
 
 def relay_outputs(topics: Topics, event: EventModel, late: bool | None = None,

@@ -31,7 +31,7 @@ def flag_members(conn: Connection, shop_id: str, member_ids: list[str],
         raise OperationRefused(f"a reason is required to change the {flag} mark")
     changed = [r[0] for r in conn.exec_driver_sql(
         f"UPDATE members SET {flag} = %s, updated_at = now() "
-        f"WHERE shop_id = %s AND member_id = ANY(%s) AND {flag} <> %s RETURNING member_id",
+        f"WHERE shop_id = %s AND member_id = ANY(%b) AND {flag} <> %s RETURNING member_id",
         (value, shop_id, member_ids, value)).all()]
     action = {"blacklisted": "blacklist", "important": "important"}[flag]
     for member_id in sorted(changed):

@@ -22,7 +22,7 @@ def lock_stream_clocks(conn: Connection, consumer: str, parts: Iterable[tuple[st
         return {}
     return {(r[0], r[1]): r[2] for r in conn.exec_driver_sql(
         "SELECT topic, partition, clock FROM stream_clocks WHERE consumer = %s AND "
-        "(topic, partition) IN (SELECT * FROM unnest(%s::text[], %s::int[])) "
+        "(topic, partition) IN (SELECT * FROM unnest(%b::text[], %b::int[])) "
         "ORDER BY topic, partition FOR UPDATE",
         (consumer, [k[0] for k in keys], [k[1] for k in keys]))}
 
@@ -33,7 +33,7 @@ def save_stream_clocks(conn: Connection, consumer: str,
     if keys:
         conn.exec_driver_sql(
             "INSERT INTO stream_clocks AS c (consumer, topic, partition, clock) "
-            "SELECT %s, * FROM unnest(%s::text[], %s::int[], %s::timestamptz[]) "
+            "SELECT %s, * FROM unnest(%b::text[], %b::int[], %b::timestamptz[]) "
             "ON CONFLICT (consumer, topic, partition) DO UPDATE "
             "SET clock = GREATEST(c.clock, excluded.clock)",
             (consumer, [k[0] for k in keys], [k[1] for k in keys], [clocks[k] for k in keys]))

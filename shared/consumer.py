@@ -68,6 +68,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import deadletter
+from shared.db import copy_in
 from shared.deadletter import DeadLetter
 from shared.events import Problem
 from shared.kafka import consumer_config
@@ -255,7 +256,7 @@ def claim_positions(conn: Connection, consumer: str,
     partitions = [p for _, p in parts]
     conn.exec_driver_sql(
         "INSERT INTO consumer_positions (consumer, topic, partition, next_offset) "
-        "SELECT %s, t, p, 0 FROM unnest(%s::text[], %s::int[]) AS u(t, p) "
+        "SELECT %s, t, p, 0 FROM unnest(%b::text[], %b::int[]) AS u(t, p) "
         "ON CONFLICT DO NOTHING",
         (consumer, topics, partitions),
     )
@@ -264,7 +265,7 @@ def claim_positions(conn: Connection, consumer: str,
         for t, p, o in conn.exec_driver_sql(
             "SELECT topic, partition, next_offset FROM consumer_positions "
             "WHERE consumer = %s AND (topic, partition) IN "
-            "(SELECT * FROM unnest(%s::text[], %s::int[])) ORDER BY topic, partition FOR UPDATE",
+            "(SELECT * FROM unnest(%b::text[], %b::int[])) ORDER BY topic, partition FOR UPDATE",
             (consumer, topics, partitions),
         ).all()
     }
@@ -276,7 +277,7 @@ def store_positions(conn: Connection, consumer: str, positions: dict[TopicPartit
         return
     conn.exec_driver_sql(
         "INSERT INTO consumer_positions (consumer, topic, partition, next_offset) "
-        "SELECT %s, t, p, o FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS u(t, p, o) "
+        "SELECT %s, t, p, o FROM unnest(%b::text[], %b::int[], %b::bigint[]) AS u(t, p, o) "
         "ON CONFLICT (consumer, topic, partition) DO UPDATE "
         "SET next_offset = GREATEST(consumer_positions.next_offset, excluded.next_offset), "
         "    updated_at = now()",
@@ -300,18 +301,19 @@ def claim_event_ids(conn: Connection, consumer: str, records: list[Record]) -> C
     if not records:
         return Claims([], 0, [])
     ids = [r.event.event_id for r in records]
-    digests = [r.digest for r in records]
+    copy_in(conn, "claims_in", (("event_id", "text"), ("digest", "bytea")),
+            ((r.event.event_id, r.digest) for r in records))
     inserted = {r[0] for r in conn.exec_driver_sql(
         "INSERT INTO processed_events (consumer, event_id, digest) "
-        "SELECT %s, * FROM unnest(%s::text[], %s::bytea[]) ON CONFLICT DO NOTHING "
-        "RETURNING event_id", (consumer, ids, digests))}
+        "SELECT %s, event_id, digest FROM claims_in ON CONFLICT DO NOTHING "
+        "RETURNING event_id", (consumer,))}
     # Only ids claimed before (not by this statement) are looked up: usually none.
     earlier = [i for i in dict.fromkeys(ids) if i not in inserted]
     stored: dict[str, bytes | None] = {}
     if earlier:
         stored = {r[0]: r[1] for r in conn.exec_driver_sql(
             "SELECT event_id, digest FROM processed_events "
-            "WHERE consumer = %s AND event_id = ANY(%s::text[])", (consumer, earlier))}
+            "WHERE consumer = %s AND event_id = ANY(%b::text[])", (consumer, earlier))}
     first: dict[str, bytes | None] = {}
     out = Claims([], 0, [])
     for record in records:

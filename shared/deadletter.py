@@ -148,7 +148,7 @@ def store(conn: Connection, letters: list[DeadLetter]) -> int:
     return conn.exec_driver_sql(
         "INSERT INTO dead_letters (letter_id, source, source_ref, shop_id, event_id, reason, "
         "  problems, raw, raw_size, rejected_at) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], "
-        "  %s::text[], %s::jsonb[], %s::text[], %s::int[], %s::timestamptz[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], "
+        "  %b::text[], %s::jsonb[], %b::text[], %b::int[], %b::timestamptz[]) "
         "ON CONFLICT (letter_id) DO NOTHING",
         tuple(list(c) for c in cols)).rowcount

@@ -17,7 +17,7 @@ def shop_configs(conn: Connection, shop_ids: Sequence[str], *, share_lock: bool 
     waits for work that runs on the current one (and that work never mixes two versions).
     """
     rows = conn.exec_driver_sql(
-        "SELECT shop_id, config_version, config FROM shops WHERE shop_id = ANY(%s) ORDER BY "
+        "SELECT shop_id, config_version, config FROM shops WHERE shop_id = ANY(%b) ORDER BY "
         "shop_id" + (" FOR SHARE" if share_lock else ""),
         (list(shop_ids),),
     ).all()
@@ -28,7 +28,7 @@ def config_versions(conn: Connection, shop_ids: Sequence[str], *, share_lock: bo
                     ) -> dict[str, int]:
     """The applied configuration version of each listed shop that has one (see shop_configs)."""
     rows = conn.exec_driver_sql(
-        "SELECT shop_id, config_version FROM shops WHERE shop_id = ANY(%s) ORDER BY shop_id"
+        "SELECT shop_id, config_version FROM shops WHERE shop_id = ANY(%b) ORDER BY shop_id"
         + (" FOR SHARE" if share_lock else ""),
         (list(shop_ids),),
     ).all()

@@ -168,7 +168,7 @@ def goods_buyers(conn: Connection, shop_id: str, rules: list[tuple[str, list[str
     for member_id, sku in conn.exec_driver_sql(
             "SELECT DISTINCT o.member_id, i.sku FROM order_items i JOIN member_orders o "
             "ON o.shop_id = i.shop_id AND o.order_id = i.order_id "
-            "WHERE i.shop_id = %s AND i.sku = ANY(%s) AND o.completed_at IS NOT NULL",
+            "WHERE i.shop_id = %s AND i.sku = ANY(%b) AND o.completed_at IS NOT NULL",
             (shop_id, skus)):
         bought.setdefault(member_id, set()).add(sku)
     return {m: next(rule_id for rule_id, goods in rules if set(goods) & have)

@@ -70,7 +70,7 @@ def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, dat
     shops = sorted(watermarks)
     return dict(conn.exec_driver_sql(
         "INSERT INTO abc_shops AS a (shop_id, watermark, dirty) "
-        "SELECT s, w, true FROM unnest(%s::text[], %s::timestamptz[]) AS u(s, w) "
+        "SELECT s, w, true FROM unnest(%b::text[], %b::timestamptz[]) AS u(s, w) "
         "ON CONFLICT (shop_id) DO UPDATE SET dirty = true, "
         "  watermark = GREATEST(a.watermark, excluded.watermark) "
         "RETURNING a.shop_id, a.watermark",

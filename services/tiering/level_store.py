@@ -39,7 +39,7 @@ def load_facts(conn: Connection, shop_id: str, policy: LevelPolicy,
            "WHERE shop_id = %s")
     params: tuple[Any, ...] = (shop_id,)
     if member_ids is not None:
-        sql += " AND member_id = ANY(%s)"
+        sql += " AND member_id = ANY(%b)"
         params += (list(member_ids),)
     rows = conn.exec_driver_sql(sql, params).all()
     windowed = windowed_levels(conn, shop_id, policy, member_ids) if policy.windows() else {}
@@ -74,7 +74,7 @@ def windowed_levels(conn: Connection, shop_id: str, policy: LevelPolicy,
            "WHERE shop_id = %s AND completed_at IS NOT NULL")
     params: tuple[Any, ...] = (shop_id,)
     if member_ids is not None:
-        sql += " AND member_id = ANY(%s)"
+        sql += " AND member_id = ANY(%b)"
         params += (list(member_ids),)
     sql += f" WINDOW {windows}) x GROUP BY member_id"
     out: dict[str, frozenset[int]] = {}
