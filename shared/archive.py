@@ -21,6 +21,8 @@ Per call, in the caller's transaction:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -42,6 +44,29 @@ from shared.topics import Topics
 
 LATE_HEADER = "memberflow-late"          # ingest's verdict: "1" late, "0" not
 BEHIND_HEADER = "memberflow-behind-s"     # how far behind its shop's newest event, seconds
+SEAL_HEADER = "memberflow-archived"      # ingest's seal: this very record is in the archive
+_KEYS: dict[str, bytes] = {}
+
+
+def archive_key(conn: Connection) -> bytes:
+    """The deployment's key for sealing archived records (made by the migrations; read once
+    per database and process)."""
+    where = conn.engine.url.render_as_string(hide_password=False)
+    key = _KEYS.get(where)
+    if key is None:
+        key = _KEYS[where] = bytes(conn.exec_driver_sql(
+            "SELECT key FROM pipeline_keys WHERE name = 'archive'").scalar_one())
+    return key
+
+
+def seal(key: bytes, value: bytes) -> bytes:
+    """What proves that the record `value` went through ingest into the archive."""
+    return hmac.new(key, value, hashlib.sha256).digest()[:16]
+
+
+def sealed(key: bytes, value: bytes, header: bytes | None) -> bool:
+    """Whether a record carries ingest's seal of its very bytes."""
+    return header is not None and hmac.compare_digest(header, seal(key, value))
 
 
 @dataclass
@@ -177,22 +202,25 @@ def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
         "FROM events_in ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id")}
 
 
-def relay_outputs(topics: Topics, event: EventModel, late: bool | None = None,
+def relay_outputs(topics: Topics, event: EventModel, key: bytes, late: bool | None = None,
                   behind: timedelta | None = None) -> list[Output]:
     """The messages that carry an archived event to its topic; a tick goes to every partition
     of the orders and campaigns topics, so every worker's every partition sees time pass.
 
-    It carries ingest's lateness verdict in a header: "1" late, "0" not late; no header for
-    events that never passed through ingest (the campaigns worker then judges them itself)."""
-    headers: tuple[tuple[str, bytes], ...] = () if late is None else (
-        (LATE_HEADER, b"1" if late else b"0"),)
+    They carry ingest's seal (`key` is `archive_key`), and its lateness verdict in a header:
+    "1" late, "0" not late; no header for events that never passed through ingest (the
+    campaigns worker then judges them itself)."""
+    value = event.to_json()
+    headers: tuple[tuple[str, bytes], ...] = ((SEAL_HEADER, seal(key, value)),)
+    if late is not None:
+        headers += ((LATE_HEADER, b"1" if late else b"0"),)
     if late and behind is not None:
         headers += ((BEHIND_HEADER, str(int(behind.total_seconds())).encode()),)
-    key = getattr(event, "key", None)
-    if key is None:
-        return [Output(t, None, event.to_json(), event.type, broadcast=True)
+    partition_key = getattr(event, "key", None)
+    if partition_key is None:
+        return [Output(t, None, value, event.type, broadcast=True, headers=headers)
                 for t in (topics.orders, topics.campaigns)]
-    return [Output(topics.for_type(event.type), key, event.to_json(), event.type,
+    return [Output(topics.for_type(event.type), partition_key, value, event.type,
                    headers=headers)]
 
 

@@ -148,6 +148,9 @@ class Contract:
     # The topic an event belongs on: one read from another topic is parked, by every worker
     # alike (it would reach some workers and not others, and a replay would route it back).
     route: Callable[[str], str | None] | None = None
+    # Records the handler need not read at all (their positions still move): e.g. what the
+    # archiver can tell, by ingest's seal, is archived already.
+    passes_over: Callable[[Connection, Delivery], bool] | None = None
     attempts: int = 3                # tries of a record that fails alone before it is parked
     bug_limit: int = 5               # records failing alone in a row: a bug, not bad input
 
@@ -616,7 +619,10 @@ class BatchWorker:
             records: list[Record] = []
             letters: list[DeadLetter] = []
             unreadable = 0
+            passes_over = self.contract.passes_over
             for d in fresh:
+                if passes_over is not None and passes_over(conn, d):
+                    continue
                 read = self._read(d)
                 if isinstance(read, DeadLetter):
                     letters.append(read)

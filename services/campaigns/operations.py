@@ -245,7 +245,8 @@ def send(conn: Connection, topics: Topics, shop_id: str, campaign_id: str, sende
     events = [_sent_event(shop_id, campaign_id, m, now) for m in messages]
     archived = archive.store(conn, events)
     enqueue(conn, "campaigns", [o for e in archived.new
-                                for o in archive.relay_outputs(topics, e, False)])
+                                for o in archive.relay_outputs(
+                                    topics, e, archive.archive_key(conn), False)])
     conn.exec_driver_sql("UPDATE campaigns SET sent_at = %s WHERE shop_id = %s AND "
                          "campaign_id = %s", (now, shop_id, campaign_id))
     audit(conn, shop_id, None, "campaign.send", operator,

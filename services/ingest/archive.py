@@ -1,13 +1,15 @@
 """The archiver worker: archives records that reached the inbound topics without passing
-through ingest (storefronts producing straight to Kafka). What ingest archived already is
-recognised by its id and digest; one id with another body is parked as a conflict."""
+through ingest (storefronts producing straight to Kafka). What ingest archived carries its seal
+(`shared.archive.seal`, a keyed hash of the record's bytes) and is passed over unread; any other
+record is read, and one already archived is recognised by its id and digest; one id with
+another body is parked as a conflict."""
 
 from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from shared.archive import read_inbound, store
-from shared.consumer import Batch, Contract, Output, conflict_problem
+from shared.archive import SEAL_HEADER, archive_key, read_inbound, sealed, store
+from shared.consumer import Batch, Contract, Delivery, Output, conflict_problem
 from shared.events import EVENT_TYPES
 from shared.topics import Topics
 
@@ -20,7 +22,13 @@ class EventArchiver:
     def __init__(self, topics: Topics) -> None:
         self.topics: tuple[str, ...] = topics.inbound
         # The archive's unique event id is the claim: no processed_events rows needed.
-        self.contract = Contract(read=read_inbound, handles=EVENT_TYPES, route=topics.home)
+        self.contract = Contract(read=read_inbound, handles=EVENT_TYPES, route=topics.home,
+                                 passes_over=self.sealed)
+
+    @staticmethod
+    def sealed(conn: Connection, delivery: Delivery) -> bool:
+        """Ingest archived this very record (its seal matches its bytes)."""
+        return sealed(archive_key(conn), delivery.value, delivery.header(SEAL_HEADER))
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
         if not batch.records:

@@ -200,9 +200,10 @@ class Ingestor:
                                             "duplicate" if id(event) in duplicate else "accepted",
                                             notes, event.occurred_at))
             deadletter.store(conn, letters)
+            key = archive.archive_key(conn)
             outputs: list[Output] = [
                 out for e in stored.new if id(e) in new
-                for out in archive.relay_outputs(self.topics, e, self._late(e, stored),
+                for out in archive.relay_outputs(self.topics, e, key, self._late(e, stored),
                                                  stored.late.get(e.event_id))]
             outputs += letter_outputs(self.topics.dead_letters, letters)
             if outputs:

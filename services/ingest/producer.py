@@ -78,9 +78,10 @@ class EventProducer:
         events, self._pending = self._pending, []
         with self._engine.begin() as conn:
             stored = archive.store(conn, events, lateness=self.lateness)
+            key = archive.archive_key(conn)
             for event in stored.new:
                 # Every event a storefront sends names its shop: a verdict always exists.
-                for out in archive.relay_outputs(self.topics, event,
+                for out in archive.relay_outputs(self.topics, event, key,
                                                  event.event_id in stored.late,
                                                  stored.late.get(event.event_id)):
                     self._futures.append(self._producer.send(

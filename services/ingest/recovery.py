@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import Engine
 
-from shared.archive import relay_outputs
+from shared.archive import archive_key, relay_outputs
 from shared.consumer import publish
 from shared.events import ARCHIVED_BOUNDS, EventRejected, decode
 from shared.topics import Topics
@@ -74,6 +74,11 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
             return [(int(r[0]), str(r[1]), r[2]) for r in conn.exec_driver_sql(
                 sql, {**(params or {}), "after": after})]
 
+    def key() -> bytes:
+        with engine.connect() as conn:
+            return archive_key(conn)
+
+    sealing = await asyncio.to_thread(key)
     after = 0
     while chunk := await asyncio.to_thread(page, after):
         after = chunk[-1][0]
@@ -84,7 +89,7 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
             except EventRejected:
                 refused += 1
                 continue
-            outputs += relay_outputs(topics, event, late)
+            outputs += relay_outputs(topics, event, sealing, late)
         await publish(producer, outputs)
         published += len(outputs)
         if progress is not None:

@@ -48,6 +48,7 @@ from shared.outbound import (
     LevelChanged,
     MemberState,
     OutboundModel,
+    StatePayload,
     StreamClock,
     UnreadableOutbound,
     decode,
@@ -72,13 +73,10 @@ def read_member_event(value: bytes) -> tuple[OutboundModel, None] | None:
 
 def _facts(facts: MemberFacts, event: FiguresChanged | MemberState) -> MemberFacts:
     f = event.payload
-    facts = replace(facts, completed_trades=f.completed_trades, spend_cents=f.spend_cents,
-                    gross_cents=f.gross_cents, refunded_cents=f.refunded_cents,
-                    first_purchase_at=f.first_purchase_at, last_purchase_at=f.last_purchase_at,
-                    region=f.region)
-    if isinstance(event, MemberState):
-        facts = replace(facts, level=event.payload.level, abc_class=event.payload.abc_class)
-    return facts
+    level, abc_class = ((f.level, f.abc_class) if isinstance(f, StatePayload)
+                        else (facts.level, facts.abc_class))
+    return MemberFacts(f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
+                       f.first_purchase_at, f.last_purchase_at, f.region, level, abc_class)
 
 
 class TaggingHandler:

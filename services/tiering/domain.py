@@ -8,7 +8,7 @@ in the order's ledger entry, so they may arrive in any order and the figures com
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from shared.events import EventModel, OrderCompleted, OrderPlaced, OrderRefunded
@@ -146,17 +146,22 @@ def complete(order: Order | None, event: OrderCompleted) -> Order:
     """Record a completed trade; a second completion of the same order changes nothing."""
     if order is not None and order.completed:
         return order
-    base = order or Order(event.shop_id, event.payload.order_id, event.member_id)
-    return replace(base, amount_cents=to_cents(event.payload.amount),
-                   completed_at=event.occurred_at, completed_event_id=event.event_id)
+    if order is None:
+        return Order(event.shop_id, event.payload.order_id, event.member_id,
+                     to_cents(event.payload.amount), event.occurred_at, event.event_id)
+    return Order(order.shop_id, order.order_id, order.member_id, to_cents(event.payload.amount),
+                 event.occurred_at, event.event_id, order.refund_requested_cents)
 
 
 def refund(order: Order | None, event: OrderRefunded) -> Order:
     """Record a refund; it may arrive before the completion it refunds."""
-    base = order or Order(event.shop_id, event.payload.order_id, event.member_id)
-    return replace(base,
-                   refund_requested_cents=base.refund_requested_cents
-                   + to_cents(event.payload.amount))
+    cents = to_cents(event.payload.amount)
+    if order is None:
+        return Order(event.shop_id, event.payload.order_id, event.member_id,
+                     refund_requested_cents=cents)
+    return Order(order.shop_id, order.order_id, order.member_id, order.amount_cents,
+                 order.completed_at, order.completed_event_id,
+                 order.refund_requested_cents + cents)
 
 
 def apply(orders: dict[OrderKey, Order], events: Iterable[EventModel]
@@ -183,7 +188,9 @@ def apply_steps(orders: dict[OrderKey, Order], events: Iterable[EventModel]
     for event in events:
         if not isinstance(event, OrderPlaced | OrderCompleted | OrderRefunded):
             continue
-        member = deltas.setdefault((event.shop_id, event.member_id), MemberDelta())
+        member = deltas.get((event.shop_id, event.member_id))
+        if member is None:
+            member = deltas[(event.shop_id, event.member_id)] = MemberDelta()
         if isinstance(event, OrderPlaced):
             key = (event.shop_id, event.payload.order_id)
             skus = frozenset(i.sku for i in event.payload.items)
@@ -216,7 +223,9 @@ def apply_steps(orders: dict[OrderKey, Order], events: Iterable[EventModel]
             continue
         # Figures belong to the member who owns the order, whoever the later event names.
         owner_key = (after.shop_id, after.member_id)
-        owner = deltas.setdefault(owner_key, MemberDelta())
+        owner = deltas.get(owner_key)
+        if owner is None:
+            owner = deltas[owner_key] = MemberDelta()
         owner.add_order_change(before, after)
         step = MemberDelta()
         step.add_order_change(before, after)

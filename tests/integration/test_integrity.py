@@ -19,12 +19,13 @@ from memberflow.configure import apply_shop_config
 from memberflow.runtime import Services, Stack
 from services.ingest.ticker import record_tick
 from shared import kafka
+from shared.archive import SEAL_HEADER, seal
 from shared.config import Settings
 from shared.db import make_engine
 from shared.embedded import EmbeddedBroker
 from shared.metrics import Metrics
 from shared.shopconfig import parse
-from tests.support import member_figures, pipeline, scalar
+from tests.support import member_figures, pipeline, produce, scalar
 
 ALL = ("archiver", "tiering", "tagging", "campaigns")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -312,3 +313,36 @@ def test_a_tick_recorded_twice_is_one_event(stack: Stack, engine: Engine) -> Non
     asyncio.run(go())
     assert scalar(engine, "SELECT count(*) FROM events WHERE type = 'clock.ticked'") == 1
     assert scalar(engine, "SELECT pipeline_clock()") == datetime(2026, 7, 1, tzinfo=UTC)
+
+
+def test_the_archiver_passes_over_what_ingest_sealed_and_reads_the_rest(
+        stack: Stack, engine: Engine) -> None:
+    metrics = Metrics()
+    forged = json.dumps(ev("forged", order_id="o-forged", amount="3.00")).encode()
+    unsealed = json.dumps(ev("unsealed", order_id="o-unsealed", amount="4.00")).encode()
+
+    async def run() -> None:
+        services = Services(stack, ["archiver"], metrics)
+        await services.start()
+        try:
+            report = await produce(stack, [ev("sealed-1", order_id="o1", amount="1.00"),
+                                           ev("sealed-2", order_id="o2", amount="2.00")])
+            assert report.accepted == 2
+            producer = kafka.producer(stack.bootstrap)
+            await producer.start()
+            try:
+                # A seal made with another key, and none at all: both read and archived.
+                await producer.send_and_wait(stack.topics.orders, forged, key=b"s1/m1",
+                                             headers=[(SEAL_HEADER, seal(b"k" * 32, forged))])
+                await producer.send_and_wait(stack.topics.orders, unsealed, key=b"s1/m1")
+            finally:
+                await producer.stop()
+            await services.wait_caught_up(deadline_s=90)
+        finally:
+            await services.close()
+
+    asyncio.run(run())
+    assert scalar(engine, "SELECT count(*) FROM events") == 4
+    read = metrics.registry.get_sample_value(
+        "memberflow_events_processed_total", {"worker": "archiver", "type": "order.completed"})
+    assert read == 2  # the two records ingest sealed were passed over unread

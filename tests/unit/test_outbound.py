@@ -116,3 +116,14 @@ def test_the_published_json_schemas_are_the_ones_the_code_uses() -> None:
     """docs/ holds what `memberflow schema` prints; regenerate with `make schema`."""
     assert json.loads((DOCS / "event.schema.json").read_text()) == inbound_schema()
     assert json.loads((DOCS / "member-event.schema.json").read_text()) == json_schema()
+
+
+def test_only_the_archive_key_seals_a_record_and_only_its_very_bytes() -> None:
+    from shared.archive import seal, sealed
+
+    key, other = b"k" * 32, b"o" * 32
+    value = b'{"event_id":"e1"}'
+    assert sealed(key, value, seal(key, value))
+    assert not sealed(key, value, seal(other, value))
+    assert not sealed(key, value + b" ", seal(key, value))
+    assert not sealed(key, value, None)
