@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from shared.consumer import Output, Undecodable
 from shared.db import copy_in
@@ -45,16 +46,15 @@ from shared.topics import Topics
 LATE_HEADER = "memberflow-late"          # ingest's verdict: "1" late, "0" not
 BEHIND_HEADER = "memberflow-behind-s"     # how far behind its shop's newest event, seconds
 SEAL_HEADER = "memberflow-archived"      # ingest's seal: this very record is in the archive
-_KEYS: dict[str, bytes] = {}
+_KEYS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
 
 
 def archive_key(conn: Connection) -> bytes:
     """The deployment's key for sealing archived records (made by the migrations; read once
-    per database and process)."""
-    where = conn.engine.url.render_as_string(hide_password=False)
-    key = _KEYS.get(where)
+    per engine)."""
+    key = _KEYS.get(conn.engine)
     if key is None:
-        key = _KEYS[where] = bytes(conn.exec_driver_sql(
+        key = _KEYS[conn.engine] = bytes(conn.exec_driver_sql(
             "SELECT key FROM pipeline_keys WHERE name = 'archive'").scalar_one())
     return key
 
