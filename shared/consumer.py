@@ -73,7 +73,7 @@ from shared.deadletter import DeadLetter
 from shared.events import Problem
 from shared.kafka import consumer_config
 from shared.logs import context
-from shared.metrics import Metrics
+from shared.metrics import Metrics, observe_all
 
 log = logging.getLogger(__name__)
 
@@ -512,8 +512,8 @@ class BatchWorker:
         self.metrics.batch_seconds.labels(name).observe(time.perf_counter() - started)
         self.metrics.batch_size.labels(name).observe(len(deliveries))
         now_ms = time.time() * 1000
-        self.metrics.event_lag_seconds.labels(name).observe(
-            max(0.0, (now_ms - deliveries[-1].timestamp_ms) / 1000))
+        observe_all(self.metrics.event_lag_seconds.labels(name),
+                    [max(0.0, (now_ms - d.timestamp_ms) / 1000) for d in deliveries])
         for event_type, n in result.types.items():
             self.metrics.events_processed.labels(name, event_type).inc(n)
         for event_type, n in result.published.items():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -46,7 +50,8 @@ class Metrics:
             buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000), registry=r)
         self.event_lag_seconds = Histogram(
             "memberflow_event_age_seconds",
-            "From the broker timestamp of an event to its state being committed", ["worker"],
+            "From the broker timestamp of an event to its state being committed (every event "
+            "applied)", ["worker"],
             buckets=LATENCY_BUCKETS, registry=r)
         self.consumer_lag = Gauge(
             "memberflow_consumer_lag", "Messages behind the partition's end",
@@ -61,3 +66,14 @@ class Metrics:
         self.archived = Counter(
             "memberflow_archived_events_total", "Events appended to the durable archive",
             registry=r)
+
+
+def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
+    """Observe many values at once, exactly as one `observe` each would: one lock per bucket
+    instead of one per value (a batch holds thousands of events)."""
+    if not values:
+        return
+    bounds = histogram._upper_bounds  # this child's bucket bounds, +Inf last
+    for index, n in Tally(bisect.bisect_left(bounds, v) for v in values).items():
+        histogram._buckets[index].inc(n)
+    histogram._sum.inc(sum(values))

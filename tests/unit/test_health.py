@@ -176,3 +176,20 @@ def test_a_broker_that_accepts_but_never_answers_is_not_ready_within_the_bound()
     assert first == {"ok": False, "detail": "no answer within 0.4s"}
     assert took < 1.5
     assert later["ok"] is False and took_later < 1.5  # a new attempt, bounded as well
+
+
+def test_observing_a_batch_at_once_is_exactly_observing_each_value() -> None:
+    from shared.metrics import Metrics, observe_all
+
+    one, many = Metrics(), Metrics()
+    values = [0.0, 0.0005, 0.001, 0.0011, 0.3, 0.25, 2.5, 31.0, 1e9, 0.07]
+    for v in values:
+        one.event_lag_seconds.labels("w").observe(v)
+    observe_all(many.event_lag_seconds.labels("w"), values)
+    observe_all(many.event_lag_seconds.labels("w"), [])
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for f in m.registry.collect()
+                if f.name == "memberflow_event_age_seconds" for s in f.samples
+                if not s.name.endswith("_created")]
+    assert samples(one) == samples(many)
