@@ -38,8 +38,10 @@ Error policy (the same for every worker):
   restarts from the stored positions once the bug is fixed; the records it parked before
   stopping can be re-driven.
 
-Timed work (debounced recomputes, outbox relays) runs between batches in a transaction of its
-own; a transient error retries at the next tick, any other error is logged, counted
+Timed work (debounced recomputes, outbox relays) runs beside the batches, in a task and
+transactions of its own, so a long recompute never holds up event processing; work that takes
+several transactions (a recompute applied in chunks) says so with `TimedWork.again`. A transient
+error retries at the next tick, any other error is logged, counted
 (`memberflow_timed_work_failures_total`) and retried with a growing pause, never stopping the
 loop.
 """
@@ -124,10 +126,14 @@ class Record:
 @dataclass(frozen=True)
 class TimedWork:
     """Work driven by time rather than by records: run about every `seconds`, in a transaction
-    of its own; what it returns is published before that transaction commits."""
+    of its own; what it returns is published before that transaction commits. While `again`
+    says there is more to do, it is run again at once, each time in a new transaction."""
 
     seconds: float
     run: Callable[[Connection, datetime], list[Output]]
+    again: Callable[[], bool] = lambda: False
+    # Called when a run failed: drop whatever was planned across transactions.
+    reset: Callable[[], None] = lambda: None
 
 
 # A reader turns a record's value into (event, digest), None for records the worker ignores,
@@ -399,7 +405,6 @@ class BatchWorker:
         self.applied_total = 0
         self.parked_total = 0
         self._next: dict[TopicPartition, int] = {}
-        self._next_tick = 0.0
         self._tick_failures = 0
         self._attempts: dict[str, int] = {}       # record identity -> failed tries alone
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -422,6 +427,7 @@ class BatchWorker:
         _settle_garbage_collector()
         await self.consumer.start()
         self.consumer.subscribe(list(self.handler.topics), listener=_SeekToStored(self))
+        timed = asyncio.create_task(self._timed_loop(stop), name=f"{self.handler.name}-timed")
         try:
             with context(worker=self.handler.name):
                 while not stop.is_set():
@@ -433,7 +439,6 @@ class BatchWorker:
                         for tp in sorted(records, key=lambda tp: (tp.topic, tp.partition))
                         for r in records[tp]
                     ]
-                    await self._maybe_tick()
                     if deliveries:
                         result = await self._process_with_retry(deliveries)
                         # After COMMIT only; see the module docstring, step 8.
@@ -443,44 +448,58 @@ class BatchWorker:
                             log.warning("Kafka commit failed (%s); database position holds", exc)
                     self._report_lag()
         finally:
+            timed.cancel()
+            await asyncio.gather(timed, return_exceptions=True)
             await self.consumer.stop()
 
     # --- timed work ----------------------------------------------------------------------------
 
-    async def _maybe_tick(self) -> None:
+    async def _timed_loop(self, stop: asyncio.Event) -> None:
+        """The handler's timed work, beside the batches (never between them)."""
         timed = self.contract.timed
-        if timed is None or time.monotonic() < self._next_tick:
+        if timed is None:
             return
-        self._next_tick = time.monotonic() + timed.seconds
-        try:
-            await asyncio.to_thread(self.tick_now)
-            self._tick_failures = 0
-        except Exception as exc:
-            if is_transient(exc):
-                self.metrics.db_retries.labels(self.handler.name).inc()
-                log.warning("transient error in timed work, retrying next tick: %s", exc)
-                return
-            # Not a reason to stop consuming: count it, say it loudly, pause longer each time.
-            self._tick_failures += 1
-            self.metrics.timed_work_failures.labels(self.handler.name).inc()
-            pause = min(300.0, timed.seconds * 2 ** self._tick_failures)
-            self._next_tick = time.monotonic() + pause
-            log.error("timed work failed (%d in a row), next try in %.0fs: %s\n%s",
-                      self._tick_failures, pause, exc, traceback.format_exc())
+        with context(worker=self.handler.name, work="timed"):
+            while not stop.is_set():
+                pause = timed.seconds
+                try:
+                    await asyncio.to_thread(self.tick_now)
+                    self._tick_failures = 0
+                except Exception as exc:
+                    timed.reset()
+                    if is_transient(exc):
+                        self.metrics.db_retries.labels(self.handler.name).inc()
+                        log.warning("transient error in timed work, retrying next tick: %s", exc)
+                    else:
+                        # Not a reason to stop consuming: count it, say it loudly, pause longer
+                        # each time.
+                        self._tick_failures += 1
+                        self.metrics.timed_work_failures.labels(self.handler.name).inc()
+                        pause = min(300.0, timed.seconds * 2 ** self._tick_failures)
+                        log.error("timed work failed (%d in a row), next try in %.0fs: %s\n%s",
+                                  self._tick_failures, pause, exc, traceback.format_exc())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
 
     def tick_now(self) -> int:
-        """Run the handler's timed work once (blocking); returns how many messages it published."""
+        """Run the handler's timed work once, to its end (blocking; each part in a transaction
+        of its own); returns how many messages it published."""
         timed = self.contract.timed
         if timed is None:
             return 0
-        started = time.perf_counter()
-        with self.engine.begin() as conn:
-            outputs = timed.run(conn, datetime.now(UTC))
-            self._publish_blocking(outputs, [])
-        self.metrics.tick_seconds.labels(self.handler.name).observe(time.perf_counter() - started)
-        for out in outputs:
-            self.metrics.outputs_published.labels(self.handler.name, out.type).inc()
-        return len(outputs)
+        published = 0
+        while True:
+            started = time.perf_counter()
+            with self.engine.begin() as conn:
+                outputs = timed.run(conn, datetime.now(UTC))
+                self._publish_blocking(outputs, [])
+            self.metrics.tick_seconds.labels(self.handler.name).observe(
+                time.perf_counter() - started)
+            for out in outputs:
+                self.metrics.outputs_published.labels(self.handler.name, out.type).inc()
+            published += len(outputs)
+            if not timed.again():
+                return published
 
     def _report_lag(self) -> None:
         for tp in self.consumer.assignment():

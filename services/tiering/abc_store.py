@@ -78,31 +78,43 @@ def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, dat
     ).tuples().all())
 
 
+_STALE = ("(dirty OR computed_as_of IS NULL OR computed_as_of < %(clock)s "
+          "OR applying_as_of IS NOT NULL)")
+
+
 def due_shops(conn: Connection, now: datetime, debounce: timedelta, clock: datetime
               ) -> list[str]:
-    """Lock the shops whose classes are stale and whose last recompute is at least `debounce`
-    old. Stale: new trades, or the clock moved on since (the period slides, and members whose
-    trades leave it change class, whether or not the shop sells)."""
-    rows = conn.exec_driver_sql(
-        "SELECT shop_id FROM abc_shops WHERE (dirty OR computed_as_of IS NULL "
-        "  OR computed_as_of < %s) "
-        "AND (computed_at IS NULL OR computed_at <= %s) ORDER BY shop_id "
-        "FOR UPDATE SKIP LOCKED",
-        (clock, now - debounce),
-    ).all()
-    return [r[0] for r in rows]
+    """The shops whose classes are stale and whose last recompute is at least `debounce` old.
+    Stale: new trades, the clock moved on since (the period slides, and members whose trades
+    leave it change class, whether or not the shop sells), or a recompute that did not finish
+    applying its changes."""
+    return [r[0] for r in conn.exec_driver_sql(
+        f"SELECT shop_id FROM abc_shops WHERE {_STALE} "
+        "AND (computed_at IS NULL OR computed_at <= %(due)s) ORDER BY shop_id",
+        {"clock": clock, "due": now - debounce})]
+
+
+def claim(conn: Connection, shops: list[str], now: datetime, clock: datetime) -> list[str]:
+    """Take the shops for a recompute as of `clock` (a short transaction of their own): trades
+    arriving from now on mark them stale again, and until the recompute has applied its last
+    change they stay due (a worker that dies midway leaves them to the next)."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "UPDATE abc_shops SET dirty = false, computed_at = %(now)s, applying_as_of = %(clock)s "
+        "WHERE shop_id IN (SELECT shop_id FROM abc_shops WHERE shop_id = ANY(%(shops)s) "
+        f"  AND {_STALE} ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
+        {"now": now, "clock": clock, "shops": shops})]
 
 
 def stale_shops(conn: Connection) -> int:
     """Shops whose classes do not reflect their trades and the clock yet."""
     return int(conn.exec_driver_sql(
         "SELECT count(*) FROM abc_shops WHERE dirty OR computed_as_of IS NULL "
-        "OR computed_as_of < pipeline_clock()").scalar_one())
+        "OR computed_as_of < pipeline_clock() OR applying_as_of IS NOT NULL").scalar_one())
 
 
-def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
-              now: datetime) -> AbcRun:
-    """Rank the shop's members over the period ending `as_of`; store and return what changed."""
+def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc) -> AbcRun:
+    """Rank the shop's members over the period ending `as_of`: the class changes and the
+    population counts (reads only: batches carry on meanwhile)."""
     params = _params(shop_id, as_of, settings)
     # Sorting and hashing a large shop's members wants more than the default work_mem.
     conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
@@ -114,23 +126,53 @@ def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: Custome
         "  count(*) FILTER (WHERE spend <= 0) AS zero FROM period), "
         "changed AS (SELECT m.member_id, m.abc_class AS old, c.cls AS new FROM members m "
         "  LEFT JOIN classes c ON c.member_id = m.member_id "
-        "  WHERE m.shop_id = %(shop)s AND m.abc_class IS DISTINCT FROM c.cls), "
-        "updated AS (UPDATE members m SET abc_class = ch.new, abc_since = %(as_of)s "
-        "  FROM changed ch WHERE m.shop_id = %(shop)s AND m.member_id = ch.member_id "
-        "  RETURNING m.member_id, ch.old, ch.new) "
-        "SELECT counts.ranked, counts.zero, u.member_id, u.old, u.new "
-        "FROM counts LEFT JOIN updated u ON true",
+        "  WHERE m.shop_id = %(shop)s AND m.abc_class IS DISTINCT FROM c.cls) "
+        "SELECT counts.ranked, counts.zero, ch.member_id, ch.old, ch.new "
+        "FROM counts LEFT JOIN changed ch ON true",
         params,
     ).all()
-    ranked, zero = rows[0][0], rows[0][1]
-    changes = [(m, o, n) for _, _, m, o, n in rows if m is not None]
+    changes = sorted((ClassChange(m, o, n) for _, _, m, o, n in rows if m is not None),
+                     key=lambda c: c.member_id)
+    return AbcRun(shop_id, as_of, int(rows[0][0]), int(rows[0][1]), changes)
+
+
+def apply_changes(conn: Connection, shop_id: str, as_of: datetime,
+                  changes: list[ClassChange]) -> list[ClassChange]:
+    """Store class changes (locking members in key order, as batches do); a member whose class
+    moved since the plan was made is left to the next recompute. Returns those applied."""
+    if not changes:
+        return []
+    rows = conn.exec_driver_sql(
+        "WITH wanted AS (SELECT * FROM unnest(%(ids)s::text[], %(old)s::text[], "
+        "  %(new)s::text[]) AS w(member_id, old, new)), "
+        "locked AS (SELECT m.member_id, w.new FROM members m JOIN wanted w "
+        "  ON m.member_id = w.member_id AND m.abc_class IS NOT DISTINCT FROM w.old "
+        "  WHERE m.shop_id = %(shop)s ORDER BY m.member_id FOR UPDATE OF m) "
+        "UPDATE members m SET abc_class = l.new, abc_since = %(as_of)s FROM locked l "
+        "WHERE m.shop_id = %(shop)s AND m.member_id = l.member_id RETURNING m.member_id",
+        {"ids": [c.member_id for c in changes], "old": [c.old for c in changes],
+         "new": [c.new for c in changes], "shop": shop_id, "as_of": as_of}).all()
+    done = {r[0] for r in rows}
+    return [c for c in changes if c.member_id in done]
+
+
+def finish(conn: Connection, run: AbcRun) -> None:
+    """Every change of the recompute is applied: the shop's classes are as of `run.as_of`."""
     conn.exec_driver_sql(
-        "UPDATE abc_shops SET dirty = false, computed_as_of = %s, computed_at = %s, "
-        "ranked = %s, zero_spenders = %s WHERE shop_id = %s",
-        (as_of, now, ranked, zero, shop_id),
-    )
-    return AbcRun(shop_id, as_of, int(ranked), int(zero),
-                  sorted((ClassChange(m, o, n) for m, o, n in changes), key=lambda c: c.member_id))
+        "UPDATE abc_shops SET computed_as_of = %s, ranked = %s, zero_spenders = %s, "
+        "applying_as_of = NULL WHERE shop_id = %s",
+        (run.as_of, run.ranked, run.zero_spenders, run.shop_id))
+
+
+def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
+              now: datetime) -> AbcRun:
+    """`claim`, `plan`, `apply_changes` and `finish` in the caller's one transaction (for
+    operations and benchmarks; the tiering worker spreads them over several)."""
+    claim(conn, [shop_id], now, as_of)
+    run = plan(conn, shop_id, as_of, settings)
+    applied = apply_changes(conn, shop_id, as_of, run.changes)
+    finish(conn, run)
+    return AbcRun(run.shop_id, run.as_of, run.ranked, run.zero_spenders, applied)
 
 
 def ranking(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc

@@ -15,15 +15,17 @@ the sequence an unbatched reading would give:
 Every id is derived from the input (the inbound event id, the partition and clock reading), so
 a batch retried with other boundaries publishes the same messages.
 
-Timed work (between batches): recompute the customer ABC classes of shops whose trades changed
-or whose period slid with the clock (debounced per shop, never per event), publishing
-`member.abc_changed`, and relay the messages operator commands left in the outbox for tiering.
+Timed work (beside the batches, in transactions of its own): recompute the customer ABC classes
+of shops whose trades changed or whose period slid with the clock (debounced per shop, never per
+event) — claim the shop, rank its members (reading only), then apply the changes a part at a
+time, publishing `member.abc_changed` with each part — and relay the messages operator commands
+left in the outbox for tiering.
 """
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,6 +56,8 @@ from shared.topics import Topics
 
 # A recompute that took t seconds is not repeated for the same shop within ABC_MAX_SHARE * t.
 ABC_MAX_SHARE = 5
+# Class changes applied per transaction: the members they lock are held for milliseconds.
+ABC_PART = 1000
 NAME = "tiering"
 HANDLES = frozenset({"order.placed", "order.completed", "order.refunded", "clock.ticked"})
 CLAIMS = HANDLES - {"clock.ticked"}   # a tick is applied idempotently: clocks only move on
@@ -81,8 +85,10 @@ class TieringHandler:
             read=read_inbound,
             handles=HANDLES,
             claims=CLAIMS, route=topics.home,
-            timed=TimedWork(tick_seconds, self.tick))
+            timed=TimedWork(tick_seconds, self.tick, self.tick_again, self.tick_reset))
         self._abc_cost: dict[str, tuple[datetime, float]] = {}  # shop -> (last run, seconds)
+        self._claimed: deque[tuple[str, datetime, CustomerAbc]] = deque()
+        self._applying: deque[_Recompute] = deque()
         self._configs = ConfigCache()
 
     def _sections(self, conn: Connection, shops: set[str], *, share_lock: bool = False
@@ -204,37 +210,73 @@ class TieringHandler:
         level_store.record_changes(conn, changes)
         return outputs
 
+    # --- timed work: outbox relay, customer ABC recomputes ------------------------------------
+
     def tick(self, conn: Connection, now: datetime) -> list[Output]:
+        """One step of timed work, in a transaction of its own (`again` says whether another
+        follows at once): apply the next part of a planned recompute, or plan the next claimed
+        shop, or relay the outbox and claim the shops due a recompute."""
+        if self._applying:
+            job = self._applying[0]
+            part, job.remaining = job.remaining[:ABC_PART], job.remaining[ABC_PART:]
+            applied = abc_store.apply_changes(conn, job.run.shop_id, job.run.as_of, part)
+            outputs = self._abc_changed(job, applied)
+            if not job.remaining:
+                abc_store.finish(conn, job.run)
+                self._abc_cost[job.run.shop_id] = (now, time.perf_counter() - job.started)
+                self._applying.popleft()
+            return outputs
+        if self._claimed:
+            shop_id, as_of, settings = self._claimed.popleft()
+            started = time.perf_counter()
+            run = abc_store.plan(conn, shop_id, as_of, settings)
+            self._applying.append(_Recompute(run, settings, started, list(run.changes)))
+            return []
         outputs = take_pending(conn, NAME)
         clock = stream_clocks.pipeline_clock(conn)
         if clock is None:
             return outputs
-        due = abc_store.due_shops(conn, now, self.abc_debounce, clock)
-        if not due:
-            return outputs
-        sections = self._sections(conn, set(due))
-        for shop_id in due:
+        due = []
+        for shop_id in abc_store.due_shops(conn, now, self.abc_debounce, clock):
             last = self._abc_cost.get(shop_id)
-            if last is not None and now < last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):
-                continue  # a large shop: keep recomputes to a fifth of the worker's time
+            if last is None or now >= last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):
+                due.append(shop_id)  # else a large shop: keep recomputes to a fifth of the time
+        claimed = abc_store.claim(conn, due, now, clock) if due else []
+        sections = self._sections(conn, set(claimed))
+        for shop_id in claimed:
             entry = sections.get(shop_id)
-            settings = entry[1].customers if entry else CustomerAbc()
             # The period ends at the pipeline clock, not the wall clock: a replay of last year
             # classifies members as live processing did then.
-            started = time.perf_counter()
-            outputs += self.recompute_abc(conn, shop_id, clock, settings, now)
-            self._abc_cost[shop_id] = (now, time.perf_counter() - started)
+            self._claimed.append((shop_id, clock, entry[1].customers if entry else CustomerAbc()))
         return outputs
 
-    def recompute_abc(self, conn: Connection, shop_id: str, as_of: datetime,
-                      settings: CustomerAbc, now: datetime) -> list[Output]:
-        run = abc_store.recompute(conn, shop_id, as_of, settings, now)
+    def tick_again(self) -> bool:
+        return bool(self._claimed or self._applying)
+
+    def tick_reset(self) -> None:
+        """A step failed: drop the plans (the claimed shops stay due and are taken again)."""
+        self._claimed.clear()
+        self._applying.clear()
+
+    def _abc_changed(self, job: _Recompute, changes: list[abc_store.ClassChange]
+                     ) -> list[Output]:
+        as_of, shop_id = job.run.as_of, job.run.shop_id
         stamp = iso(as_of)
         return [
             output(self.member_events, AbcChanged(
                 event_id=f"abc:{shop_id}:{c.member_id}:{stamp}:{c.new or '-'}", shop_id=shop_id,
                 member_id=c.member_id, occurred_at=as_of,
                 payload=AbcPayload(old_class=c.old, new_class=c.new,
-                                   as_of=as_of, period_days=settings.period_days)))
-            for c in run.changes
+                                   as_of=as_of, period_days=job.settings.period_days)))
+            for c in changes
         ]
+
+
+@dataclass
+class _Recompute:
+    """A customer ABC recompute planned and being applied, a part per transaction."""
+
+    run: abc_store.AbcRun
+    settings: CustomerAbc
+    started: float
+    remaining: list[abc_store.ClassChange]

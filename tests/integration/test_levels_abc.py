@@ -15,7 +15,10 @@ from sqlalchemy import Engine
 
 from memberflow.configure import apply_shop_config
 from memberflow.runtime import Services, Stack
+from services.tiering import handlers as tiering_handlers
 from services.tiering import operations
+from services.tiering.abc_store import stale_shops
+from services.tiering.handlers import TieringHandler
 from shared.audit import OperationRefused
 from shared.db import make_engine
 from shared.filters import MemberFilter
@@ -302,3 +305,36 @@ def test_custom_ladder_with_recency_windows_in_event_time(stack: Stack, engine: 
     with engine.connect() as conn:
         preview = operations.preview(conn, "custom", parse(CUSTOM).levels)  # type: ignore[arg-type]
     assert preview.holding == {0: 0, 1: 1, 2: 2, 3: 1} and preview.moved_up == 0
+
+
+def test_classes_applied_a_few_at_a_time_survive_a_worker_dying_midway(
+        stack: Stack, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tiering_handlers, "ABC_PART", 3)
+    pipeline(stack, scripted_history())   # applied in parts of three by the worker
+    assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS
+
+    # Every class forgotten: the next recompute has a change per ranked member to apply.
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE members SET abc_class = NULL WHERE shop_id = %s", (SHOP,))
+        conn.exec_driver_sql("UPDATE abc_shops SET dirty = true WHERE shop_id = %s", (SHOP,))
+
+    def step(handler: TieringHandler) -> list[Any]:
+        with engine.begin() as conn:
+            return handler.tick(conn, datetime.now(UTC))
+
+    dying = TieringHandler(stack.topics, abc_debounce=timedelta(0))
+    step(dying)                     # claims the shop
+    step(dying)                     # ranks its members
+    assert len(step(dying)) == 3    # applies (and publishes) the first three changes, then dies
+    dying.tick_reset()
+    with engine.connect() as conn:
+        assert stale_shops(conn) == 1   # still due: its recompute did not finish
+    assert sum(1 for s in final_state(engine).values() if s[1] is not None) == 3
+
+    fresh = TieringHandler(stack.topics, abc_debounce=timedelta(0))
+    step(fresh)
+    while fresh.tick_again():
+        step(fresh)
+    assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS
+    with engine.connect() as conn:
+        assert stale_shops(conn) == 0

@@ -6,7 +6,9 @@ the worker; a transient failure is retried until it passes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,7 @@ from sqlalchemy.exc import OperationalError
 from memberflow.runtime import Stack
 from shared import kafka
 from shared.archive import read_inbound
-from shared.consumer import Batch, BatchWorker, BugSuspected, Contract, Output
+from shared.consumer import Batch, BatchWorker, BugSuspected, Contract, Output, TimedWork
 from shared.db import make_engine
 from shared.metrics import Metrics
 from tests.support import scalar
@@ -140,3 +142,28 @@ def test_a_transient_failure_retries_the_batch_until_it_applies(
 def _rows(engine: Engine, sql: str) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.exec_driver_sql(sql).all())
+
+
+def test_timed_work_runs_beside_the_batches_and_never_holds_them_up(
+        stack: Stack, engine: Engine) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    def slow_recompute(conn: Connection, now: Any) -> list[Output]:
+        started.set()
+        gate.wait(60)   # as long as the test needs: released once the batches are through
+        return []
+
+    handler = Flaky(stack, set())
+    handler.contract = dataclasses.replace(handler.contract,
+                                           timed=TimedWork(0.01, slow_recompute))
+
+    def through(worker: BatchWorker) -> bool:
+        done = started.is_set() and worker.applied_total >= 10
+        if done:
+            gate.set()
+        return done
+
+    worker = asyncio.run(_run(stack, engine, handler,
+                              [completed(n, f"m{n}") for n in range(10)], through))
+    assert worker.applied_total == 10
+    assert scalar(engine, "SELECT count(*) FROM flaky_seen") == 10

@@ -1,8 +1,10 @@
-"""The archive's seal: a key that ingest signs what it archived with, so the archiver passes
-over those records without reading them (storefronts producing straight to Kafka cannot sign:
-they do not hold the key).
+"""Speed: the archive's seal, and customer ABC recomputes applied in parts.
 
-32 random bytes, made here by PostgreSQL (two random UUIDs) and read by every process.
+- `pipeline_keys`: the key ingest signs what it archived with, so the archiver passes over
+  those records without reading them (storefronts producing straight to Kafka cannot sign:
+  they do not hold the key). 32 random bytes, made here by PostgreSQL (two random UUIDs).
+- `abc_shops.applying_as_of`: a recompute is applying its changes, in transactions of their own
+  beside the batches; a shop stays due until the last is applied.
 
 Revision ID: 0006
 Revises: 0005
@@ -18,6 +20,7 @@ down_revision = "0005"
 
 
 def upgrade() -> None:
+    op.add_column("abc_shops", sa.Column("applying_as_of", sa.DateTime(timezone=True)))
     op.create_table(
         "pipeline_keys",
         sa.Column("name", sa.Text, primary_key=True),
@@ -30,4 +33,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_column("abc_shops", "applying_as_of")
     op.drop_table("pipeline_keys")
