@@ -34,10 +34,10 @@ import psutil
 import psycopg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 from workload import (
     Totals,
     Workload,
+    batch_metrics,
     child_env,
     cpu_seconds,
     fresh_database,
@@ -212,23 +212,6 @@ async def _caught_up(bootstrap: str, groups: dict[str, tuple[str, ...]]) -> bool
     return True
 
 
-async def _batch_metrics(port: int) -> dict[str, tuple[int, float, float]]:
-    """Per worker: batches applied, events in them, seconds spent applying them."""
-    async with aiohttp.ClientSession() as http, \
-            http.get(f"http://127.0.0.1:{port}/metrics") as resp:
-        text = await resp.text()
-    sums: dict[tuple[str, str], float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in ("memberflow_batch_seconds_sum", "memberflow_batch_seconds_count",
-                               "memberflow_batch_events_sum"):
-                sums[(sample.labels["worker"], sample.name)] = sample.value
-    return {w: (int(sums.get((w, "memberflow_batch_seconds_count"), 0)),
-                sums.get((w, "memberflow_batch_events_sum"), 0.0),
-                sums.get((w, "memberflow_batch_seconds_sum"), 0.0))
-            for w in sorted({w for w, _ in sums})}
-
-
 async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[str]],
                      root: Path, partitions: int) -> EndToEnd:
     name = "e2e_" + "__".join("_".join(w.replace("-", "_") for w in ws) for ws in processes)
@@ -278,7 +261,7 @@ async def end_to_end(db: EmbeddedDatabase, wl: Workload, processes: list[list[st
             rss = [peak_rss_mb(proc.pid) for proc in procs]
             batches: dict[str, tuple[int, float, float]] = {}
             for port in ports:
-                batches.update(await _batch_metrics(port))
+                batches.update(await batch_metrics(port))
             return EndToEnd(processes, finished - started, report.seconds, rss, seen, batches,
                             cpu)
         except (TimeoutError, RuntimeError) as exc:

@@ -22,7 +22,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from shared.db import make_engine, migrate
@@ -231,3 +233,20 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, deadline_s: fl
         if time.monotonic() > end:
             raise TimeoutError(f"no {what} after {deadline_s:.0f}s")
         await asyncio.sleep(interval_s)
+
+
+async def batch_metrics(port: int) -> dict[str, tuple[int, float, float]]:
+    """Per worker: batches applied, events in them, seconds spent applying them."""
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    sums: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("memberflow_batch_seconds_sum", "memberflow_batch_seconds_count",
+                               "memberflow_batch_events_sum"):
+                sums[(sample.labels["worker"], sample.name)] = sample.value
+    return {w: (int(sums.get((w, "memberflow_batch_seconds_count"), 0)),
+                sums.get((w, "memberflow_batch_events_sum"), 0.0),
+                sums.get((w, "memberflow_batch_seconds_sum"), 0.0))
+            for w in sorted({w for w, _ in sums})}
