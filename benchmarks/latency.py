@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py [--rate 2000] [--seconds 60] [--members 20000]
 
-`memberflow up` runs every worker and HTTP ingest in one process against an embedded Tansu broker
+`memberflow up` runs HTTP ingest, and each worker in a process of its own, against an embedded Tansu broker
 and PostgreSQL 16 (started with `track_commit_timestamp = on`). A shop with a level ladder, a tag
 rule and a campaign is configured; then storefront clients POST order and campaign events at a
 fixed rate, each dated at the moment it is sent. Orders are placed and completed about half a
@@ -172,9 +172,12 @@ async def send(load: Load, url: str) -> Sent:
 
 
 def cpu_parts(pid: int, broker: EmbeddedBroker, db: EmbeddedDatabase) -> dict[str, float]:
-    """CPU seconds used so far by `memberflow up`, PostgreSQL (all backends) and the broker."""
+    """CPU seconds used so far by `memberflow up` (ingest), its worker processes, PostgreSQL
+    (all backends) and the broker."""
     postgres = psutil.Process(db.postmaster_pid)
-    return {"memberflow up": cpu_seconds(pid) or 0.0,
+    workers = psutil.Process(pid).children()
+    return {"memberflow up (ingest)": cpu_seconds(pid) or 0.0,
+            "its workers": sum(cpu_seconds(p.pid) or 0.0 for p in workers),
             "PostgreSQL": sum(cpu_seconds(p.pid) or 0.0
                               for p in [postgres, *postgres.children(recursive=True)]),
             "broker": (cpu_seconds(broker.pid) or 0.0) if broker.pid else 0.0}
@@ -270,7 +273,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
                        for kind, sql in LATENCY_SQL.items()}
         answers = sorted(sent.answer_s)
         print(f"\nmemberflow latency: {sent.events:,} events at {args.rate:,}/s for "
-              f"{args.seconds}s into `memberflow up` (every worker in one process), "
+              f"{args.seconds}s into `memberflow up` (each worker in a process of its own), "
               f"{os.cpu_count()} CPUs, embedded Tansu + PostgreSQL 16")
         print(f"sender: {sent.requests:,} requests of ~{args.rate * BATCH_EVERY_S:.0f} events, "
               f"{sent.refused} refused, at worst {sent.late_s * 1000:.0f} ms behind schedule; "

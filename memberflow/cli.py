@@ -28,7 +28,15 @@ from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
 from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
-from memberflow.runtime import WORKERS, Services, Stack, StackGone, open_database, open_stack
+from memberflow.runtime import (
+    WORKERS,
+    Services,
+    Stack,
+    StackGone,
+    WorkerStopped,
+    open_database,
+    open_stack,
+)
 from services.ingest.handlers import Ingestor
 from services.ingest.recovery import republish
 from services.ingest.replay import (
@@ -76,8 +84,9 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
     settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
     with open_stack(settings) as stack:
         async def serve() -> None:
+            # Every worker in a process of its own: they use every core of the machine.
             services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port,
-                                ticks=True)
+                                ticks=True, processes=True)
             await services.start()
             _install_stop(services)
             click.echo(f"memberflow up: broker {stack.bootstrap}, ingest {services.http_url}"
@@ -91,6 +100,10 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped. Run `memberflow up` again; nothing "
                                        "acknowledged is lost") from None
+        except WorkerStopped as exc:
+            raise click.ClickException(f"{exc} (its log is above): stopped. Nothing "
+                                       "acknowledged is lost; `memberflow up` again resumes "
+                                       "where it stopped") from None
 
 
 @main.command()

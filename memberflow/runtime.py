@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,13 +30,13 @@ from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import CLAIMS as TIERING_CLAIMS
 from services.tiering.handlers import TieringHandler
 from services.tiering.operations import resync as tiering_resync
-from shared import kafka
+from shared import kafka, supervise
 from shared.config import Settings
 from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
-from shared.embedded import EmbeddedBroker, EmbeddedDatabase
+from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.health import Probe, Readiness, broker_check, database_check
-from shared.metrics import Metrics
+from shared.metrics import Metrics, gathered
 from shared.outbox import pending_count
 from shared.topics import Topics
 
@@ -175,11 +178,84 @@ class StackGone(RuntimeError):
     """A broker or database this process started is no longer running."""
 
 
+class WorkerStopped(RuntimeError):
+    """A worker process `up` started has exited."""
+
+
+class WorkerProcesses:
+    """Each worker in a process of its own (`memberflow worker NAME`), as a deployment runs
+    them: on a machine with several cores the workers use them all instead of sharing one.
+
+    The processes die with this one (`PR_SET_PDEATHSIG`, and the run file's watchdog reaps
+    them should that fail); each serves its metrics on a port of its own, which this process
+    gathers into its /metrics. A worker that exits stops `up` with its name and exit code,
+    as a worker task that crashes does in process.
+    """
+
+    def __init__(self, stack: Stack, names: Sequence[str]) -> None:
+        self.stack = stack
+        self.names = list(names)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self._supervisor: supervise.Supervisor | None = None
+
+    def start(self) -> None:
+        """Start every worker (from the main thread: their lives are tied to it)."""
+        settings = self.stack.settings
+        self._supervisor = supervise.acquire(settings.data_dir / "run")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MEMBERFLOW_")},
+               **settings.as_env(), "MEMBERFLOW_KAFKA": self.stack.bootstrap,
+               "MEMBERFLOW_DATABASE_URL": self.stack.database_url}
+        for name in self.names:
+            port = free_port()
+            self.ports[name] = port
+            self.procs[name] = proc = subprocess.Popen(
+                [sys.executable, "-m", "memberflow", "worker", name, "--metrics-port",
+                 str(port)], env=env, stdin=subprocess.DEVNULL,
+                # A Ctrl-C is ours to handle: we stop the workers, in order, ourselves.
+                start_new_session=True, preexec_fn=supervise.pdeathsig_preexec())
+            self._supervisor.watch_process(f"worker {name}", proc.pid)
+
+    def metrics_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/metrics" for port in self.ports.values()]
+
+    def exited(self) -> str | None:
+        """The first worker that is no longer running, if any, with its exit code."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                return f"worker {name} exited with code {proc.returncode}"
+        return None
+
+    def alive(self) -> dict[str, bool]:
+        return {f"worker {n}": p.poll() is None for n, p in self.procs.items()}
+
+    def stop(self, grace_s: float) -> None:
+        """SIGTERM every worker (each finishes its batch), SIGKILL what is left after `grace_s`."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        end = time.monotonic() + grace_s
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker %s did not stop within %.0f s; killed", name, grace_s)
+                proc.kill()
+                proc.wait()
+        if self._supervisor is not None:
+            for proc in self.procs.values():
+                self._supervisor.forget_process(proc.pid)
+            supervise.release(self._supervisor)
+            self._supervisor = None
+
+
 class Services:
-    """Runs named workers (and optionally the HTTP ingest and the ticker) in this process."""
+    """Runs named workers (and optionally the HTTP ingest and the ticker): as tasks of this
+    process, or each in a process of its own (`processes=True`, what `up` does)."""
 
     def __init__(self, stack: Stack, names: Sequence[str], metrics: Metrics,
-                 http_port: int | None = None, *, ticks: bool = False) -> None:
+                 http_port: int | None = None, *, ticks: bool = False,
+                 processes: bool = False) -> None:
         unknown = [n for n in names if n not in WORKERS]
         if unknown:
             raise ValueError(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(WORKERS)}")
@@ -192,8 +268,10 @@ class Services:
         self.stop = asyncio.Event()
         self.engine = make_engine(stack.database_url, pool_size=3)
         # Each worker on connections of its own, named after it in pg_stat_activity.
-        self.worker_engines = {n: make_engine(stack.database_url, pool_size=2,
-                                              name=f"memberflow {n}") for n in self.names}
+        self.worker_engines = {} if processes else {
+            n: make_engine(stack.database_url, pool_size=2, name=f"memberflow {n}")
+            for n in self.names}
+        self.processes = WorkerProcesses(stack, self.names) if processes else None
         self.producer = kafka.producer(stack.bootstrap)
         self.workers: list[BatchWorker] = []
         self.ingestor: Ingestor | None = None
@@ -221,10 +299,13 @@ class Services:
                         engine=self.worker_engines[n],
                         producer=self.producer, dead_letter_topic=topics.dead_letters,
                         metrics=self.metrics, max_records=settings.batch_max_records)
-            for n in self.names
+            for n in self.worker_engines
         ]
         if self.stack.refill is not None:
             await self._refill(self.stack.refill)
+        if self.processes is not None:
+            self.processes.start()
+            gathered(self.metrics, self.processes.metrics_urls)
         self._tasks = [asyncio.create_task(w.run(self.stop), name=w.handler.name)
                        for w in self.workers]
         if self.http_port is not None:
@@ -263,10 +344,15 @@ class Services:
     async def readiness(self) -> dict[str, object]:
         """Ready when the database and the broker answer within their bounds and no worker
         has stopped."""
-        return await self._readiness({t.get_name(): not t.done() for t in self._tasks})
+        running = {t.get_name(): not t.done() for t in self._tasks}
+        if self.processes is not None:
+            running |= self.processes.alive()
+        return await self._readiness(running)
 
     def check(self) -> None:
         """Raise the error of any worker that crashed."""
+        if self.processes is not None and (exited := self.processes.exited()):
+            raise WorkerStopped(exited)
         for task in self._tasks:
             if task.done() and not task.cancelled() and task.exception():
                 raise RuntimeError(f"worker {task.get_name()} crashed") from task.exception()
@@ -279,19 +365,20 @@ class Services:
         the topics while the lags and the outstanding timed work were checked.
         """
         end = time.monotonic() + deadline_s
-        topics = sorted({t for w in self.workers for t in w.handler.topics})
+        handlers = [WORKERS[n](self.stack.settings) for n in self.names]
+        topics = sorted({t for h in handlers for t in h.topics})
         while True:
             self.check()
             before = await kafka.end_offsets(self.stack.bootstrap, topics)
-            lags = [await kafka.group_lag(self.stack.bootstrap, w.handler.name, w.handler.topics)
-                    for w in self.workers]
+            lags = [await kafka.group_lag(self.stack.bootstrap, h.name, h.topics)
+                    for h in handlers]
             if (not any(lags) and await asyncio.to_thread(self._settled)
                     and await kafka.end_offsets(self.stack.bootstrap, topics) == before):
                 return
             if time.monotonic() > end:
                 raise TimeoutError(f"workers still behind after {deadline_s}s: "
-                                   + ", ".join(f"{w.handler.name}={n}"
-                                               for w, n in zip(self.workers, lags, strict=True)))
+                                   + ", ".join(f"{h.name}={n}"
+                                               for h, n in zip(handlers, lags, strict=True)))
             await asyncio.sleep(0.2)
 
     def _settled(self) -> bool:
@@ -306,13 +393,21 @@ class Services:
         """Serve until `stop` is set, a worker crashes or the embedded stack dies under us."""
         waiter = asyncio.create_task(self.stop.wait())
         watch = asyncio.create_task(self._watch_stack())
-        await asyncio.wait([waiter, watch, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        children = asyncio.create_task(self._watch_processes())
+        await asyncio.wait([waiter, watch, children, *self._tasks],
+                           return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         watch.cancel()
+        children.cancel()
         if watch.done() and not watch.cancelled() and watch.result():
             self._stack_gone = True
             raise StackGone(watch.result())
         self.check()
+
+    async def _watch_processes(self) -> None:
+        """Return when a worker process has exited (never, with workers in this process)."""
+        while self.processes is None or not self.processes.exited():
+            await asyncio.sleep(0.5)
 
     async def _watch_stack(self) -> str | None:
         """A broker or database started here that died takes what it held with it: stop,
@@ -343,6 +438,8 @@ class Services:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.processes is not None:
+            await asyncio.to_thread(self.processes.stop, grace_s)
         try:
             await asyncio.wait_for(self.producer.stop(), grace_s)
         except TimeoutError:

@@ -62,3 +62,17 @@ class Settings(BaseSettings):
     def database_url_plain(self) -> str | None:
         """The URL with its secret, for the driver only; never log this."""
         return self.database_url.get_secret_value() if self.database_url else None
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the environment of a child process (`MEMBERFLOW_*`), so a worker
+        started by `up` runs with exactly what `up` runs with."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            out[f"MEMBERFLOW_{name.upper()}"] = str(value)
+        return out

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import bisect
+import urllib.request
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+
+# No `_created` series: they would be exposed as families of their own, which cannot be merged
+# with the same families scraped from worker processes (see `Gathered`).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -16,6 +30,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # What /metrics serves: this registry, or one gathering worker processes' metrics too.
+        self.exposed = self.registry
         r = self.registry
         self.events_processed = Counter(
             "memberflow_events_processed_total",
@@ -77,3 +93,38 @@ def observe_all(histogram: Histogram, values: Sequence[float]) -> None:
     for index, n in Tally(bisect.bisect_left(bounds, v) for v in values).items():
         histogram._buckets[index].inc(n)
     histogram._sum.inc(sum(values))
+
+
+class Gathered(Collector):
+    """This process's metrics and those of the worker processes it started, as one set: one
+    scrape target for Prometheus however the workers are laid out. Each family holds the
+    samples of every process (they differ by their `worker` label)."""
+
+    def __init__(self, own: CollectorRegistry, sources: Callable[[], list[str]],
+                 timeout_s: float = 2.0) -> None:
+        self.own = own
+        self.sources = sources
+        self.timeout_s = timeout_s
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {f.name: f for f in self.own.collect()}
+        for url in self.sources():
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue  # a worker that does not answer now is missing from this scrape
+            for family in text_string_to_metric_families(text):
+                known = families.get(family.name)
+                if known is None:
+                    families[family.name] = family
+                else:
+                    known.samples.extend(family.samples)
+        return list(families.values())
+
+
+def gathered(metrics: Metrics, sources: Callable[[], list[str]]) -> None:
+    """Make `metrics` serve its own and the worker processes' metrics together."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Gathered(metrics.registry, sources))
+    metrics.exposed = registry

@@ -102,7 +102,8 @@ async def _post_events(request: web.Request, ingestor: Ingestor, request_id: str
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[METRICS].registry)
+    # In a thread: gathering worker processes' metrics waits on their answers.
+    body = await asyncio.to_thread(generate_latest, request.app[METRICS].exposed)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
