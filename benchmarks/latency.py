@@ -2,9 +2,9 @@
 
     python benchmarks/latency.py [--rate 2000] [--seconds 60] [--members 20000]
 
-`memberflow up` runs HTTP ingest, and each worker in a process of its own, against an embedded Tansu broker
-and PostgreSQL 16 (started with `track_commit_timestamp = on`). A shop with a level ladder, a tag
-rule and a campaign is configured; then storefront clients POST order and campaign events at a
+`memberflow up` runs HTTP ingest, and each worker in a process of its own, against an embedded
+Tansu broker and PostgreSQL 16 (started with `track_commit_timestamp = on`). A shop with a level
+ladder and a tag rule is configured; then storefront clients POST order and campaign events at a
 fixed rate, each dated at the moment it is sent. Orders are placed and completed about half a
 second apart; one in ten is preceded by a campaign message and a click, so its completion is
 credited to the campaign.
