@@ -399,9 +399,13 @@ class Services:
         waiter.cancel()
         watch.cancel()
         children.cancel()
-        if watch.done() and not watch.cancelled() and watch.result():
+        gone = watch.result() if watch.done() and not watch.cancelled() else None
+        if gone is None and self.stack.gone is not None:
+            # A worker that stopped because the broker or database died under it: say the cause.
+            gone = await asyncio.to_thread(self.stack.gone)
+        if gone:
             self._stack_gone = True
-            raise StackGone(watch.result())
+            raise StackGone(gone)
         self.check()
 
     async def _watch_processes(self) -> None:

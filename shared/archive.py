@@ -30,7 +30,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from shared.consumer import Output, Undecodable
-from shared.db import copy_in
 from shared.events import (
     ARCHIVED_BOUNDS,
     CAMPAIGN_TYPES,
@@ -187,19 +186,21 @@ def _judge(conn: Connection, events: list[EventModel], lateness: timedelta
 
 def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
             late: dict[str, bool]) -> set[str]:
-    # COPY is the fastest way in; the INSERT ... ON CONFLICT then drops what another
-    # transaction archived meanwhile. `ord` keeps the archive in the order events came.
-    copy_in(conn, "events_in", (
-        ("ord", "int4"), ("event_id", "text"), ("type", "text"), ("shop_id", "text"),
-        ("member_id", "text"), ("occurred_at", "timestamptz"), ("body", "text"),
-        ("digest", "bytea"), ("late", "bool")),
-        ((n, e.event_id, e.type, getattr(e, "shop_id", None), getattr(e, "member_id", None),
-          e.occurred_at, e.to_json().decode(), d, late.get(e.event_id))
-         for n, (e, d) in enumerate(rows)))
+    """Append to the archive in the order given; an id another transaction archived meanwhile
+    is left out (ON CONFLICT) and so is not returned."""
+    events = [e for e, _ in rows]
     return {r[0] for r in conn.exec_driver_sql(
         "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body, digest, "
-        "late) SELECT event_id, type, shop_id, member_id, occurred_at, body::jsonb, digest, late "
-        "FROM events_in ORDER BY ord ON CONFLICT (event_id) DO NOTHING RETURNING event_id")}
+        "late) SELECT event_id, type, shop_id, member_id, occurred_at, body::jsonb, digest, "
+        "late FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], "
+        "  %b::text[], %b::bytea[], %b::bool[]) WITH ORDINALITY "
+        "  AS e(event_id, type, shop_id, member_id, occurred_at, body, digest, late, n) "
+        "ORDER BY n ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        ([e.event_id for e in events], [e.type for e in events],
+         [getattr(e, "shop_id", None) for e in events],
+         [getattr(e, "member_id", None) for e in events], [e.occurred_at for e in events],
+         [e.to_json().decode() for e in events], [d for _, d in rows],
+         [late.get(e.event_id) for e in events]))}
 
 
 def relay_outputs(topics: Topics, event: EventModel, key: bytes, late: bool | None = None,

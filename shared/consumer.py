@@ -70,7 +70,6 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from shared import deadletter
-from shared.db import copy_in
 from shared.deadletter import DeadLetter
 from shared.events import Problem
 from shared.kafka import consumer_config
@@ -261,21 +260,16 @@ def claim_positions(conn: Connection, consumer: str,
                     deliveries: Sequence[Delivery]) -> list[Delivery]:
     """Lock this consumer's positions for the batch and keep only records not yet applied."""
     parts = sorted({(d.topic, d.partition) for d in deliveries})
-    topics = [t for t, _ in parts]
-    partitions = [p for _, p in parts]
-    conn.exec_driver_sql(
-        "INSERT INTO consumer_positions (consumer, topic, partition, next_offset) "
-        "SELECT %s, t, p, 0 FROM unnest(%b::text[], %b::int[]) AS u(t, p) "
-        "ON CONFLICT DO NOTHING",
-        (consumer, topics, partitions),
-    )
+    # One round trip: the rows are made where missing and locked either way (in key order,
+    # as every batch locks them), and their positions come back.
     stored = {
         (t, p): o
         for t, p, o in conn.exec_driver_sql(
-            "SELECT topic, partition, next_offset FROM consumer_positions "
-            "WHERE consumer = %s AND (topic, partition) IN "
-            "(SELECT * FROM unnest(%b::text[], %b::int[])) ORDER BY topic, partition FOR UPDATE",
-            (consumer, topics, partitions),
+            "INSERT INTO consumer_positions AS c (consumer, topic, partition, next_offset) "
+            "SELECT %s, t, p, 0 FROM unnest(%b::text[], %b::int[]) AS u(t, p) ORDER BY t, p "
+            "ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = c.next_offset "
+            "RETURNING topic, partition, next_offset",
+            (consumer, [t for t, _ in parts], [p for _, p in parts]),
         ).all()
     }
     return [d for d in deliveries if d.offset >= stored.get((d.topic, d.partition), 0)]
@@ -310,12 +304,10 @@ def claim_event_ids(conn: Connection, consumer: str, records: list[Record]) -> C
     if not records:
         return Claims([], 0, [])
     ids = [r.event.event_id for r in records]
-    copy_in(conn, "claims_in", (("event_id", "text"), ("digest", "bytea")),
-            ((r.event.event_id, r.digest) for r in records))
     inserted = {r[0] for r in conn.exec_driver_sql(
         "INSERT INTO processed_events (consumer, event_id, digest) "
-        "SELECT %s, event_id, digest FROM claims_in ON CONFLICT DO NOTHING "
-        "RETURNING event_id", (consumer,))}
+        "SELECT %s, * FROM unnest(%b::text[], %b::bytea[]) ON CONFLICT DO NOTHING "
+        "RETURNING event_id", (consumer, ids, [r.digest for r in records]))}
     # Only ids claimed before (not by this statement) are looked up: usually none.
     earlier = [i for i in dict.fromkeys(ids) if i not in inserted]
     stored: dict[str, bytes | None] = {}

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,26 +41,3 @@ def migrate(engine: Engine) -> None:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7210001)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-
-
-def copy_in(conn: Connection, table: str, columns: Sequence[tuple[str, str]],
-            rows: Iterable[Sequence[Any]]) -> None:
-    """Load rows into the temporary table `table` by binary COPY, the cheapest way in (about a
-    fifth of the client time of array parameters).
-
-    The table is made on first use in a session, with `columns` as (name, PostgreSQL type), and
-    emptied at every commit; it is emptied here too, so it can be loaded twice in one
-    transaction. The caller then moves the rows on with one set-based statement (INSERT ...
-    SELECT ... ON CONFLICT, or a join)."""
-    raw = conn.connection.driver_connection
-    assert raw is not None
-    with raw.cursor() as cur:
-        # One round trip: made if this session has not made it yet (or the transaction that
-        # made it rolled back), and emptied of an earlier load in this transaction.
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} ("
-                    + ", ".join(f"{name} {kind}" for name, kind in columns)
-                    + f") ON COMMIT DELETE ROWS; DELETE FROM {table}")
-        with cur.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([kind for _, kind in columns])
-            for row in rows:
-                copy.write_row(row)

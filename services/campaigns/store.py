@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.campaigns.domain import Campaign, Click, Credit, Send
-from shared.db import copy_in
 
 OrderKey = tuple[str, str]     # (shop_id, order_id)
 MemberKey = tuple[str, str]    # (shop_id, member_id)
@@ -95,23 +94,23 @@ class OrderChange:
 
 def save_orders(conn: Connection, changes: Mapping[OrderKey, OrderChange]) -> None:
     """Fold the batch into the stored orders: earliest conversion, amounts, refunds added."""
-    if not changes:
+    keys = sorted(changes)
+    if not keys:
         return
-    copy_in(conn, "campaign_orders_in", (
-        ("shop_id", "text"), ("order_id", "text"), ("member_id", "text"),
-        ("converted_at", "timestamptz"), ("paid_cents", "int8"), ("completed_cents", "int8"),
-        ("refunded_cents", "int8")),
-        ((k[0], k[1], c.member_id, c.converted_at, c.paid_cents, c.completed_cents,
-          c.refunded_cents) for k, c in sorted(changes.items())))
+    c = [changes[k] for k in keys]
     conn.exec_driver_sql(
         "INSERT INTO campaign_orders AS o (shop_id, order_id, member_id, converted_at, "
         "  paid_cents, completed_cents, refunded_cents) "
-        "SELECT * FROM campaign_orders_in ORDER BY shop_id, order_id "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::timestamptz[], "
+        "  %b::bigint[], %b::bigint[], %b::bigint[]) "
         "ON CONFLICT (shop_id, order_id) DO UPDATE SET "
         "  converted_at = LEAST(o.converted_at, excluded.converted_at), "
         "  paid_cents = COALESCE(o.paid_cents, excluded.paid_cents), "
         "  completed_cents = COALESCE(o.completed_cents, excluded.completed_cents), "
-        "  refunded_cents = o.refunded_cents + excluded.refunded_cents")
+        "  refunded_cents = o.refunded_cents + excluded.refunded_cents",
+        ([k[0] for k in keys], [k[1] for k in keys], [x.member_id for x in c],
+         [x.converted_at for x in c], [x.paid_cents for x in c], [x.completed_cents for x in c],
+         [x.refunded_cents for x in c]))
 
 
 def orders_near(conn: Connection, touches: Sequence[tuple[str, str, datetime, datetime]]

@@ -108,11 +108,10 @@ class TieringHandler:
                 if isinstance(e, OrderCompleted | OrderRefunded | OrderPlaced)}
         stored = store.lock_orders(conn, keys)
         changed, deltas, steps = domain.apply_steps(stored, events)
-        store.save_orders(conn, changed.values())
-        store.save_items(conn, [e for e in events if isinstance(e, OrderPlaced)])
         before = store.lock_members(conn, {s.member for s in steps} | set(deltas))
         after = {k: before.get(k, MemberFigures()).plus(d) for k, d in deltas.items()}
-        store.save_members(conn, after)
+        store.save(conn, changed.values(), [e for e in events if isinstance(e, OrderPlaced)],
+                   after)
 
         # The clock of every partition read, after each record (ticks move it too).
         parts = {(r.delivery.topic, r.delivery.partition) for r in batch.records}
