@@ -44,6 +44,7 @@ from workload import (
     cpu_seconds,
     fresh_database,
     log_tail,
+    postgres_cpu_by_session,
     start_process,
     stop_process,
     wait_until,
@@ -180,7 +181,9 @@ def cpu_parts(pid: int, broker: EmbeddedBroker, db: EmbeddedDatabase) -> dict[st
             "its workers": sum(cpu_seconds(p.pid) or 0.0 for p in workers),
             "PostgreSQL": sum(cpu_seconds(p.pid) or 0.0
                               for p in [postgres, *postgres.children(recursive=True)]),
-            "broker": (cpu_seconds(broker.pid) or 0.0) if broker.pid else 0.0}
+            "broker": (cpu_seconds(broker.pid) or 0.0) if broker.pid else 0.0,
+            } | {f"  {p.cmdline()[4]}": cpu_seconds(p.pid) or 0.0 for p in workers
+                 } | postgres_cpu_by_session(db)
 
 
 LATENCY_SQL = {
@@ -266,7 +269,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
             sent = await send(load, base + "/v1/events")
             await wait_until(caught_up, deadline_s=600, what="every event applied", alive=proc,
                              interval_s=0.5)
-            cpu = {k: v - cpu_before[k] for k, v in cpu_parts(proc.pid, broker, db).items()}
+            cpu = {k: v - cpu_before.get(k, 0.0)
+           for k, v in cpu_parts(proc.pid, broker, db).items()}
             batches = await batch_metrics(port)
         with psycopg.connect(url) as conn:
             results = {kind: [float(r[0]) for r in conn.execute(sql, (SHOP,))]
@@ -280,7 +284,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
               f"202 answered in p50 {answers[len(answers) // 2] * 1000:.1f} ms, "
               f"p99 {answers[int(len(answers) * 0.99)] * 1000:.1f} ms")
         print("CPU seconds while sending and catching up: " + ", ".join(
-            f"{k} {v:.1f}" for k, v in cpu.items()) + f" (the sender: {sent.cpu_s:.1f})")
+            f"{k.strip()} {v:.1f}" for k, v in cpu.items()) + f" (the sender: {sent.cpu_s:.1f})")
         for refusal in sent.refusals[:3]:
             print(f"  refused: {refusal}")
         print("event time -> state committed:")

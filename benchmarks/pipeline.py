@@ -31,7 +31,6 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-import psycopg
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from workload import (
@@ -45,6 +44,7 @@ from workload import (
     member_totals,
     peak_rss_mb,
     postgres,
+    postgres_cpu_by_session,
     start_process,
     stop_process,
     wait_until,
@@ -289,13 +289,7 @@ def _cpu_parts(procs: list[subprocess.Popen[bytes]], names: list[str], broker: E
     if len(procs) > 1:
         for proc, name in zip(procs, names, strict=True):
             parts[f"  {name}"] = cpu_seconds(proc.pid) or 0.0
-    # PostgreSQL's share by whom it served: sessions are named after their worker.
-    with psycopg.connect(db.url, autocommit=True) as conn:
-        for pid, name in conn.execute("SELECT pid, application_name FROM pg_stat_activity "
-                                      "WHERE application_name LIKE 'memberflow%'"):
-            key = f"  PostgreSQL for {name.removeprefix('memberflow ') or 'ingest'}"
-            parts[key] = parts.get(key, 0.0) + (cpu_seconds(pid) or 0.0)
-    return parts
+    return parts | postgres_cpu_by_session(db)
 
 
 def _rate(n: int, seconds: float) -> str:

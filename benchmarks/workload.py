@@ -188,6 +188,18 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_by_session(db: EmbeddedDatabase) -> dict[str, float]:
+    """PostgreSQL's CPU seconds so far by whom it served: memberflow names its sessions after
+    the worker they serve ("memberflow tiering"; plain "memberflow" is ingest)."""
+    out: dict[str, float] = {}
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        for pid, name in conn.execute("SELECT pid, application_name FROM pg_stat_activity "
+                                      "WHERE application_name LIKE 'memberflow%'"):
+            key = f"  PostgreSQL for {name.removeprefix('memberflow ') or 'ingest'}"
+            out[key] = out.get(key, 0.0) + (cpu_seconds(pid) or 0.0)
+    return out
+
+
 def child_env(**settings: str) -> dict[str, str]:
     """This environment without inherited MEMBERFLOW_* settings, plus the given ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEMBERFLOW_")}

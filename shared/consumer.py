@@ -314,7 +314,8 @@ def claim_event_ids(conn: Connection, consumer: str, records: list[Record]) -> C
     if earlier:
         stored = {r[0]: r[1] for r in conn.exec_driver_sql(
             "SELECT event_id, digest FROM processed_events "
-            "WHERE consumer = %s AND event_id = ANY(%b::text[])", (consumer, earlier))}
+            "WHERE consumer = %s AND event_id IN (SELECT unnest(%b::text[]))",
+            (consumer, earlier))}
     first: dict[str, bytes | None] = {}
     out = Claims([], 0, [])
     for record in records:

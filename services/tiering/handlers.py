@@ -108,7 +108,7 @@ class TieringHandler:
                 if isinstance(e, OrderCompleted | OrderRefunded | OrderPlaced)}
         stored = store.lock_orders(conn, keys)
         changed, deltas, steps = domain.apply_steps(stored, events)
-        before = store.lock_members(conn, {s.member for s in steps} | set(deltas))
+        before, standing = store.lock_members(conn, {s.member for s in steps} | set(deltas))
         after = {k: before.get(k, MemberFigures()).plus(d) for k, d in deltas.items()}
         store.save(conn, changed.values(), [e for e in events if isinstance(e, OrderPlaced)],
                    after)
@@ -132,7 +132,7 @@ class TieringHandler:
         abc_store.touch(conn, {s: newest[s] for s in shops})
 
         skus = self._skus(conn, steps)
-        levels = self._upgrade(conn, deltas, sections)
+        levels = self._upgrade(conn, deltas, sections, after, standing)
         outputs: list[Output] = []
         running = dict(before)
         for i, step in enumerate(steps):
@@ -169,9 +169,13 @@ class TieringHandler:
         return out
 
     def _upgrade(self, conn: Connection, deltas: dict[MemberKey, MemberDelta],
-                 sections: dict[str, tuple[int, TieringSection]]) -> dict[str, list[Output]]:
+                 sections: dict[str, tuple[int, TieringSection]],
+                 after: dict[MemberKey, MemberFigures], standing: dict[MemberKey, store.Standing]
+                 ) -> dict[str, list[Output]]:
         """Upgrade members whose new completed trades meet a higher level (upgrade only).
 
+        The facts are the figures after the batch and the standing locked with them; only
+        ladders with recency windows (`within_days`) ask the order ledger.
         Returns the `member.level_changed` messages by the id of the trade that caused them."""
         by_shop: dict[str, dict[str, MemberDelta]] = defaultdict(dict)
         for (shop_id, member_id), delta in deltas.items():
@@ -185,7 +189,15 @@ class TieringHandler:
             if policy is None or not policy.auto_upgrade:
                 continue
             members = by_shop[shop_id]
-            facts = level_store.load_facts(conn, shop_id, policy, sorted(members))
+            if policy.windows():
+                facts = level_store.load_facts(conn, shop_id, policy, sorted(members))
+            else:
+                facts = {}
+                for member_id in members:
+                    level, blacklisted = standing.get((shop_id, member_id), (0, False))
+                    figures = after[(shop_id, member_id)]
+                    facts[member_id] = LevelFacts(level, blacklisted, figures.completed_trades,
+                                                  figures.gross_cents)
             for member_id in sorted(facts):
                 now = facts[member_id]
                 new_level = upgraded_level(policy, now)

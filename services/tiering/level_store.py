@@ -39,7 +39,9 @@ def load_facts(conn: Connection, shop_id: str, policy: LevelPolicy,
            "WHERE shop_id = %s")
     params: tuple[Any, ...] = (shop_id,)
     if member_ids is not None:
-        sql += " AND member_id = ANY(%b)"
+        # A join with the ids (not `= ANY`): a prepared statement's generic plan would scan
+        # the whole shop for `shop_id = $1 AND member_id = ANY($2)`.
+        sql += " AND member_id IN (SELECT unnest(%b::text[]))"
         params += (list(member_ids),)
     rows = conn.exec_driver_sql(sql, params).all()
     windowed = windowed_levels(conn, shop_id, policy, member_ids) if policy.windows() else {}
@@ -74,7 +76,7 @@ def windowed_levels(conn: Connection, shop_id: str, policy: LevelPolicy,
            "WHERE shop_id = %s AND completed_at IS NOT NULL")
     params: tuple[Any, ...] = (shop_id,)
     if member_ids is not None:
-        sql += " AND member_id = ANY(%b)"
+        sql += " AND member_id IN (SELECT unnest(%b::text[]))"
         params += (list(member_ids),)
     sql += f" WINDOW {windows}) x GROUP BY member_id"
     out: dict[str, frozenset[int]] = {}

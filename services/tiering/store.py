@@ -31,17 +31,24 @@ _FIGURES = ("completed_trades, gross_cents, refunded_cents, first_purchase_at, "
             "last_purchase_at, region, region_at")
 
 
-def lock_members(conn: Connection, keys: Iterable[MemberKey]) -> dict[MemberKey, MemberFigures]:
-    """The stored figures of these members (those that exist), locked for the batch."""
+Standing = tuple[int, bool]
+"""A member's level and whether they are blacklisted."""
+
+
+def lock_members(conn: Connection, keys: Iterable[MemberKey]
+                 ) -> tuple[dict[MemberKey, MemberFigures], dict[MemberKey, Standing]]:
+    """The stored figures and standing of these members (those that exist), locked for the
+    batch."""
     ordered = sorted(set(keys))  # a fixed order keeps concurrent batches from deadlocking
     if not ordered:
-        return {}
+        return {}, {}
     rows = conn.exec_driver_sql(
-        f"SELECT shop_id, member_id, {_FIGURES} FROM members "
+        f"SELECT shop_id, member_id, level, blacklisted, {_FIGURES} FROM members "
         "WHERE (shop_id, member_id) IN (SELECT * FROM unnest(%b::text[], %b::text[])) "
         "ORDER BY shop_id, member_id FOR UPDATE",
         ([k[0] for k in ordered], [k[1] for k in ordered])).all()
-    return {(r[0], r[1]): MemberFigures(*r[2:]) for r in rows}
+    return ({(r[0], r[1]): MemberFigures(*r[4:]) for r in rows},
+            {(r[0], r[1]): (int(r[2]), bool(r[3])) for r in rows})
 
 
 def save(conn: Connection, orders: Iterable[Order], placed: Iterable[OrderPlaced],
