@@ -272,6 +272,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
             cpu = {k: v - cpu_before.get(k, 0.0)
            for k, v in cpu_parts(proc.pid, broker, db).items()}
             batches = await batch_metrics(port)
+            timed = await batch_metrics(port, timed=True)
         with psycopg.connect(url) as conn:
             results = {kind: [float(r[0]) for r in conn.execute(sql, (SHOP,))]
                        for kind, sql in LATENCY_SQL.items()}
@@ -293,6 +294,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
         for worker, (count, events, seconds) in batches.items():
             print(f"  {worker:<10} {count:>6,} batches of {events / max(count, 1):>6,.0f} events, "
                   f"{seconds / max(count, 1) * 1000:6.1f} ms each")
+        for worker, (count, _, seconds) in timed.items():
+            print(f"  {worker:<10} {count:>6,} steps of timed work, {seconds:.1f} s in all")
     except BaseException:
         if proc is not None:
             print(log_tail(root / "up.log"))

@@ -247,17 +247,21 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, deadline_s: fl
         await asyncio.sleep(interval_s)
 
 
-async def batch_metrics(port: int) -> dict[str, tuple[int, float, float]]:
-    """Per worker: batches applied, events in them, seconds spent applying them."""
+async def batch_metrics(port: int, timed: bool = False) -> dict[str, tuple[int, float, float]]:
+    """Per worker: batches applied, events in them, seconds spent applying them (with `timed`:
+    rounds of timed work, 0, seconds spent in them)."""
     async with aiohttp.ClientSession() as http, \
             http.get(f"http://127.0.0.1:{port}/metrics") as resp:
         text = await resp.text()
+    prefix = "memberflow_timed_work_seconds" if timed else "memberflow_batch_seconds"
+    names = {f"{prefix}_sum": "memberflow_batch_seconds_sum",
+             f"{prefix}_count": "memberflow_batch_seconds_count",
+             "memberflow_batch_events_sum": "memberflow_batch_events_sum"}
     sums: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in ("memberflow_batch_seconds_sum", "memberflow_batch_seconds_count",
-                               "memberflow_batch_events_sum"):
-                sums[(sample.labels["worker"], sample.name)] = sample.value
+            if sample.name in names and not (timed and sample.name.startswith("memberflow_batch")):
+                sums[(sample.labels["worker"], names[sample.name])] = sample.value
     return {w: (int(sums.get((w, "memberflow_batch_seconds_count"), 0)),
                 sums.get((w, "memberflow_batch_events_sum"), 0.0),
                 sums.get((w, "memberflow_batch_seconds_sum"), 0.0))
