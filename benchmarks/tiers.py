@@ -11,8 +11,9 @@ wheel); no broker is needed.
      more per member skewed toward loyal members, ~8% partly refunded and ~1% fully, completed
      over 400 days so some fall outside the 365-day period), then VACUUM ANALYZE. Timed, each in
      its own transaction including COMMIT: `abc_store.recompute` a first time (every member gets
-     a class), again after ~1% of members completed one more order, and once more with nothing
-     changed; and the read-only `abc_store.ranking`.
+     a class: a full ranking), again after ~1% of members completed one more order (noted in
+     `abc_pending` as the tiering worker notes them: an incremental recompute), and once more
+     with nothing changed; and the read-only `abc_store.ranking`.
   2. level evaluation: order events (benchmarks/workload.py's stream) go through
      `TieringHandler.apply` in batches of --batch events, each in one transaction after
      `claim_event_ids`, as `BatchWorker.process` does (no Kafka: no positions, no decode, no
@@ -156,7 +157,10 @@ new AS (
   INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, completed_at,
                              completed_event_id, refund_requested_cents)
   SELECT %(shop)s, 'x' || member_id, member_id, amount, at, 'ev-x' || member_id, 0 FROM picked
-  RETURNING member_id, amount_cents, completed_at)
+  RETURNING member_id, amount_cents, completed_at),
+pending AS (  -- what the tiering worker notes for the next recompute
+  INSERT INTO abc_pending (shop_id, member_id) SELECT %(shop)s, member_id FROM new
+  ON CONFLICT DO NOTHING)
 UPDATE members m SET completed_trades = m.completed_trades + 1,
   gross_cents = m.gross_cents + new.amount_cents, spend_cents = m.spend_cents + new.amount_cents,
   last_purchase_at = greatest(m.last_purchase_at, new.completed_at), updated_at = now()
@@ -510,8 +514,9 @@ def run(args: argparse.Namespace, root: Path) -> None:
                     explained += explain(engine, "recompute (nothing to change)", partial(
                         abc_store.recompute, shop_id=SHOP, as_of=loaded.as_of,
                         settings=CustomerAbc(), now=datetime.now(UTC)))
-                print("3. policy re-evaluation ...", flush=True)
-                policies.append(reevaluation_part(engine, n))
+                if "3" in args.parts:
+                    print("3. policy re-evaluation ...", flush=True)
+                    policies.append(reevaluation_part(engine, n))
                 if args.explain and n == max(sizes):
                     explained += "\n" + explain(engine, "windowed levels", partial(
                         level_store.windowed_levels, shop_id=SHOP, policy=WINDOWED,
@@ -520,7 +525,7 @@ def run(args: argparse.Namespace, root: Path) -> None:
                 engine.dispose()
             with psycopg.connect(db.url, autocommit=True) as conn:  # free the disk
                 conn.execute(f'DROP DATABASE IF EXISTS "tiers_{n}" WITH (FORCE)')
-        if n_events:
+        if n_events and "2" in args.parts:
             print(f"2. level evaluation: generating and validating {n_events:,} order events "
                   f"over {args.level_members:,} members ...", flush=True)
             dicts = order_events(n_events, args.level_members)
@@ -553,6 +558,8 @@ def main() -> None:
     parser.add_argument("--level-members", type=int, default=20_000,
                         help="members the part 2 order events are spread over")
     parser.add_argument("--batch", type=int, default=5000, help="events per transaction (part 2)")
+    parser.add_argument("--parts", default="123",
+                        help="which parts to run besides loading (default: 123)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 10,000 members and 20,000 events")
     parser.add_argument("--explain", action="store_true",

@@ -112,6 +112,8 @@ class TieringHandler:
         after = {k: before.get(k, MemberFigures()).plus(d) for k, d in deltas.items()}
         store.save(conn, changed.values(), [e for e in events if isinstance(e, OrderPlaced)],
                    after)
+        abc_store.note_changed(conn, sorted(k for k, d in deltas.items()
+                                            if d.completed_trades or d.refunded_cents))
 
         # The clock of every partition read, after each record (ticks move it too).
         parts = {(r.delivery.topic, r.delivery.partition) for r in batch.records}

@@ -313,10 +313,12 @@ def test_classes_applied_a_few_at_a_time_survive_a_worker_dying_midway(
     pipeline(stack, scripted_history())   # applied in parts of three by the worker
     assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS
 
-    # Every class forgotten: the next recompute has a change per ranked member to apply.
+    # Every class forgotten, and with it what an incremental recompute starts from: the next
+    # recompute ranks everyone again and has a change per ranked member to apply.
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE members SET abc_class = NULL WHERE shop_id = %s", (SHOP,))
-        conn.exec_driver_sql("UPDATE abc_shops SET dirty = true WHERE shop_id = %s", (SHOP,))
+        conn.exec_driver_sql("UPDATE abc_shops SET dirty = true, period_as_of = NULL "
+                             "WHERE shop_id = %s", (SHOP,))
 
     def step(handler: TieringHandler) -> list[Any]:
         with engine.begin() as conn:
