@@ -214,14 +214,14 @@ class AbcFigures:
 
 
 def recompute(engine: Engine, as_of: datetime) -> AbcFigures:
-    run, seconds = in_transaction(
+    (run, applied), seconds = in_transaction(
         engine, lambda conn: abc_store.recompute(conn, SHOP, as_of, CustomerAbc(),
                                                  datetime.now(UTC)))
     by_change: dict[str, int] = {}
-    for c in run.changes:
+    for c in applied:
         key = f"{c.old or '-'}->{c.new or '-'}"
         by_change[key] = by_change.get(key, 0) + 1
-    return AbcFigures(seconds, run.ranked, run.zero_spenders, len(run.changes),
+    return AbcFigures(seconds, run.ranked, run.zero_spenders, len(applied),
                       dict(sorted(by_change.items())))
 
 

@@ -130,7 +130,7 @@ def store(conn: Connection, events: list[EventModel], *,
 
 def _stored_digests(conn: Connection, ids: list[str]) -> dict[str, bytes | None]:
     rows = conn.exec_driver_sql(
-        "SELECT event_id, digest, body::text FROM events WHERE event_id = ANY(%b)",
+        "SELECT event_id, digest, body FROM events WHERE event_id = ANY(%b)",
         (ids,)).all()
     out: dict[str, bytes | None] = {}
     for event_id, d, body in rows:
@@ -191,7 +191,7 @@ def _insert(conn: Connection, rows: list[tuple[EventModel, bytes]],
     events = [e for e, _ in rows]
     return {r[0] for r in conn.exec_driver_sql(
         "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body, digest, "
-        "late) SELECT event_id, type, shop_id, member_id, occurred_at, body::jsonb, digest, "
+        "late) SELECT event_id, type, shop_id, member_id, occurred_at, body, digest, "
         "late FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::timestamptz[], "
         "  %b::text[], %b::bytea[], %b::bool[]) WITH ORDINALITY "
         "  AS e(event_id, type, shop_id, member_id, occurred_at, body, digest, late, n) "

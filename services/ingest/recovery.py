@@ -66,7 +66,7 @@ async def republish(engine: Engine, producer: AIOKafkaProducer, topics: Topics, 
     An archived body the contract now refuses (written by an older version) is counted and
     skipped, never published: workers would park it anyway."""
     published = refused = 0
-    sql = (f"SELECT e.seq, e.body::text, e.late FROM events e "
+    sql = (f"SELECT e.seq, e.body, e.late FROM events e "
            f"WHERE e.seq > %(after)s AND {where} ORDER BY e.seq LIMIT {CHUNK}")
 
     def page(after: int) -> list[tuple[int, str, bool | None]]:

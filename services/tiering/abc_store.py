@@ -60,7 +60,7 @@ class AbcRun:
     as_of: datetime
     ranked: int
     zero_spenders: int
-    changes: list[ClassChange]
+    planned: int          # class changes stored in `abc_changes`, applied a part at a time
 
 
 def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, datetime]:
@@ -210,16 +210,22 @@ def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc)
         new = classify(keys[member_id], new_a, new_b)
         if member_id in stored and stored[member_id] != new:
             changes.append(ClassChange(member_id, stored[member_id], new))
+    conn.exec_driver_sql("DELETE FROM abc_changes WHERE shop_id = %s", (shop_id,))
+    conn.exec_driver_sql(
+        "INSERT INTO abc_changes (shop_id, member_id, old, new) SELECT %s, * FROM "
+        "unnest(%b::text[], %b::text[], %b::text[])",
+        (shop_id, [c.member_id for c in changes], [c.old for c in changes],
+         [c.new for c in changes]))
     _remember(conn, shop_id, as_of, text, ranked, zero, new_a, new_b)
-    return AbcRun(shop_id, as_of, ranked, zero, changes)
+    return AbcRun(shop_id, as_of, ranked, zero, len(changes))
 
 
 def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
               settings: CustomerAbc) -> AbcRun:
     """Rank every member of the shop again over the period ending `as_of`."""
     params = _params(shop_id, as_of, settings)
-    conn.exec_driver_sql("DELETE FROM abc_pending WHERE shop_id = %s", (shop_id,))
-    conn.exec_driver_sql("DELETE FROM abc_period WHERE shop_id = %s", (shop_id,))
+    for table in ("abc_pending", "abc_period", "abc_changes"):
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE shop_id = %s", (shop_id,))
     counts = conn.exec_driver_sql(
         "WITH p AS (INSERT INTO abc_period (shop_id, member_id, spend, last, rank_spend, "
         f"  rank_last) SELECT %(shop)s, member_id, spend, last, -spend, "
@@ -228,21 +234,21 @@ def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
         params).one()
     ranked, zero = int(counts[0]), int(counts[1])
     a, b = _cuts(conn, shop_id, ranked, settings)
-    # Every member whose stored class is not the one their key gives.
-    rows = conn.exec_driver_sql(
-        "SELECT m.member_id, m.abc_class, CASE WHEN p.spend IS NULL OR p.spend <= 0 "
-        "  OR %(a_s)s::bigint IS NULL THEN NULL "
+    # Every member whose stored class is not the one their key gives, kept in PostgreSQL.
+    planned = int(conn.exec_driver_sql(
+        "WITH c AS (INSERT INTO abc_changes (shop_id, member_id, old, new) "
+        "SELECT %(shop)s, member_id, abc_class, cls FROM (SELECT m.member_id, m.abc_class, "
+        "  CASE WHEN p.spend IS NULL OR p.spend <= 0 OR %(a_s)s::bigint IS NULL THEN NULL "
         "  WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(a_s)s, %(a_l)s, %(a_m)s) "
         "  THEN 'A' WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(b_s)s, %(b_l)s, %(b_m)s) "
         "  THEN 'B' ELSE 'C' END AS cls "
         "FROM members m LEFT JOIN abc_period p ON p.shop_id = m.shop_id "
         "  AND p.member_id = m.member_id COLLATE \"C\" "
-        "WHERE m.shop_id = %(shop)s",
-        {"shop": shop_id, **_bind("a", a), **_bind("b", b)}).all()
-    changes = sorted((ClassChange(m, old, new) for m, old, new in rows if old != new),
-                     key=lambda c: c.member_id)
+        "WHERE m.shop_id = %(shop)s) k WHERE abc_class IS DISTINCT FROM cls RETURNING 1) "
+        "SELECT count(*) FROM c",
+        {"shop": shop_id, **_bind("a", a), **_bind("b", b)}).scalar_one())
     _remember(conn, shop_id, as_of, _settings_text(settings), ranked, zero, a, b)
-    return AbcRun(shop_id, as_of, ranked, zero, changes)
+    return AbcRun(shop_id, as_of, ranked, zero, planned)
 
 
 def _key(parts: Any) -> Key | None:
@@ -342,6 +348,22 @@ def apply_changes(conn: Connection, shop_id: str, as_of: datetime,
     return [c for c in changes if c.member_id in done]
 
 
+def apply_part(conn: Connection, run: AbcRun, size: int) -> tuple[list[ClassChange], bool]:
+    """Apply the next `size` planned changes (in member id order); returns those applied and
+    whether more are planned."""
+    part = [ClassChange(m, old, new) for m, old, new in conn.exec_driver_sql(
+        "WITH part AS (DELETE FROM abc_changes WHERE shop_id = %(shop)s AND member_id IN "
+        "  (SELECT member_id FROM abc_changes WHERE shop_id = %(shop)s ORDER BY member_id "
+        "  LIMIT %(size)s) RETURNING member_id, old, new) "
+        "SELECT member_id, old, new FROM part ORDER BY member_id",
+        {"shop": run.shop_id, "size": size})]
+    applied = apply_changes(conn, run.shop_id, run.as_of, part)
+    more = len(part) == size and conn.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM abc_changes WHERE shop_id = %s)",
+        (run.shop_id,)).scalar_one()
+    return applied, bool(more)
+
+
 def finish(conn: Connection, run: AbcRun) -> None:
     """Every change of the recompute is applied: the shop's classes are as of `run.as_of`."""
     conn.exec_driver_sql(
@@ -360,14 +382,19 @@ def note_changed(conn: Connection, members: list[tuple[str, str]]) -> None:
 
 
 def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
-              now: datetime) -> AbcRun:
-    """`claim`, `plan`, `apply_changes` and `finish` in the caller's one transaction (for
-    operations and benchmarks; the tiering worker spreads them over several)."""
+              now: datetime) -> tuple[AbcRun, list[ClassChange]]:
+    """`claim`, `plan`, `apply_part` and `finish` in the caller's one transaction (for
+    operations, tests and benchmarks; the tiering worker spreads them over several).
+    Returns the run and the changes applied."""
     claim(conn, [shop_id], now, as_of)
     run = plan(conn, shop_id, as_of, settings)
-    applied = apply_changes(conn, shop_id, as_of, run.changes)
+    applied: list[ClassChange] = []
+    more = True
+    while more:
+        part, more = apply_part(conn, run, 10_000)
+        applied += part
     finish(conn, run)
-    return AbcRun(run.shop_id, run.as_of, run.ranked, run.zero_spenders, applied)
+    return run, applied
 
 
 def ranking(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc

@@ -231,10 +231,9 @@ class TieringHandler:
         shop, or relay the outbox and claim the shops due a recompute."""
         if self._applying:
             job = self._applying[0]
-            part, job.remaining = job.remaining[:ABC_PART], job.remaining[ABC_PART:]
-            applied = abc_store.apply_changes(conn, job.run.shop_id, job.run.as_of, part)
+            applied, more = abc_store.apply_part(conn, job.run, ABC_PART)
             outputs = self._abc_changed(job, applied)
-            if not job.remaining:
+            if not more:
                 abc_store.finish(conn, job.run)
                 self._abc_cost[job.run.shop_id] = (now, time.perf_counter() - job.started)
                 self._applying.popleft()
@@ -243,7 +242,7 @@ class TieringHandler:
             shop_id, as_of, settings = self._claimed.popleft()
             started = time.perf_counter()
             run = abc_store.plan(conn, shop_id, as_of, settings)
-            self._applying.append(_Recompute(run, settings, started, list(run.changes)))
+            self._applying.append(_Recompute(run, settings, started))
             return []
         outputs = take_pending(conn, NAME)
         clock = stream_clocks.pipeline_clock(conn)
@@ -292,4 +291,3 @@ class _Recompute:
     run: abc_store.AbcRun
     settings: CustomerAbc
     started: float
-    remaining: list[abc_store.ClassChange]

@@ -248,7 +248,7 @@ def test_confirm_send_and_a_frozen_window(stack: Stack, engine: Engine,
     assert got["o-next"] == ("click", "c-live") and got["o-small"] is None
     assert scalar(engine, "SELECT count(*) FROM campaign_sends WHERE campaign_id = 'c-live'") == 1
     archived = scalar(engine, "SELECT count(*) FROM events WHERE type = 'campaign.message_sent' "
-                              "AND body -> 'payload' ->> 'campaign_id' = 'c-live'")
+                              "AND body::jsonb -> 'payload' ->> 'campaign_id' = 'c-live'")
     assert archived == 1
 
 
