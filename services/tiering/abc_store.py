@@ -348,20 +348,16 @@ def apply_changes(conn: Connection, shop_id: str, as_of: datetime,
     return [c for c in changes if c.member_id in done]
 
 
-def apply_part(conn: Connection, run: AbcRun, size: int) -> tuple[list[ClassChange], bool]:
-    """Apply the next `size` planned changes (in member id order); returns those applied and
-    whether more are planned."""
-    part = [ClassChange(m, old, new) for m, old, new in conn.exec_driver_sql(
-        "WITH part AS (DELETE FROM abc_changes WHERE shop_id = %(shop)s AND member_id IN "
-        "  (SELECT member_id FROM abc_changes WHERE shop_id = %(shop)s ORDER BY member_id "
-        "  LIMIT %(size)s) RETURNING member_id, old, new) "
-        "SELECT member_id, old, new FROM part ORDER BY member_id",
-        {"shop": run.shop_id, "size": size})]
+def apply_part(conn: Connection, run: AbcRun, after: str, size: int
+               ) -> tuple[list[ClassChange], str | None]:
+    """Apply the next `size` planned changes after member id `after` (in member id order);
+    returns those applied and where the next part starts (None: this was the last)."""
+    rows = conn.exec_driver_sql(
+        "SELECT member_id, old, new FROM abc_changes WHERE shop_id = %s AND member_id > %s "
+        "ORDER BY member_id LIMIT %s", (run.shop_id, after, size + 1)).all()
+    part = [ClassChange(m, old, new) for m, old, new in rows[:size]]
     applied = apply_changes(conn, run.shop_id, run.as_of, part)
-    more = len(part) == size and conn.exec_driver_sql(
-        "SELECT EXISTS (SELECT 1 FROM abc_changes WHERE shop_id = %s)",
-        (run.shop_id,)).scalar_one()
-    return applied, bool(more)
+    return applied, part[-1].member_id if len(rows) > size else None
 
 
 def finish(conn: Connection, run: AbcRun) -> None:
@@ -370,6 +366,7 @@ def finish(conn: Connection, run: AbcRun) -> None:
         "UPDATE abc_shops SET computed_as_of = %s, ranked = %s, zero_spenders = %s, "
         "applying_as_of = NULL WHERE shop_id = %s",
         (run.as_of, run.ranked, run.zero_spenders, run.shop_id))
+    conn.exec_driver_sql("DELETE FROM abc_changes WHERE shop_id = %s", (run.shop_id,))
 
 
 def note_changed(conn: Connection, members: list[tuple[str, str]]) -> None:
@@ -389,9 +386,9 @@ def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: Custome
     claim(conn, [shop_id], now, as_of)
     run = plan(conn, shop_id, as_of, settings)
     applied: list[ClassChange] = []
-    more = True
-    while more:
-        part, more = apply_part(conn, run, 10_000)
+    after: str | None = ""
+    while after is not None:
+        part, after = apply_part(conn, run, after, 10_000)
         applied += part
     finish(conn, run)
     return run, applied

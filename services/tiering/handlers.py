@@ -231,12 +231,14 @@ class TieringHandler:
         shop, or relay the outbox and claim the shops due a recompute."""
         if self._applying:
             job = self._applying[0]
-            applied, more = abc_store.apply_part(conn, job.run, ABC_PART)
+            applied, after = abc_store.apply_part(conn, job.run, job.after, ABC_PART)
             outputs = self._abc_changed(job, applied)
-            if not more:
+            if after is None:
                 abc_store.finish(conn, job.run)
                 self._abc_cost[job.run.shop_id] = (now, time.perf_counter() - job.started)
                 self._applying.popleft()
+            else:
+                job.after = after  # a failed transaction drops the job (`tick_reset`)
             return outputs
         if self._claimed:
             shop_id, as_of, settings = self._claimed.popleft()
@@ -291,3 +293,4 @@ class _Recompute:
     run: abc_store.AbcRun
     settings: CustomerAbc
     started: float
+    after: str = ""       # the member id the next part starts after
