@@ -56,6 +56,13 @@ CLAIMING: dict[str, frozenset[str]] = {"tiering": TIERING_CLAIMS,
                                        "campaigns": CAMPAIGN_CLAIMS}
 
 
+def worker_options(settings: Settings) -> dict[str, int]:
+    """How the settings shape each worker's batches and consumer."""
+    return {"max_records": settings.batch_max_records,
+            "session_timeout_ms": settings.session_timeout_ms,
+            "fetch_wait_ms": settings.fetch_wait_ms}
+
+
 @dataclass
 class Stack:
     """Where the broker and database are; embedded ones are owned and stopped by `open_stack`."""
@@ -298,7 +305,7 @@ class Services:
             BatchWorker(WORKERS[n](settings), bootstrap=self.stack.bootstrap,
                         engine=self.worker_engines[n],
                         producer=self.producer, dead_letter_topic=topics.dead_letters,
-                        metrics=self.metrics, max_records=settings.batch_max_records)
+                        metrics=self.metrics, **worker_options(settings))
             for n in self.worker_engines
         ]
         if self.stack.refill is not None:

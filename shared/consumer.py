@@ -72,7 +72,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from shared import deadletter
 from shared.deadletter import DeadLetter
 from shared.events import Problem
-from shared.kafka import consumer_config
+from shared.kafka import FETCH_MAX_WAIT_MS, SESSION_TIMEOUT_MS, consumer_config
 from shared.logs import context
 from shared.metrics import Metrics, observe_all
 
@@ -386,7 +386,8 @@ class BatchWorker:
 
     def __init__(self, handler: Handler, *, bootstrap: str, engine: Engine,
                  producer: AIOKafkaProducer, dead_letter_topic: str, metrics: Metrics,
-                 max_records: int = 5000) -> None:
+                 max_records: int = 5000, session_timeout_ms: int = SESSION_TIMEOUT_MS,
+                 fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> None:
         self.handler = handler
         self.contract = handler.contract
         self.engine = engine
@@ -394,7 +395,9 @@ class BatchWorker:
         self.dead_letter_topic = dead_letter_topic
         self.metrics = metrics
         self.max_records = max_records
-        self.consumer = AIOKafkaConsumer(**consumer_config(bootstrap, handler.name))
+        self.consumer = AIOKafkaConsumer(**consumer_config(
+            bootstrap, handler.name, session_timeout_ms=session_timeout_ms,
+            fetch_max_wait_ms=fetch_wait_ms))
         self.applied_total = 0
         self.parked_total = 0
         self._next: dict[TopicPartition, int] = {}
