@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_ARGS ?=
 
-.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns fuzz lint schema clean
+.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns bench-replay bench-latency fuzz lint schema clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ unit: $(STAMP)
 
 bench: $(STAMP)  ## throughput and memory figures (printed, never asserted)
 	$(BIN)/python benchmarks/pipeline.py
+
+bench-replay: $(STAMP)  ## 1M events rebuilt from the archive: rate, memory per worker, bytes per event
+	$(BIN)/python benchmarks/replay.py
+
+bench-latency: $(STAMP)  ## event time -> state committed at 2,000 events/s for 60 s into `up`
+	$(BIN)/python benchmarks/latency.py
 
 bench-tiers: $(STAMP)  ## customer ABC, level evaluation, policy re-evaluation
 	$(BIN)/python benchmarks/tiers.py

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,6 +200,45 @@ LATENCY_SQL = {
 }
 
 
+class LockWaits:
+    """Samples, every 20 ms, the memberflow sessions waiting on a lock, what each runs and what
+    the session blocking it ran last: how long event processing waited on timed work (a
+    session idle in its transaction shows its last statement)."""
+
+    EVERY_S = 0.02
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.waits: dict[tuple[str, str], int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LockWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self._stop.wait(self.EVERY_S):
+                for waiter, blocker in conn.execute(
+                        "SELECT w.application_name || ': ' || left(regexp_replace(w.query, "
+                        "'\\s+', ' ', 'g'), 40), left(regexp_replace(b.query, '\\s+', ' ', "
+                        "'g'), 60) FROM pg_stat_activity w JOIN pg_stat_activity b "
+                        "ON b.pid = (pg_blocking_pids(w.pid))[1] "
+                        "WHERE w.wait_event_type = 'Lock' "
+                        "AND w.application_name LIKE 'memberflow%'"):
+                    key = (waiter, blocker)
+                    self.waits[key] = self.waits.get(key, 0) + 1
+
+    def report(self) -> list[str]:
+        return [f"  ~{n * self.EVERY_S * 1000:6,.0f} ms  {waiter}\n{'':>12}behind: {query}"
+                for (waiter, query), n in sorted(self.waits.items(), key=lambda kv: -kv[1])]
+
+
 def quantiles(values: list[float]) -> str:
     if not values:
         return "none"
@@ -266,9 +306,10 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
             print(f"sending {len(load.due):,} events at {args.rate:,}/s for {args.seconds}s ...",
                   flush=True)
             cpu_before = cpu_parts(proc.pid, broker, db)
-            sent = await send(load, base + "/v1/events")
-            await wait_until(caught_up, deadline_s=600, what="every event applied", alive=proc,
-                             interval_s=0.5)
+            with LockWaits(url) as locks:
+                sent = await send(load, base + "/v1/events")
+                await wait_until(caught_up, deadline_s=600, what="every event applied",
+                                 alive=proc, interval_s=0.5)
             cpu = {k: v - cpu_before.get(k, 0.0)
            for k, v in cpu_parts(proc.pid, broker, db).items()}
             batches = await batch_metrics(port)
@@ -296,6 +337,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
                   f"{seconds / max(count, 1) * 1000:6.1f} ms each")
         for worker, (count, _, seconds) in timed.items():
             print(f"  {worker:<10} {count:>6,} steps of timed work, {seconds:.1f} s in all")
+        print("sessions waiting on a lock (sampled every 20 ms):")
+        print("\n".join(locks.report()) or "  none seen")
     except BaseException:
         if proc is not None:
             print(log_tail(root / "up.log"))

@@ -8,7 +8,7 @@ for a shop that sells nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,6 +111,20 @@ def claim(conn: Connection, shops: list[str], now: datetime, clock: datetime) ->
         {"now": now, "clock": clock, "shops": shops})]
 
 
+def take_noted(conn: Connection, shops: list[str]) -> dict[str, list[str]]:
+    """The members noted (`note_changed`) in the shops just claimed, taken off the queue in the
+    claim's own short transaction: a batch noting one of them again waits at most for that
+    transaction, never for a recompute. If the recompute then fails, nothing is lost: the shop
+    stays due with its recompute unfinished, and the next one ranks every member again."""
+    out: dict[str, list[str]] = {shop: [] for shop in shops}
+    if shops:
+        for shop_id, member_id in conn.exec_driver_sql(
+                "DELETE FROM abc_pending WHERE shop_id = ANY(%b) RETURNING shop_id, member_id",
+                (shops,)):
+            out[shop_id].append(member_id)
+    return out
+
+
 def stale_shops(conn: Connection) -> int:
     """Shops whose classes do not reflect their trades and the clock yet."""
     return int(conn.exec_driver_sql(
@@ -140,16 +154,17 @@ def classify(key: Key | None, a: Key | None, b: Key | None) -> AbcClass | None:
     return "A" if key <= a else "B" if key <= b else "C"
 
 
-def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc) -> AbcRun:
+def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
+         noted: Collection[str]) -> AbcRun:
     """The class changes of a recompute as of `as_of`, and the population counts; the period's
     spends (`abc_period`) and the cut keys are brought to `as_of` on the way (batches carry on
     meanwhile: they never touch those rows).
 
     Incremental when the last recompute was applied to its end with the same settings: only
-    the members whose trades changed since (`abc_pending`) or whose orders entered or left the
-    period as it slid, and the members whose key lies between an old and a new cut, can change
-    class. Otherwise (the first recompute, new settings, one that died midway, or a quarter of
-    the members moving) every member is ranked again."""
+    the members whose trades changed since (`noted`, from `take_noted`) or whose orders
+    entered or left the period as it slid, and the members whose key lies between an old and a
+    new cut, can change class. Otherwise (the first recompute, new settings, one that died
+    midway, or a quarter of the members moving) every member is ranked again."""
     conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
     prev = conn.exec_driver_sql(
         "SELECT period_as_of, computed_as_of, period_settings, ranked, zero_spenders, "
@@ -163,8 +178,7 @@ def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc)
     old_as_of, ranked, zero = prev[0], int(prev[3]), int(prev[4])
     old_a = _key(prev[5:8])
     old_b = _key(prev[8:11])
-    moved = {r[0] for r in conn.exec_driver_sql(
-        "DELETE FROM abc_pending WHERE shop_id = %s RETURNING member_id", (shop_id,))}
+    moved = set(noted)
     moved |= {r[0] for r in conn.exec_driver_sql(
         "SELECT DISTINCT member_id FROM member_orders WHERE shop_id = %(shop)s "
         "AND completed_at IS NOT NULL AND ((completed_at > %(left_from)s "
@@ -224,7 +238,8 @@ def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
               settings: CustomerAbc) -> AbcRun:
     """Rank every member of the shop again over the period ending `as_of`."""
     params = _params(shop_id, as_of, settings)
-    for table in ("abc_pending", "abc_period", "abc_changes"):
+    # abc_pending is left alone: batches add to it meanwhile (see `take_noted`).
+    for table in ("abc_period", "abc_changes"):
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE shop_id = %s", (shop_id,))
     counts = conn.exec_driver_sql(
         "WITH p AS (INSERT INTO abc_period (shop_id, member_id, spend, last, rank_spend, "
@@ -380,11 +395,11 @@ def note_changed(conn: Connection, members: list[tuple[str, str]]) -> None:
 
 def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
               now: datetime) -> tuple[AbcRun, list[ClassChange]]:
-    """`claim`, `plan`, `apply_part` and `finish` in the caller's one transaction (for
-    operations, tests and benchmarks; the tiering worker spreads them over several).
+    """`claim`, `take_noted`, `plan`, `apply_part` and `finish` in the caller's one transaction
+    (for operations, tests and benchmarks; the tiering worker spreads them over several).
     Returns the run and the changes applied."""
     claim(conn, [shop_id], now, as_of)
-    run = plan(conn, shop_id, as_of, settings)
+    run = plan(conn, shop_id, as_of, settings, take_noted(conn, [shop_id])[shop_id])
     applied: list[ClassChange] = []
     after: str | None = ""
     while after is not None:

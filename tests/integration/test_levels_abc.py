@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 
 from memberflow.configure import apply_shop_config
 from memberflow.runtime import Services, Stack
+from services.tiering import abc_store, operations
 from services.tiering import handlers as tiering_handlers
-from services.tiering import operations
 from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import TieringHandler
 from shared.audit import OperationRefused
@@ -340,3 +340,40 @@ def test_classes_applied_a_few_at_a_time_survive_a_worker_dying_midway(
     assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS
     with engine.connect() as conn:
         assert stale_shops(conn) == 0
+
+
+def test_a_recompute_under_way_holds_up_no_batch(stack: Stack, engine: Engine) -> None:
+    """Batches note the members whose trades changed and touch their shop's row; a recompute
+    planning or applying its changes must not make them wait (only the members a part is
+    changing, for that part's transaction)."""
+    pipeline(stack, scripted_history())
+    member = next(iter(EXPECTED_CLASS))
+    with engine.begin() as conn:
+        abc_store.note_changed(conn, [(SHOP, member)])
+        abc_store.touch(conn, {SHOP: END})
+
+    def batch_writes() -> None:
+        """What a batch writes for the shop, refused if it would wait for a lock."""
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            abc_store.note_changed(conn, [(SHOP, member)])
+            abc_store.touch(conn, {SHOP: END})
+
+    handler = TieringHandler(stack.topics, abc_debounce=timedelta(0))
+    with engine.begin() as conn:
+        handler.tick(conn, datetime.now(UTC))            # claims the shop, takes the noted
+    with engine.connect() as conn, conn.begin():
+        assert handler.tick(conn, datetime.now(UTC)) == []   # plans, and is not committed yet
+        # Only the shop's own row, at the very end of the plan, is shared: a plan's remembered
+        # cuts are written there. Everything a batch writes besides it must not wait.
+        with engine.begin() as other:
+            other.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            abc_store.note_changed(other, [(SHOP, member)])
+    while handler._applying and handler._applying[0].after is not None:
+        with engine.connect() as conn, conn.begin():
+            handler.tick(conn, datetime.now(UTC))        # a part, its outputs not yet sent
+            batch_writes()
+    with engine.begin() as conn:
+        assert handler.tick(conn, datetime.now(UTC)) == []   # finishes: a step of its own
+    assert not handler.tick_again()
+    assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS
