@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.events import TimeBounds
+from shared.kafka import FETCH_MAX_WAIT_MS, SESSION_TIMEOUT_MS
 from shared.topics import Topics
 
 
@@ -30,12 +31,14 @@ class Settings(BaseSettings):
     http_port: int = Field(8787, ge=0, le=65535)
     batch_max_records: int = Field(5000, ge=1, le=100_000)
     session_timeout_ms: int = Field(
-        10_000, ge=1000, le=300_000, description="a worker's consumer-group session; Tansu "
-                                                 "holds a group's first join for half of it")
+        SESSION_TIMEOUT_MS, ge=1000, le=300_000,
+        description="a worker's consumer-group session; Tansu holds a group's first join for "
+                    "half of it")
     fetch_wait_ms: int = Field(
-        50, ge=0, le=10_000, description="how long the broker may hold a worker's fetch that "
-                                         "found nothing: on Tansu also how late a record can "
-                                         "reach an idle worker; shorter costs idle CPU")
+        FETCH_MAX_WAIT_MS, ge=0, le=10_000,
+        description="how long the broker may hold a worker's fetch that found nothing: on "
+                    "Tansu also how late a record can reach an idle worker; shorter costs "
+                    "idle CPU")
     abc_debounce_seconds: float = Field(
         5.0, ge=0, le=3600, description="recompute a shop's customer ABC at most this often")
     campaign_lateness_hours: float = Field(
