@@ -61,6 +61,7 @@ class AbcRun:
     ranked: int
     zero_spenders: int
     planned: int          # class changes stored in `abc_changes`, applied a part at a time
+    run: int              # the run number those changes are kept under (`abc_run`)
 
 
 def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, datetime]:
@@ -224,21 +225,27 @@ def plan(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc,
         new = classify(keys[member_id], new_a, new_b)
         if member_id in stored and stored[member_id] != new:
             changes.append(ClassChange(member_id, stored[member_id], new))
-    conn.exec_driver_sql("DELETE FROM abc_changes WHERE shop_id = %s", (shop_id,))
+    # No run of this shop left changes behind: the last one finished (else it ranks anew).
+    run = _next_run(conn)
     conn.exec_driver_sql(
-        "INSERT INTO abc_changes (shop_id, member_id, old, new) SELECT %s, * FROM "
+        "INSERT INTO abc_changes (shop_id, run, member_id, old, new) SELECT %s, %s, * FROM "
         "unnest(%b::text[], %b::text[], %b::text[])",
-        (shop_id, [c.member_id for c in changes], [c.old for c in changes],
+        (shop_id, run, [c.member_id for c in changes], [c.old for c in changes],
          [c.new for c in changes]))
     _remember(conn, shop_id, as_of, text, ranked, zero, new_a, new_b)
-    return AbcRun(shop_id, as_of, ranked, zero, len(changes))
+    return AbcRun(shop_id, as_of, ranked, zero, len(changes), run)
+
+
+def _next_run(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT nextval('abc_run')").scalar_one())
 
 
 def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
               settings: CustomerAbc) -> AbcRun:
     """Rank every member of the shop again over the period ending `as_of`."""
     params = _params(shop_id, as_of, settings)
-    # abc_pending is left alone: batches add to it meanwhile (see `take_noted`).
+    # abc_pending is left alone: batches add to it meanwhile (see `take_noted`). What a run
+    # that died midway left in abc_changes goes.
     for table in ("abc_period", "abc_changes"):
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE shop_id = %s", (shop_id,))
     counts = conn.exec_driver_sql(
@@ -249,10 +256,11 @@ def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
         params).one()
     ranked, zero = int(counts[0]), int(counts[1])
     a, b = _cuts(conn, shop_id, ranked, settings)
+    run = _next_run(conn)
     # Every member whose stored class is not the one their key gives, kept in PostgreSQL.
     planned = int(conn.exec_driver_sql(
-        "WITH c AS (INSERT INTO abc_changes (shop_id, member_id, old, new) "
-        "SELECT %(shop)s, member_id, abc_class, cls FROM (SELECT m.member_id, m.abc_class, "
+        "WITH c AS (INSERT INTO abc_changes (shop_id, run, member_id, old, new) "
+        "SELECT %(shop)s, %(run)s, member_id, abc_class, cls FROM (SELECT m.member_id, m.abc_class, "
         "  CASE WHEN p.spend IS NULL OR p.spend <= 0 OR %(a_s)s::bigint IS NULL THEN NULL "
         "  WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(a_s)s, %(a_l)s, %(a_m)s) "
         "  THEN 'A' WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(b_s)s, %(b_l)s, %(b_m)s) "
@@ -261,9 +269,9 @@ def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
         "  AND p.member_id = m.member_id COLLATE \"C\" "
         "WHERE m.shop_id = %(shop)s) k WHERE abc_class IS DISTINCT FROM cls RETURNING 1) "
         "SELECT count(*) FROM c",
-        {"shop": shop_id, **_bind("a", a), **_bind("b", b)}).scalar_one())
+        {"shop": shop_id, "run": run, **_bind("a", a), **_bind("b", b)}).scalar_one())
     _remember(conn, shop_id, as_of, _settings_text(settings), ranked, zero, a, b)
-    return AbcRun(shop_id, as_of, ranked, zero, planned)
+    return AbcRun(shop_id, as_of, ranked, zero, planned, run)
 
 
 def _key(parts: Any) -> Key | None:
@@ -368,8 +376,9 @@ def apply_part(conn: Connection, run: AbcRun, after: str, size: int
     """Apply the next `size` planned changes after member id `after` (in member id order);
     returns those applied and where the next part starts (None: this was the last)."""
     rows = conn.exec_driver_sql(
-        "SELECT member_id, old, new FROM abc_changes WHERE shop_id = %s AND member_id > %s "
-        "ORDER BY member_id LIMIT %s", (run.shop_id, after, size + 1)).all()
+        "SELECT member_id, old, new FROM abc_changes WHERE shop_id = %s AND run = %s "
+        "AND member_id > %s ORDER BY member_id LIMIT %s",
+        (run.shop_id, run.run, after, size + 1)).all()
     part = [ClassChange(m, old, new) for m, old, new in rows[:size]]
     applied = apply_changes(conn, run.shop_id, run.as_of, part)
     return applied, part[-1].member_id if len(rows) > size else None
@@ -381,7 +390,8 @@ def finish(conn: Connection, run: AbcRun) -> None:
         "UPDATE abc_shops SET computed_as_of = %s, ranked = %s, zero_spenders = %s, "
         "applying_as_of = NULL WHERE shop_id = %s",
         (run.as_of, run.ranked, run.zero_spenders, run.shop_id))
-    conn.exec_driver_sql("DELETE FROM abc_changes WHERE shop_id = %s", (run.shop_id,))
+    conn.exec_driver_sql("DELETE FROM abc_changes WHERE shop_id = %s AND run = %s",
+                         (run.shop_id, run.run))
 
 
 def note_changed(conn: Connection, members: list[tuple[str, str]]) -> None:

@@ -101,3 +101,47 @@ def test_incremental_recomputes_equal_a_full_ranking(engine: Engine, seed: int,
             abc_store.recompute(conn, shop, clock, SETTINGS, datetime.now(UTC))
             assert stored(conn, shop) == oracle(conn, shop, clock)
     assert len(fulls) <= 3   # the first ranking, and again only when nobody was ranked
+
+
+def test_a_run_applies_only_its_own_changes_and_one_that_died_is_cleared(engine: Engine) -> None:
+    shop = "shop-runs"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO members (shop_id, member_id) SELECT %s, unnest(%b::text[])",
+            (shop, ["a", "b", "c", "d"]))
+        conn.exec_driver_sql("INSERT INTO abc_shops (shop_id, watermark) VALUES (%s, %s)",
+                             (shop, T0))
+        for i, (member, amount) in enumerate([("a", 900), ("b", 500), ("c", 100)]):
+            conn.exec_driver_sql(
+                "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
+                "completed_at, completed_event_id, refund_requested_cents, refunded_cents) "
+                "VALUES (%s, %s, %s, %s, %s, %s, 0, 0)",
+                (shop, f"o{i}", member, amount, T0, f"e{i}"))
+        abc_store.recompute(conn, shop, T0, SETTINGS, datetime.now(UTC))
+    # A recompute plans changes and its worker dies before applying any of them.
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
+            "completed_at, completed_event_id, refund_requested_cents, refunded_cents) "
+            "VALUES (%s, 'o9', 'd', 5000, %s, 'e9', 0, 0)", (shop, T0))
+        abc_store.note_changed(conn, [(shop, "d")])
+    with engine.begin() as conn:
+        abc_store.claim(conn, [shop], datetime.now(UTC), T0)
+        died = abc_store.plan(conn, shop, T0, SETTINGS, abc_store.take_noted(conn, [shop])[shop])
+    assert died.planned > 0
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM abc_changes WHERE run = %s",
+                                    (died.run,)).scalar_one() == died.planned
+        # The next recompute ranks everyone again; what the dead run left is never applied.
+        abc_store.claim(conn, [shop], datetime.now(UTC), T0)
+        run = abc_store.plan(conn, shop, T0, SETTINGS, abc_store.take_noted(conn, [shop])[shop])
+        assert run.run != died.run
+        conn.exec_driver_sql(   # a change of another run, planted: not this run's to apply
+            "INSERT INTO abc_changes (shop_id, run, member_id, old, new) "
+            "VALUES (%s, %s, 'c', 'C', 'A')", (shop, died.run))
+        applied, after = abc_store.apply_part(conn, run, "", 100)
+        assert after is None and "c" not in {c.member_id for c in applied if c.new == "A"}
+        abc_store.finish(conn, run)
+        assert stored(conn, shop) == oracle(conn, shop, T0)
+        assert conn.exec_driver_sql("SELECT count(*) FROM abc_changes WHERE shop_id = %s "
+                                    "AND run = %s", (shop, run.run)).scalar_one() == 0
