@@ -260,7 +260,8 @@ def _plan_all(conn: Connection, shop_id: str, as_of: datetime,
     # Every member whose stored class is not the one their key gives, kept in PostgreSQL.
     planned = int(conn.exec_driver_sql(
         "WITH c AS (INSERT INTO abc_changes (shop_id, run, member_id, old, new) "
-        "SELECT %(shop)s, %(run)s, member_id, abc_class, cls FROM (SELECT m.member_id, m.abc_class, "
+        "SELECT %(shop)s, %(run)s, member_id, abc_class, cls FROM ("
+        "  SELECT m.member_id, m.abc_class, "
         "  CASE WHEN p.spend IS NULL OR p.spend <= 0 OR %(a_s)s::bigint IS NULL THEN NULL "
         "  WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(a_s)s, %(a_l)s, %(a_m)s) "
         "  THEN 'A' WHEN (p.rank_spend, p.rank_last, p.member_id) <= (%(b_s)s, %(b_l)s, %(b_m)s) "
