@@ -38,6 +38,16 @@ def oracle(conn: Connection, shop: str, as_of: datetime) -> dict[str, str]:
                               SETTINGS.a_share, SETTINGS.b_share)
 
 
+def complete(conn: Connection, shop: str, order_id: str, member: str, amount: int,
+             at: datetime) -> None:
+    """A completed order in the ledger, as the tiering worker saves it."""
+    conn.exec_driver_sql(
+        "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, completed_at, "
+        "completed_event_id, refund_requested_cents, refunded_cents) "
+        "VALUES (%s, %s, %s, %s, %s, %s, 0, 0)", (shop, order_id, member, amount, at,
+                                                 f"e-{order_id}"))
+
+
 def stored(conn: Connection, shop: str) -> dict[str, str]:
     return dict(conn.exec_driver_sql(
         "SELECT member_id, abc_class FROM members WHERE shop_id = %s "
@@ -89,11 +99,7 @@ def test_incremental_recomputes_equal_a_full_ranking(engine: Engine, seed: int,
                                        hours=rng.choice([0, 0, 3]))
                 amount = rng.choice([100, 100, 250, 999, 5000])
                 orders[order_id] = (member, at, amount)
-                conn.exec_driver_sql(
-                    "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
-                    "completed_at, completed_event_id, refund_requested_cents, refunded_cents) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, 0, 0)",
-                    (shop, order_id, member, amount, at, f"e-{order_id}"))
+                complete(conn, shop, order_id, member, amount, at)
                 changed.add(member)
             abc_store.note_changed(conn, [(shop, m) for m in sorted(changed)])
         clock += timedelta(days=rng.choice([0, 1, 3, 10]))
@@ -112,18 +118,11 @@ def test_a_run_applies_only_its_own_changes_and_one_that_died_is_cleared(engine:
         conn.exec_driver_sql("INSERT INTO abc_shops (shop_id, watermark) VALUES (%s, %s)",
                              (shop, T0))
         for i, (member, amount) in enumerate([("a", 900), ("b", 500), ("c", 100)]):
-            conn.exec_driver_sql(
-                "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
-                "completed_at, completed_event_id, refund_requested_cents, refunded_cents) "
-                "VALUES (%s, %s, %s, %s, %s, %s, 0, 0)",
-                (shop, f"o{i}", member, amount, T0, f"e{i}"))
+            complete(conn, shop, f"o{i}", member, amount, T0)
         abc_store.recompute(conn, shop, T0, SETTINGS, datetime.now(UTC))
     # A recompute plans changes and its worker dies before applying any of them.
     with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
-            "completed_at, completed_event_id, refund_requested_cents, refunded_cents) "
-            "VALUES (%s, 'o9', 'd', 5000, %s, 'e9', 0, 0)", (shop, T0))
+        complete(conn, shop, "o9", "d", 5000, T0)
         abc_store.note_changed(conn, [(shop, "d")])
     with engine.begin() as conn:
         abc_store.claim(conn, [shop], datetime.now(UTC), T0)
