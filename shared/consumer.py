@@ -20,8 +20,11 @@ work. For each poll batch:
    the input events, so if we die before COMMIT the retry republishes the same messages and
    readers drop the repeats.
 7. COMMIT. The state, the claimed ids, the letters and the positions become visible together.
-8. Commit the offsets to Kafka. The database position is authoritative; the Kafka commit only
-   feeds lag monitoring and is safe to lose.
+8. Commit the offsets to Kafka, at most once every `KAFKA_COMMIT_EVERY_S` while records keep
+   coming, and at once when a poll comes back empty, before partitions are given up and on
+   stop. The database position is authoritative; the Kafka commit only feeds lag monitoring
+   (exact whenever the worker is idle) and is safe to lose. Committing it per batch would cost
+   a broker round trip per batch for nothing a reader relies on.
 
 Error policy (the same for every worker):
 
@@ -77,6 +80,9 @@ from shared.logs import context
 from shared.metrics import Metrics, observe_all
 
 log = logging.getLogger(__name__)
+
+# While records keep coming, the Kafka offsets are committed at most this often (step 8).
+KAFKA_COMMIT_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -345,6 +351,7 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.commit_kafka()
         self.worker.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -401,6 +408,8 @@ class BatchWorker:
         self.applied_total = 0
         self.parked_total = 0
         self._next: dict[TopicPartition, int] = {}
+        self._uncommitted: dict[TopicPartition, int] = {}   # applied, not yet told to Kafka
+        self._kafka_committed_at = 0.0
         self._tick_failures = 0
         self._attempts: dict[str, int] = {}       # record identity -> failed tries alone
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -414,6 +423,7 @@ class BatchWorker:
         """Drop what we report about partitions another member now owns."""
         for tp in revoked:
             self._next.pop(tp, None)
+            self._uncommitted.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.consumer_lag.remove(self.handler.name, tp.topic, str(tp.partition))
 
@@ -438,15 +448,27 @@ class BatchWorker:
                     if deliveries:
                         result = await self._process_with_retry(deliveries)
                         # After COMMIT only; see the module docstring, step 8.
-                        try:
-                            await self.consumer.commit(result.next_offsets)
-                        except KafkaError as exc:
-                            log.warning("Kafka commit failed (%s); database position holds", exc)
+                        self._uncommitted.update(result.next_offsets)
+                    if not deliveries or (time.monotonic() - self._kafka_committed_at
+                                          >= KAFKA_COMMIT_EVERY_S):
+                        await self.commit_kafka()
                     self._report_lag()
         finally:
             timed.cancel()
             await asyncio.gather(timed, return_exceptions=True)
+            await self.commit_kafka()
             await self.consumer.stop()
+
+    async def commit_kafka(self) -> None:
+        """Tell the group what has been applied since the last commit (see step 8)."""
+        if not self._uncommitted:
+            return
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._kafka_committed_at = time.monotonic()
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning("Kafka commit failed (%s); database position holds", exc)
 
     # --- timed work ----------------------------------------------------------------------------
 
