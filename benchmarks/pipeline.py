@@ -31,7 +31,6 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from workload import (
     Totals,
@@ -59,6 +58,7 @@ from shared import kafka
 from shared.config import Settings
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.events import decode
+from shared.http import HttpServer
 from shared.metrics import Metrics
 from shared.topics import Topics
 
@@ -176,10 +176,8 @@ async def ingest_costs(db: EmbeddedDatabase, bootstrap: str, wl: Workload,
 
 async def _http_ingest(ingestor: Ingestor, wl: Workload) -> float:
     """Seconds for HTTP_CLIENTS clients to POST every event, HTTP_BATCH per request."""
-    runner = web.AppRunner(make_app(ingestor, Metrics()))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    server = await HttpServer.start(make_app(ingestor, Metrics()), "127.0.0.1", 0)
+    port = server.port
     bodies = [b"[" + b",".join(wl.lines[i:i + HTTP_BATCH]) + b"]"
               for i in range(0, len(wl), HTTP_BATCH)]
     queue = list(reversed(bodies))
@@ -199,7 +197,7 @@ async def _http_ingest(ingestor: Ingestor, wl: Workload) -> float:
             await asyncio.gather(*(client(session) for _ in range(HTTP_CLIENTS)))
         seconds = time.perf_counter() - started
     finally:
-        await runner.cleanup()
+        await server.stop()
     if refused:
         raise RuntimeError(f"{refused} HTTP batches were not answered 202")
     return seconds

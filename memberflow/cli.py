@@ -130,16 +130,17 @@ def worker(names: tuple[str, ...], kafka_: str | None, database_url: str | None,
         services = Services(stack, list(names), Metrics())
         await services.start()
         _install_stop(services)
+        http = None
         if metrics_port is not None:
-            from aiohttp import web
-
             from services.ingest.http import make_app
-            runner = web.AppRunner(make_app(None, services.metrics), access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, settings.http_host, metrics_port).start()
+            from shared.http import HttpServer
+            http = await HttpServer.start(make_app(None, services.metrics), settings.http_host,
+                                          metrics_port)
         try:
             await services.run_until_stopped()
         finally:
+            if http is not None:
+                await http.stop()
             await services.close()
     asyncio.run(serve())
 

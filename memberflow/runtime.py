@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from aiohttp import web
 from sqlalchemy import Engine
 
 from memberflow.readmodel import event_fate, read_member
@@ -36,6 +35,7 @@ from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.health import Probe, Readiness, broker_check, database_check
+from shared.http import HttpServer
 from shared.metrics import Metrics, gathered
 from shared.outbox import pending_count
 from shared.topics import Topics
@@ -282,7 +282,7 @@ class Services:
         self.producer = kafka.producer(stack.bootstrap)
         self.workers: list[BatchWorker] = []
         self.ingestor: Ingestor | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_url: str | None = None
         self._readiness = Readiness([
@@ -321,12 +321,8 @@ class Services:
                            member_reader=functools.partial(read_member, self.engine),
                            event_reader=functools.partial(event_fate, self.engine),
                            readiness=self.readiness)
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, settings.http_host, self.http_port)
-            await site.start()
-            port = self._runner.addresses[0][1]
-            self.http_url = f"http://{settings.http_host}:{port}"
+            self._http = await HttpServer.start(app, settings.http_host, self.http_port)
+            self.http_url = self._http.url
         if self.ticks and settings.tick_seconds > 0:
             self._tasks.append(asyncio.create_task(tick_forever(
                 self.ingestor_for("tick", ticks=True), settings.tick_seconds, self.stop),
@@ -447,8 +443,8 @@ class Services:
                             task.get_name(), grace_s)
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.stop()
         if self.processes is not None:
             await asyncio.to_thread(self.processes.stop, grace_s)
         try:

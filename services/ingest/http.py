@@ -11,12 +11,14 @@ not answering) and the request can be retried as it is; a 5xx other than 503 is 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import uuid4
 
-from aiohttp import web
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.handlers import Ingestor, Unavailable
@@ -28,46 +30,89 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_BATCH = 1000
 
-INGESTOR = web.AppKey("ingestor", Ingestor)
-METRICS = web.AppKey("metrics", Metrics)
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
-READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 MemberReader = Callable[[str, str], dict[str, Any] | None]
-READER: web.AppKey[MemberReader] = web.AppKey("member_reader")
 EventReader = Callable[[str], dict[str, Any] | None]
-EVENTS: web.AppKey[EventReader] = web.AppKey("event_reader")
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
+class Json(JSONResponse):
+    """Compact JSON, non-ASCII kept as it is (level and tag names are often Chinese)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error(status: int, message: str, **extra: Any) -> Json:
     headers = {"Retry-After": "5"} if status == 503 else None
-    return web.json_response({"error": message, **extra}, status=status, headers=headers)
+    return Json({"error": message, **extra}, status_code=status, headers=headers)
 
 
-async def post_events(request: web.Request) -> web.Response:
-    """Validate, archive and relay; answers per event: accepted, or rejected with its reasons."""
-    ingestor = request.app[INGESTOR]
-    request_id = uuid4().hex[:12]
-    ref = f"request {request_id}"
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refusing (before reading it all) one over MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _TooLarge(f"<{declared} bytes>")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge("<body over the limit>")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def storefront_routes(ingestor: Ingestor | None, member_reader: MemberReader | None,
+                      event_reader: EventReader | None) -> APIRouter:
+    """`POST /v1/events`, `GET /v1/events/{event_id}`, `GET /v1/shops/S/members/M`."""
+    router = APIRouter(tags=["storefront"])
+
+    if ingestor is not None:
+        @router.post("/v1/events", status_code=202, summary="Send events (one or a JSON array)")
+        async def post_events(request: Request) -> Response:
+            """Validate, archive and relay; answers per event: accepted, or rejected with its
+            reasons."""
+            request_id = uuid4().hex[:12]
+            try:
+                return await _post_events(request, ingestor, request_id, f"request {request_id}")
+            except Unavailable as exc:
+                log.warning("ingest unavailable: %s", exc)
+                return _error(503, f"{exc}: send the request again (resending is safe: an "
+                                   "event archived with the same body is answered as a "
+                                   "duplicate)", request_id=request_id)
+
+    if member_reader is not None:
+        @router.get("/v1/shops/{shop_id}/members/{member_id}",
+                    summary="A member's level, discount and class for the storefront")
+        async def get_member(shop_id: str, member_id: str) -> Response:
+            record = await asyncio.to_thread(member_reader, shop_id, member_id)
+            if record is None:
+                return _error(404, f"no member {member_id!r} in shop {shop_id!r}")
+            return Json(record)
+
+    if event_reader is not None:
+        @router.get("/v1/events/{event_id}", summary="What became of an event")
+        async def get_event(event_id: str) -> Response:
+            """Archived (and whether too late for attribution), or its dead letters."""
+            found = await asyncio.to_thread(event_reader, event_id)
+            if found is None:
+                return _error(404, f"no event {event_id[:128]!r} was accepted or rejected")
+            return Json(found)
+
+    return router
+
+
+async def _post_events(request: Request, ingestor: Ingestor, request_id: str,
+                       ref: str) -> Response:
     try:
-        return await _post_events(request, ingestor, request_id, ref)
-    except Unavailable as exc:
-        log.warning("ingest unavailable: %s", exc)
-        return _error(503, f"{exc}: send the request again (resending is safe: an event "
-                           "archived with the same body is answered as a duplicate)",
-                      request_id=request_id)
-
-
-async def _post_events(request: web.Request, ingestor: Ingestor, request_id: str,
-                       ref: str) -> web.Response:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        body = await _read_body(request)
+    except _TooLarge as exc:
         problem = Problem("", f"body larger than {MAX_BODY_BYTES} bytes; send smaller batches")
-        await ingestor.park(ref, f"<{request.content_length} bytes>", [problem])
-        return _error(413, str(problem), request_id=request_id)
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        problem = Problem("", f"body larger than {MAX_BODY_BYTES} bytes; send smaller batches")
-        await ingestor.park(ref, "<body over the limit>", [problem])
+        await ingestor.park(ref, str(exc), [problem])
         return _error(413, str(problem), request_id=request_id)
     try:
         parsed: Any = loads_json(body)
@@ -90,76 +135,52 @@ async def _post_events(request: web.Request, ingestor: Ingestor, request_id: str
             return _error(400, str(problem), request_id=request_id)
         verdicts = await ingestor.submit([(f"{ref} #{i}", item) for i, item in enumerate(parsed)])
         accepted = sum(v.accepted for v in verdicts)
-        return web.json_response({
+        return Json({
             "request_id": request_id,
             "accepted": accepted,
             "rejected": len(verdicts) - accepted,
             "results": [v.as_dict() | {"index": i} for i, v in enumerate(verdicts)],
-        }, status=202 if accepted == len(verdicts) else 207 if accepted else 422)
+        }, status_code=202 if accepted == len(verdicts) else 207 if accepted else 422)
     [verdict] = await ingestor.submit([(ref, parsed)])
     status = 202 if verdict.accepted else 409 if verdict.status == "conflict" else 422
-    return web.json_response(verdict.as_dict() | {"request_id": request_id}, status=status)
+    return Json(verdict.as_dict() | {"request_id": request_id}, status_code=status)
 
 
-async def metrics(request: web.Request) -> web.Response:
-    # In a thread: gathering worker processes' metrics waits on their answers.
-    body = await asyncio.to_thread(generate_latest, request.app[METRICS].exposed)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+def operations_routes(metrics_: Metrics, readiness: Readiness | None) -> APIRouter:
+    """/metrics, /healthz (readiness) and /livez."""
+    router = APIRouter(tags=["operations"])
 
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        # In a thread: gathering worker processes' metrics waits on their answers.
+        body = await asyncio.to_thread(generate_latest, metrics_.exposed)
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-async def healthz(request: web.Request) -> web.Response:
-    """Readiness: 200 only when the database and the broker answered within their bounds."""
-    check = request.app.get(READINESS)
-    if check is None:
-        return web.json_response({"ready": True, "checks": {}})
-    state = await check()
-    return web.json_response(state, status=200 if state.get("ready") else 503)
+    @router.get("/healthz", summary="Readiness: the database and the broker answer")
+    async def healthz() -> Response:
+        if readiness is None:
+            return Json({"ready": True, "checks": {}})
+        state = await readiness()
+        return Json(state, status_code=200 if state.get("ready") else 503)
 
+    @router.get("/livez", summary="Liveness: the process answers")
+    async def livez() -> Response:
+        return Json({"alive": True})
 
-async def livez(request: web.Request) -> web.Response:
-    """Liveness: the process answers (readiness is /healthz)."""
-    return web.json_response({"alive": True})
-
-
-async def get_member(request: web.Request) -> web.Response:
-    """A member's record for the storefront: level, next-order discount, ABC class, figures."""
-    shop_id, member_id = request.match_info["shop_id"], request.match_info["member_id"]
-    record = await asyncio.to_thread(request.app[READER], shop_id, member_id)
-    if record is None:
-        return web.json_response({"error": f"no member {member_id!r} in shop {shop_id!r}"},
-                                 status=404)
-    return web.json_response(record)
-
-
-async def get_event(request: web.Request) -> web.Response:
-    """What became of an event: archived (and whether too late for attribution), dead letters."""
-    event_id = request.match_info["event_id"]
-    found = await asyncio.to_thread(request.app[EVENTS], event_id)
-    if found is None:
-        return web.json_response({"error": f"no event {event_id[:128]!r} was accepted or "
-                                           "rejected"}, status=404)
-    return web.json_response(found)
+    return router
 
 
 def make_app(ingestor: Ingestor | None, metrics_: Metrics,
              member_reader: MemberReader | None = None,
              event_reader: EventReader | None = None,
-             readiness: Readiness | None = None) -> web.Application:
-    """The HTTP application; without an ingestor it serves only /metrics and the health checks."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[METRICS] = metrics_
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", livez)
-    if readiness is not None:
-        app[READINESS] = readiness
-    if ingestor is not None:
-        app[INGESTOR] = ingestor
-        app.router.add_post("/v1/events", post_events)
-    if member_reader is not None:
-        app[READER] = member_reader
-        app.router.add_get("/v1/shops/{shop_id}/members/{member_id}", get_member)
-    if event_reader is not None:
-        app[EVENTS] = event_reader
-        app.router.add_get("/v1/events/{event_id}", get_event)
+             readiness: Readiness | None = None,
+             routers: tuple[APIRouter, ...] = ()) -> FastAPI:
+    """The HTTP application; without an ingestor it serves only /metrics and the health checks.
+    `routers` adds more (the admin API)."""
+    app = FastAPI(title="memberflow", version="1", openapi_url="/api/v1/openapi.json",
+                  docs_url="/api/v1/docs", redoc_url=None)
+    app.include_router(operations_routes(metrics_, readiness))
+    app.include_router(storefront_routes(ingestor, member_reader, event_reader))
+    for router in routers:
+        app.include_router(router)
     return app
