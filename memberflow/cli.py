@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import text
 
 from memberflow.cli_campaigns import campaigns, report_campaign
 from memberflow.cli_common import (
@@ -26,6 +25,7 @@ from memberflow.cli_common import (
 )
 from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
+from memberflow.cli_tokens import tokens_group
 from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
 from memberflow.runtime import (
@@ -48,7 +48,7 @@ from services.ingest.replay import (
     replay,
 )
 from services.ingest.ticker import record_tick
-from shared import kafka, logs
+from shared import deadletter, kafka, logs
 from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
@@ -274,6 +274,7 @@ members.add_command(important)
 main.add_command(levels)
 main.add_command(tags)
 main.add_command(campaigns)
+main.add_command(tokens_group)
 report.add_command(report_campaign)
 main.add_command(report)
 
@@ -363,18 +364,16 @@ def dead_letters_list(limit: int, shop: str | None, status: str | None,
                       database_url: str | None, data_dir: Path | None) -> None:
     """Show dead letters, newest first, with their reasons."""
     with connection(database_url, data_dir) as conn:
-        rows = conn.execute(text(
-            "SELECT id, source, source_ref, shop_id, event_id, reason, rejected_at, status "
-            "FROM dead_letters WHERE (CAST(:shop AS text) IS NULL OR shop_id = :shop) "
-            "AND (CAST(:status AS text) IS NULL OR status = :status) ORDER BY id DESC LIMIT :n"),
-            {"n": limit, "shop": shop, "status": status}).all()
-    for r in rows:
-        about = " ".join(x for x in (f"shop={r.shop_id}" if r.shop_id else "",
-                                     f"event={r.event_id}" if r.event_id else "") if x)
-        click.echo(f"#{r.id} [{r.status}] {r.rejected_at:%Y-%m-%d %H:%M:%S} {r.source} "
-                   f"{r.source_ref}{' ' + about if about else ''}: {r.reason}")
-    if not rows:
+        found = deadletter.listing(conn, shop_id=shop, status=status, limit=limit)
+    for r in found["items"]:
+        about = " ".join(x for x in (f"shop={r['shop_id']}" if r["shop_id"] else "",
+                                     f"event={r['event_id']}" if r["event_id"] else "") if x)
+        click.echo(f"#{r['id']} [{r['status']}] {r['rejected_at'][:19].replace('T', ' ')} "
+                   f"{r['source']} {r['ref']}{' ' + about if about else ''}: {r['reason']}")
+    if not found["items"]:
         click.echo("no dead letters")
+    elif found["total"] > len(found["items"]):
+        click.echo(f"({len(found['items'])} of {found['total']}; --limit shows more)")
 
 
 @dead_letters.command("redrive")

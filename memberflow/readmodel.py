@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from services.tiering.levels import discount
+from shared.audit import OperationRefused
 from shared.filters import MemberFilter
 from shared.money import CENT, from_cents
 from shared.shops import shop_configs
@@ -17,9 +18,35 @@ MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted",
                   "first_purchase_at", "last_purchase_at", "region")
 
 
-def member_records(conn: Connection, shop_id: str,
-                   selection: MemberFilter | None = None) -> list[dict[str, Any]]:
-    """The selected members of one shop (all by default), by member id.
+# What a member list can be sorted by (a leading "-": descending); ties go by member id.
+SORTS = {"member_id": "m.member_id", "level": "m.level", "spend": "m.spend_cents",
+         "completed_trades": "m.completed_trades", "first_purchase_at": "m.first_purchase_at",
+         "last_purchase_at": "m.last_purchase_at", "abc_class": "m.abc_class"}
+
+
+def order_clause(sort: str) -> str:
+    """`-spend` -> `m.spend_cents DESC NULLS LAST, m.member_id`; an unknown key is refused."""
+    column = SORTS.get(sort.removeprefix("-"))
+    if column is None:
+        raise OperationRefused(f"sort: {sort!r} is not one of {', '.join(SORTS)} "
+                         "(a leading - sorts descending)")
+    if column == "m.member_id":
+        return f"m.member_id{' DESC' if sort.startswith('-') else ''}"
+    direction = "DESC NULLS LAST" if sort.startswith("-") else "ASC NULLS LAST"
+    return f"{column} {direction}, m.member_id"
+
+
+def count_members(conn: Connection, shop_id: str, selection: MemberFilter | None = None) -> int:
+    where, params = (selection or MemberFilter()).where(shop_id)
+    return int(conn.exec_driver_sql(f"SELECT count(*) FROM members m WHERE {where}",
+                                    params).scalar_one())
+
+
+def member_records(conn: Connection, shop_id: str, selection: MemberFilter | None = None, *,
+                   sort: str = "member_id", limit: int | None = None, offset: int = 0
+                   ) -> list[dict[str, Any]]:
+    """The selected members of one shop (all by default), by member id or `sort`, a page of
+    `limit` from `offset` if given.
 
     Money is a two-decimal string, times are UTC. `discount` is the price factor the member's
     next order gets under the shop's current level policy.
@@ -27,12 +54,16 @@ def member_records(conn: Connection, shop_id: str,
     entry = shop_configs(conn, [shop_id]).get(shop_id)
     policy = entry[1].levels if entry else None
     where, params = (selection or MemberFilter()).where(shop_id)
+    page = ""
+    if limit is not None:
+        page = " LIMIT %(p_limit)s OFFSET %(p_offset)s"
+        params = {**params, "p_limit": limit, "p_offset": offset}
     rows = conn.exec_driver_sql(
         "SELECT member_id, level, blacklisted, important, abc_class, completed_trades, "
         "spend_cents, gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region, "
         "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
         "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
-        f"FROM members m WHERE {where} ORDER BY member_id", params).all()
+        f"FROM members m WHERE {where} ORDER BY {order_clause(sort)}{page}", params).all()
     return [
         {
             "member_id": r.member_id,

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 
 from memberflow.readmodel import event_fate, read_member
+from services.api.app import install
 from services.campaigns.handlers import APPLIED as CAMPAIGN_CLAIMS
 from services.campaigns.handlers import CampaignHandler
 from services.ingest.archive import EventArchiver
@@ -317,10 +318,10 @@ class Services:
                        for w in self.workers]
         if self.http_port is not None:
             self.ingestor = self.ingestor_for("http")
-            app = make_app(self.ingestor, self.metrics,
-                           member_reader=functools.partial(read_member, self.engine),
-                           event_reader=functools.partial(event_fate, self.engine),
-                           readiness=self.readiness)
+            app = install(make_app(self.ingestor, self.metrics,
+                                   member_reader=functools.partial(read_member, self.engine),
+                                   event_reader=functools.partial(event_fate, self.engine),
+                                   readiness=self.readiness), self.engine, self.stack.topics)
             self._http = await HttpServer.start(app, settings.http_host, self.http_port)
             self.http_url = self._http.url
         if self.ticks and settings.tick_seconds > 0:

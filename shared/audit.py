@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Connection
@@ -12,13 +16,41 @@ class OperationRefused(ValueError):
     """An operator request that cannot be carried out as asked; nothing was changed."""
 
 
-def audit(conn: Connection, shop_id: str, member_id: str | None, action: str,
+@dataclass(frozen=True)
+class Origin:
+    """Where an operator's request came from: the client's address and the request's id."""
+
+    address: str | None = None
+    request_id: str | None = None
+
+
+# Set by the HTTP API for the request being served (copied into the threads it runs use cases
+# in); the CLI leaves it empty.
+_origin: ContextVar[Origin | None] = ContextVar("audit_origin", default=None)
+
+
+@contextlib.contextmanager
+def origin(address: str | None, request_id: str | None) -> Iterator[None]:
+    """Audit entries written inside come from this address and request."""
+    reset = _origin.set(Origin(address, request_id))
+    try:
+        yield
+    finally:
+        _origin.reset(reset)
+
+
+def audit(conn: Connection, shop_id: str | None, member_id: str | None, action: str,
           operator: str, detail: dict[str, Any]) -> None:
-    """Record an operator action in the caller's transaction."""
+    """Record an operator action in the caller's transaction (the log is append-only: the
+    database refuses to change or delete an entry). `shop_id` None: an action over every shop
+    (a platform token's creation)."""
+    where = _origin.get() or Origin()
+    address, request_id = where.address, where.request_id
     conn.exec_driver_sql(
-        "INSERT INTO audit_log (shop_id, member_id, action, detail, operator) "
-        "VALUES (%s, %s, %s, %s::jsonb, %s)",
-        (shop_id, member_id, action, json.dumps(detail, default=str), operator),
+        "INSERT INTO audit_log (shop_id, member_id, action, detail, operator, address, "
+        "request_id) VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s)",
+        (shop_id, member_id, action, json.dumps(detail, default=str, ensure_ascii=False),
+         operator, address, request_id),
     )
 
 

@@ -152,3 +152,21 @@ def store(conn: Connection, letters: list[DeadLetter]) -> int:
         "  %b::text[], %s::jsonb[], %b::text[], %b::int[], %b::timestamptz[]) "
         "ON CONFLICT (letter_id) DO NOTHING",
         tuple(list(c) for c in cols)).rowcount
+
+
+def listing(conn: Connection, *, shop_id: str | None, status: str | None, limit: int,
+            before_id: int | None = None) -> dict[str, Any]:
+    """Dead letters, newest first (a page of `limit` below `before_id`), and how many match."""
+    where = ("(CAST(%(shop)s AS text) IS NULL OR shop_id = %(shop)s) "
+             "AND (CAST(%(status)s AS text) IS NULL OR status = %(status)s)")
+    params = {"shop": shop_id, "status": status, "before": before_id, "n": limit}
+    total = conn.exec_driver_sql(f"SELECT count(*) FROM dead_letters WHERE {where}",
+                                 params).scalar_one()
+    rows = conn.exec_driver_sql(
+        "SELECT id, source, source_ref, shop_id, event_id, reason, rejected_at, status "
+        f"FROM dead_letters WHERE {where} AND (CAST(%(before)s AS bigint) IS NULL "
+        "OR id < %(before)s) ORDER BY id DESC LIMIT %(n)s", params).all()
+    return {"total": int(total), "items": [{
+        "id": r.id, "status": r.status, "rejected_at": r.rejected_at.isoformat(),
+        "source": r.source, "ref": r.source_ref, "shop_id": r.shop_id, "event_id": r.event_id,
+        "reason": r.reason} for r in rows]}

@@ -35,6 +35,13 @@ def config_versions(conn: Connection, shop_ids: Sequence[str], *, share_lock: bo
     return {r[0]: int(r[1]) for r in rows}
 
 
+def shop_exists(conn: Connection, shop_id: str) -> bool:
+    """A shop is known once it has a configuration or a member."""
+    return bool(conn.exec_driver_sql(
+        "SELECT EXISTS (SELECT 1 FROM shops WHERE shop_id = %s) "
+        "OR EXISTS (SELECT 1 FROM members WHERE shop_id = %s)", (shop_id, shop_id)).scalar())
+
+
 def all_shop_ids(conn: Connection) -> list[str]:
     """Every shop with a configuration."""
     return [r[0] for r in conn.exec_driver_sql("SELECT shop_id FROM shops ORDER BY shop_id")]

@@ -1,0 +1,85 @@
+"""The admin API wired into the HTTP application: state, errors as JSON, request ids.
+
+Every answer names the problem as JSON: `{"error": "...", "problems": [{"field", "problem"}]}`
+for input that fails validation (the field as `query.limit` or `body.reason`), `{"error": ...}`
+otherwise. Every response carries `X-Request-Id` (the caller's, when it sent a sane one), and
+the audit entries a request writes name that id and the client's address.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import admin
+from services.api.auth import request_id
+from services.ingest.http import Json
+from shared.audit import OperationRefused, origin
+from shared.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class RequestOrigin:
+    """ASGI middleware: a request id for every request, echoed in `X-Request-Id`, and the audit
+    origin (address, request id) set for whatever the request runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(Request(scope))
+        client = scope.get("client")
+        address = client[0] if client else None
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        scope.setdefault("state", {})["request_id"] = rid
+        with origin(address, rid):
+            await self.app(scope, receive, send_with_id)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def _validation(request: Request, exc: RequestValidationError) -> Json:
+    problems = [{"field": _field(e.get("loc", ())), "problem": e.get("msg", "invalid")}
+                for e in exc.errors()]
+    first = problems[0] if problems else {"field": "", "problem": "invalid"}
+    return Json({"error": f"{first['field']}: {first['problem']}", "problems": problems},
+                status_code=422)
+
+
+async def _http(request: Request, exc: HTTPException) -> Json:
+    return Json({"error": exc.detail}, status_code=exc.status_code,
+                headers=getattr(exc, "headers", None))
+
+
+async def _refused(request: Request, exc: Exception) -> Json:
+    return Json({"error": str(exc)}, status_code=422)
+
+
+def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
+    """Add the admin API to the HTTP application."""
+    app.state.engine = engine
+    app.state.topics = topics
+    app.include_router(admin.router())
+    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationRefused, _refused)
+    app.add_middleware(RequestOrigin)
+    return app

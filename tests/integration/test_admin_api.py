@@ -1,0 +1,325 @@
+"""The admin API over a real socket and database: tenancy on every route, rights, tokens, audit."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import Engine
+
+from memberflow.configure import apply_shop_config
+from shared import tokens
+from shared.db import make_engine
+from shared.shopconfig import parse
+from shared.topics import Topics
+from tests.api_support import ApiServer
+
+pytestmark = pytest.mark.integration
+
+TEA, COFFEE = "tea", "coffee"
+LADDER = {"basis": "amount", "ladder": [
+    {"name": "银卡", "threshold": "100.00", "discount": "0.98"},
+    {"name": "金卡", "threshold": "500.00", "discount": "0.95"}]}
+# member, level, spend (cents), trades, last purchase, blacklisted
+TEA_MEMBERS = [("m1", 2, 80_000, 8, "2026-05-01"), ("m2", 1, 15_000, 2, "2026-03-01"),
+               ("m3", 0, 2_000, 1, "2025-11-01"), ("m4", 0, 0, 0, None)]
+
+
+def _seed(engine: Engine) -> None:
+    now = datetime(2026, 5, 2, tzinfo=UTC)
+    with engine.begin() as conn:
+        for shop, name in ((TEA, "茶馆"), (COFFEE, "Coffee")):
+            apply_shop_config(conn, Topics(), parse({"shop_id": shop, "name": name,
+                                                     "levels": LADDER}), "test", now)
+        rows = [(TEA, m, lvl, spend, spend, n, last) for m, lvl, spend, n, last in TEA_MEMBERS]
+        rows.append((COFFEE, "c1", 1, 30_000, 30_000, 3, "2026-04-01"))
+        for row in rows:
+            conn.exec_driver_sql(
+                "INSERT INTO members (shop_id, member_id, level, spend_cents, gross_cents, "
+                "completed_trades, last_purchase_at, first_purchase_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (*row, row[-1]))
+        conn.exec_driver_sql("INSERT INTO member_tags (shop_id, member_id, tag_id, cause, since) "
+                             "VALUES ('tea', 'm1', 'vip-tea', 'manual', now()), "
+                             "('tea', 'm2', 'vip-tea', 'manual', now())")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url, pool_size=4)
+    _seed(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def api(engine: Engine) -> Iterator[ApiServer]:
+    with ApiServer(engine) as server:
+        yield server
+
+
+def token(engine: Engine, shops: list[str] | None, rights: str, *, name: str = "t",
+          expires_in: timedelta | None = None) -> str:
+    with engine.begin() as conn:
+        return tokens.create(conn, name=name, shops=shops, rights=rights.split(","),
+                             expires_in=expires_in, operator="test").token
+
+
+# --- every route: what it needs, and a request that is valid once allowed ----------------------
+# A route added without an entry here fails `test_every_route_is_covered`.
+
+BODIES: dict[str, Any] = {
+    "PUT /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "fraud"},
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "cleared"},
+    "PUT /api/v1/shops/{shop_id}/members/{member_id}/important": {"reason": "key account"},
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/important": {"reason": "no longer"},
+    "POST /api/v1/shops/{shop_id}/levels": {"level": 1, "reason": "goodwill",
+                                            "members": ["m3"]},
+    "POST /api/v1/shops/{shop_id}/tokens": {"name": "helper", "rights": ["admin"]},
+}
+NEEDS = {
+    "GET /api/v1/shops/{shop_id}/members": "read",
+    "GET /api/v1/shops/{shop_id}/members.csv": "export",
+    "GET /api/v1/shops/{shop_id}/members/{member_id}": "read",
+    "PUT /api/v1/shops/{shop_id}/members/{member_id}/blacklist": "write",
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/blacklist": "write",
+    "PUT /api/v1/shops/{shop_id}/members/{member_id}/important": "write",
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/important": "write",
+    "POST /api/v1/shops/{shop_id}/levels": "write",
+    "GET /api/v1/shops/{shop_id}/dead-letters": "read",
+    "GET /api/v1/shops/{shop_id}/audit": "admin",
+    "GET /api/v1/shops/{shop_id}/tokens": "admin",
+    "POST /api/v1/shops/{shop_id}/tokens": "admin",
+    "DELETE /api/v1/shops/{shop_id}/tokens/{token_id}": "admin",
+}
+# Routes that answer without a token (operations, the API's own description) and the
+# storefront's routes (keyed by ingest keys, tested with ingest).
+OPEN = {"GET /metrics", "GET /healthz", "GET /livez", "GET /api/v1/openapi.json",
+        "GET /api/v1/docs"}
+ANY_TOKEN = {"GET /api/v1/me"}
+
+
+def routes(api: ApiServer) -> list[str]:
+    spec = api.call("GET", "/api/v1/openapi.json").json
+    return sorted(f"{method.upper()} {path}" for path, ops in spec["paths"].items()
+                  for method in ops)
+
+
+def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
+    method, path = route.split(" ", 1)
+    return method, path.format(shop_id=shop, member_id="m1", token_id=token_id)
+
+
+def test_every_route_is_covered(api: ApiServer) -> None:
+    uncovered = [r for r in routes(api)
+                 if r not in NEEDS and r not in OPEN and r not in ANY_TOKEN
+                 and not r.split(" ", 1)[1].startswith("/v1/")]
+    assert uncovered == [], f"routes without a tenancy entry in this test: {uncovered}"
+
+
+def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(
+        api: ApiServer, engine: Engine) -> None:
+    expired = token(engine, [TEA], ",".join(tokens.RIGHTS), expires_in=timedelta(minutes=1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE api_tokens SET expires_at = now() - interval '1 second' "
+                             "WHERE name = 't' AND expires_at IS NOT NULL")
+    revoked = token(engine, [TEA], ",".join(tokens.RIGHTS), name="gone")
+    with engine.begin() as conn:
+        gone_id = conn.exec_driver_sql("SELECT id FROM api_tokens WHERE name = 'gone'").scalar()
+        tokens.revoke(conn, gone_id, operator="test")
+    foreign = token(engine, [COFFEE], ",".join(tokens.RIGHTS), name="coffee-all")
+    tea_members = {m for m, *_ in TEA_MEMBERS}
+    for route, right in NEEDS.items():
+        body = BODIES.get(route)
+        method, path = fill(route, TEA)
+        for shown, bad in (("none", None), ("malformed", "mf_short"), ("expired", expired),
+                           ("revoked", revoked), ("foreign", "mf_" + "x" * 43)):
+            answer = api.call(method, path, token=bad, body=body)
+            assert answer.status == 401, (route, shown, answer)
+            assert answer.headers.get("www-authenticate", "").startswith("Bearer"), route
+        answer = api.call(method, path, token=foreign, body=body)
+        assert answer.status == 404, (route, answer)
+        assert not any(m in answer.text for m in tea_members), (route, answer)
+        lacking = token(engine, [TEA], ",".join(r for r in tokens.RIGHTS if r != right),
+                        name=f"no-{right}")
+        answer = api.call(method, path, token=lacking, body=body)
+        assert answer.status == 403 and right in answer.json["error"], (route, answer)
+        assert not any(m in answer.text for m in tea_members), (route, answer)
+        # An unknown shop answers exactly as a foreign one, even to a platform token.
+        platform = token(engine, None, right, name=f"platform-{right}")
+        missing = api.call(*fill(route, "no-such-shop"), token=platform, body=body)
+        assert missing.status == 404 and missing.json == {"error": "no shop 'no-such-shop'"}
+        allowed = api.call(method, path, token=token(engine, [TEA], right, name=f"only-{right}"),
+                           body=body if "tokens/{token_id}" not in route else None)
+        assert allowed.status in (200, 201, 404), (route, allowed)
+        if allowed.status == 404:   # the only 404 allowed: revoking a token that is not TEA's
+            assert "tokens/{token_id}" in route and "no active token" in allowed.text
+
+
+def test_members_list_filters_sorts_and_pages(api: ApiServer, engine: Engine) -> None:
+    t = token(engine, [TEA], "read")
+    page = api.call("GET", "/api/v1/shops/tea/members?sort=-spend&limit=2", token=t).json
+    assert page["total"] == 4 and [m["member_id"] for m in page["items"]] == ["m1", "m2"]
+    assert page["items"][0]["level_name"] == "金卡" and page["items"][0]["spend"] == "800.00"
+    rest = api.call("GET", "/api/v1/shops/tea/members?sort=-spend&limit=2&offset=2", token=t)
+    assert [m["member_id"] for m in rest.json["items"]] == ["m3", "m4"]
+    cases = {
+        "level=1&level=2": {"m1", "m2"},
+        "min_spend=150.00": {"m1", "m2"},
+        "max_spend=20": {"m3", "m4"},
+        "tag=vip-tea": {"m1", "m2"},
+        "member=m3&member=c1": {"m3"},          # another shop's member is not found here
+        "blacklisted=false&abc=none": {"m1", "m2", "m3", "m4"},
+        "dormant_days=90": {"m2", "m3", "m4"},  # the shop clock: now() with no events read
+    }
+    for query, expected in cases.items():
+        answer = api.call("GET", f"/api/v1/shops/tea/members?{query}&limit=500", token=t)
+        assert answer.status == 200, (query, answer)
+        got = {m["member_id"] for m in answer.json["items"]}
+        if query.startswith("dormant"):
+            assert got <= expected | {"m1"}, query   # depends on today's date: m1 is May 2026
+        else:
+            assert got == expected, query
+    bad = api.call("GET", "/api/v1/shops/tea/members?limit=0&sort=password", token=t)
+    assert bad.status == 422 and bad.json["problems"][0]["field"] == "query.limit"
+    bad = api.call("GET", "/api/v1/shops/tea/members?sort=password", token=t)
+    assert bad.status == 422 and bad.json["error"].startswith("sort: 'password'")
+
+
+INJECTIONS = ["' OR '1'='1", "1; DROP TABLE members; --", "m1' UNION SELECT * FROM api_tokens --",
+              "\\x00", "%27%20OR%201=1", "名字'--"]
+
+
+def test_injection_attempts_in_every_filter_change_nothing(api: ApiServer, engine: Engine) -> None:
+    t = token(engine, [TEA], "read")
+    params = ["member", "level", "abc", "min_spend", "max_spend", "dormant_days", "tag",
+              "important", "blacklisted", "sort", "limit", "offset"]
+    for param in params:
+        for attack in INJECTIONS:
+            query = urllib.parse.urlencode({param: attack})
+            answer = api.call("GET", f"/api/v1/shops/tea/members?{query}", token=t)
+            assert answer.status in (200, 422), (param, attack, answer)
+            if answer.status == 200:
+                assert answer.json["items"] == [], (param, attack, answer)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM members").scalar() == 5
+    member = api.call("GET", "/api/v1/shops/tea/members/" + urllib.parse.quote("m1' OR '1'='1"),
+                      token=t)
+    assert member.status == 404
+
+
+def test_member_record_and_writes_are_audited_with_who_and_where(
+        api: ApiServer, engine: Engine) -> None:
+    t = token(engine, [TEA], "read,write,admin", name="console-alice")
+    record = api.call("GET", "/api/v1/shops/tea/members/m1", token=t).json
+    assert record["level_name"] == "金卡" and record["tags"] == ["vip-tea"]
+    assert record["level_history"] == [] and record["tag_history"] == []
+
+    put = api.call("PUT", "/api/v1/shops/tea/members/m2/blacklist", token=t,
+                   body={"reason": "chargebacks"}, headers={"X-Request-Id": "req-42"})
+    assert put.status == 200 and put.json == {"member_id": "m2", "changed": True}
+    assert put.headers["x-request-id"] == "req-42"
+    again = api.call("PUT", "/api/v1/shops/tea/members/m2/blacklist", token=t,
+                     body={"reason": "chargebacks"})
+    assert again.json["changed"] is False
+    nobody = api.call("PUT", "/api/v1/shops/tea/members/ghost/blacklist", token=t,
+                      body={"reason": "x"})
+    assert nobody.status == 404 and "ghost" in nobody.json["error"]
+    no_reason = api.call("PUT", "/api/v1/shops/tea/members/m2/important", token=t, body={})
+    assert no_reason.status == 422 and no_reason.json["problems"][0]["field"] == "body.reason"
+
+    levels = api.call("POST", "/api/v1/shops/tea/levels", token=t,
+                      body={"level": 1, "reason": "goodwill", "filter": {"max_spend": "50"}})
+    assert levels.json == {"selected": 2, "changed": 2, "skipped_blacklisted": 0, "missing": []}
+    after = api.call("GET", "/api/v1/shops/tea/members/m3", token=t).json
+    assert after["level"] == 1 and after["level_history"][-1]["operator"] == "token:console-alice"
+    unnamed = api.call("POST", "/api/v1/shops/tea/levels", token=t,
+                       body={"level": 1, "reason": "all of them?"})
+    assert unnamed.status == 422 and unnamed.json["error"].startswith("members:")
+
+    log = api.call("GET", "/api/v1/shops/tea/audit", token=t).json
+    actions = [(e["action"], e["operator"], e["address"]) for e in log]
+    assert ("blacklist.add", "token:console-alice", "127.0.0.1") in actions
+    assert ("levels.set", "token:console-alice", "127.0.0.1") in actions
+    blacklisted = next(e for e in log if e["action"] == "blacklist.add")
+    assert blacklisted["request_id"] == "req-42" and blacklisted["member_id"] == "m2"
+
+
+def test_csv_export_needs_export_right_and_is_audited(api: ApiServer, engine: Engine) -> None:
+    reader = token(engine, [TEA], "read")
+    assert api.call("GET", "/api/v1/shops/tea/members.csv", token=reader).status == 403
+    exporter = token(engine, [TEA], "export", name="analyst")
+    answer = api.call("GET", "/api/v1/shops/tea/members.csv?tag=vip-tea&sort=-spend",
+                      token=exporter)
+    assert answer.status == 200 and answer.headers["content-type"].startswith("text/csv")
+    lines = answer.raw.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("member_id,level,level_name")
+    assert [line.split(",")[0] for line in lines[1:]] == ["m1", "m2"]
+    assert "金卡" in lines[1]
+    with engine.connect() as conn:
+        entry = conn.exec_driver_sql("SELECT operator, detail FROM audit_log "
+                                     "WHERE action = 'members.export'").one()
+    assert entry.operator == "token:analyst" and entry.detail["rows"] == 2
+
+
+def test_audit_log_cannot_be_changed_or_deleted(engine: Engine) -> None:
+    token(engine, [TEA], "read")    # writes an audit entry
+    for statement in ("UPDATE audit_log SET operator = 'someone else'",
+                      "DELETE FROM audit_log", "TRUNCATE audit_log"):
+        with pytest.raises(sqlalchemy.exc.DBAPIError, match="append-only"), \
+                engine.begin() as conn:
+            conn.exec_driver_sql(statement)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT operator FROM audit_log").scalars().all() == ["test"]
+
+
+def test_a_shop_admin_grants_only_what_it_holds_and_revokes_only_its_own(
+        api: ApiServer, engine: Engine) -> None:
+    admin = token(engine, [TEA], "read,admin", name="tea-admin")
+    me = api.call("GET", "/api/v1/me", token=admin).json
+    assert me == {"name": "tea-admin", "shops": ["tea"], "rights": ["admin", "read"]}
+    made = api.call("POST", "/api/v1/shops/tea/tokens", token=admin,
+                    body={"name": "till-3", "rights": ["read"], "expires_in": "12h"})
+    assert made.status == 201 and re.fullmatch(r"mf_[\w-]{43}", made.json["token"])
+    helper = made.json["token"]
+    assert api.call("GET", "/api/v1/shops/tea/members", token=helper).status == 200
+    beyond = api.call("POST", "/api/v1/shops/tea/tokens", token=admin,
+                      body={"name": "x", "rights": ["pii"]})
+    assert beyond.status == 403 and "pii" in beyond.json["error"]
+    unknown = api.call("POST", "/api/v1/shops/tea/tokens", token=admin,
+                       body={"name": "x", "rights": ["root"]})
+    assert unknown.status == 422 and "'root'" in unknown.json["error"]
+
+    listed = api.call("GET", "/api/v1/shops/tea/tokens", token=admin).json
+    assert all("…" in t["token"] and len(t["token"]) < 12 for t in listed)
+    assert helper not in str(listed)
+    platform = token(engine, None, "read", name="platform-reader")
+    with engine.connect() as conn:
+        ids = dict(conn.exec_driver_sql("SELECT name, id FROM api_tokens").all())
+    refused = api.call("DELETE", f"/api/v1/shops/tea/tokens/{ids['platform-reader']}",
+                       token=admin)
+    assert refused.status == 404
+    assert api.call("GET", "/api/v1/me", token=platform).status == 200
+    revoked = api.call("DELETE", f"/api/v1/shops/tea/tokens/{ids['till-3']}", token=admin)
+    assert revoked.json == {"id": ids["till-3"], "revoked": True}
+    assert api.call("GET", "/api/v1/shops/tea/members", token=helper).status == 401
+    actions = [e["action"] for e in api.call("GET", "/api/v1/shops/tea/audit", token=admin).json]
+    assert actions[:2] == ["token.revoke", "token.create"]
+
+
+def test_errors_are_json_naming_the_problem(api: ApiServer, engine: Engine) -> None:
+    t = token(engine, [TEA], "read,write")
+    unknown_path = api.call("GET", "/api/v1/nothing-here", token=t)
+    assert unknown_path.status == 404 and "error" in unknown_path.json
+    broken = api.call("POST", "/api/v1/shops/tea/levels", token=t,
+                      body={"level": "high", "reason": "x", "members": ["m1"]})
+    assert broken.status == 422 and broken.json["problems"][0]["field"] == "body.level"
+    no_level = api.call("POST", "/api/v1/shops/tea/levels", token=t,
+                        body={"level": 9, "reason": "x", "members": ["m1"]})
+    assert no_level.status == 422 and "level 9 does not exist" in no_level.json["error"]
+    scheme = api.call("GET", "/api/v1/me", headers={"Authorization": "Basic abc"})
+    assert scheme.status == 401 and "Bearer" in scheme.json["error"]
