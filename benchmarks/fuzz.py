@@ -33,13 +33,14 @@ from aiokafka import AIOKafkaProducer
 
 from memberflow.fuzzing import expected_fates, hostile
 from memberflow.runtime import WORKERS, Services, Stack, open_stack
+from shared import tokens
 from shared.config import Settings
 from shared.db import make_engine
 from shared.events import EventRejected, decode, digest
 from shared.metrics import Metrics
 
 
-async def post_all(url: str, bodies: list[bytes], concurrency: int) -> list[int]:
+async def post_all(url: str, bodies: list[bytes], concurrency: int, key: str) -> list[int]:
     statuses = [0] * len(bodies)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(len(bodies)):
@@ -49,7 +50,8 @@ async def post_all(url: str, bodies: list[bytes], concurrency: int) -> list[int]
         while not queue.empty():
             n = queue.get_nowait()
             async with session.post(url, data=bodies[n],
-                                    headers={"Content-Type": "application/json"}) as r:
+                                    headers={"Content-Type": "application/json",
+                                             "Authorization": f"Bearer {key}"}) as r:
                 await r.read()
                 statuses[n] = r.status
 
@@ -57,6 +59,16 @@ async def post_all(url: str, bodies: list[bytes], concurrency: int) -> list[int]
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
     return statuses
+
+
+def storefront_key(database_url: str) -> str:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            return tokens.create(conn, name="fuzz-storefront", shops=None, rights=["ingest"],
+                                 expires_in=None, operator="fuzz").token
+    finally:
+        engine.dispose()
 
 
 async def run(stack: Stack, args: argparse.Namespace) -> int:
@@ -74,7 +86,8 @@ async def run(stack: Stack, args: argparse.Namespace) -> int:
     try:
         assert services.http_url is not None
         started = time.perf_counter()
-        statuses = await post_all(services.http_url + "/v1/events", bodies, args.concurrency)
+        statuses = await post_all(services.http_url + "/v1/events", bodies, args.concurrency,
+                                  storefront_key(stack.database_url))
         http_s = time.perf_counter() - started
         producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
         await producer.start()
@@ -168,7 +181,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="HTTP clients at once")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mf-fuzz-") as tmp:
-        settings = Settings(data_dir=Path(tmp), http_port=0)
+        # No rate limit: this measures what becomes of hostile input, as fast as it comes.
+        settings = Settings(data_dir=Path(tmp), http_port=0, ingest_events_per_second=0)
         with open_stack(settings) as stack:
             code = asyncio.run(run(stack, args))
     sys.exit(code)

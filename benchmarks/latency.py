@@ -53,7 +53,7 @@ from workload import (
 
 from memberflow.configure import apply_shop_config
 from memberflow.runtime import WORKERS
-from shared import kafka
+from shared import kafka, tokens
 from shared.config import Settings
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.shopconfig import parse
@@ -132,7 +132,7 @@ class Sent:
     cpu_s: float = 0.0
 
 
-async def send(load: Load, url: str) -> Sent:
+async def send(load: Load, url: str, key: str) -> Sent:
     """POST the planned events at their moments, dated when they are sent."""
     sent = Sent()
     start = time.perf_counter()
@@ -142,7 +142,8 @@ async def send(load: Load, url: str) -> Sent:
 
         async def post(body: list[dict[str, Any]]) -> None:
             began = time.perf_counter()
-            async with http.post(url, json=body) as resp:
+            async with http.post(url, json=body,
+                                 headers={"Authorization": f"Bearer {key}"}) as resp:
                 answer = await resp.read()
                 if resp.status != 202:
                     sent.refused += 1
@@ -268,6 +269,8 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
         with engine.begin() as conn:
             apply_shop_config(conn, settings.topics, parse(CONFIG), "benchmark",
                               datetime.now(UTC))
+            key = tokens.create(conn, name="latency-storefront", shops=None, rights=["ingest"],
+                                expires_in=None, operator="benchmark").token
         engine.dispose()
         with EmbeddedBroker(log_path=root / "broker.log") as broker:
             await kafka.ensure_topics(broker.bootstrap, settings.topics.all, args.partitions)
@@ -292,7 +295,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
             warm = Load(1, 1, 1)
             warm.due = [(0.0, {**warm._event("warm-up", "order.completed", {
                 "order_id": "warm-up", "amount": "1.00"}), "event_id": "warm-up"})]
-            await send(warm, base + "/v1/events")
+            await send(warm, base + "/v1/events", key)
 
             async def caught_up() -> bool:
                 for group, topics in groups.items():
@@ -307,7 +310,7 @@ async def main_async(args: argparse.Namespace, root: Path) -> None:
                   flush=True)
             cpu_before = cpu_parts(proc.pid, broker, db)
             with LockWaits(url) as locks:
-                sent = await send(load, base + "/v1/events")
+                sent = await send(load, base + "/v1/events", key)
                 await wait_until(caught_up, deadline_s=600, what="every event applied",
                                  alive=proc, interval_s=0.5)
             cpu = {k: v - cpu_before.get(k, 0.0)

@@ -54,11 +54,12 @@ from memberflow.runtime import WORKERS
 from services.ingest.handlers import Ingestor
 from services.ingest.http import make_app
 from services.ingest.replay import replay
-from shared import kafka
+from shared import kafka, tokens
 from shared.config import Settings
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.events import decode
 from shared.http import HttpServer
+from shared.keys import CachedTokens
 from shared.metrics import Metrics
 from shared.topics import Topics
 
@@ -176,7 +177,13 @@ async def ingest_costs(db: EmbeddedDatabase, bootstrap: str, wl: Workload,
 
 async def _http_ingest(ingestor: Ingestor, wl: Workload) -> float:
     """Seconds for HTTP_CLIENTS clients to POST every event, HTTP_BATCH per request."""
-    server = await HttpServer.start(make_app(ingestor, Metrics()), "127.0.0.1", 0)
+    with ingestor.engine.begin() as conn:
+        key = tokens.create(conn, name="bench-storefront", shops=None, rights=["ingest"],
+                            expires_in=None, operator="benchmark").token
+    # The key's rate is not limited here: this measures what ingest costs.
+    server = await HttpServer.start(make_app(ingestor, Metrics(),
+                                             keys=CachedTokens(ingestor.engine)),
+                                    "127.0.0.1", 0)
     port = server.port
     bodies = [b"[" + b",".join(wl.lines[i:i + HTTP_BATCH]) + b"]"
               for i in range(0, len(wl), HTTP_BATCH)]
@@ -188,7 +195,8 @@ async def _http_ingest(ingestor: Ingestor, wl: Workload) -> float:
         while queue:
             body = queue.pop()
             async with session.post(f"http://127.0.0.1:{port}/v1/events", data=body,
-                                    headers={"Content-Type": "application/json"}) as r:
+                                    headers={"Content-Type": "application/json",
+                                             "Authorization": f"Bearer {key}"}) as r:
                 await r.read()
                 refused += r.status != 202
     try:

@@ -7,7 +7,8 @@ import json
 import shutil
 import signal
 import time
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +21,7 @@ from memberflow.runtime import WORKERS, Services, Stack, open_stack
 from memberflow.sample import bad_lines, generate, write_jsonl
 from services.ingest.replay import Progress, count_lines, read_file, replay
 from services.ingest.ticker import record_tick
-from shared import kafka
+from shared import kafka, tokens
 from shared.config import Settings
 from shared.db import make_engine
 from shared.metrics import Metrics
@@ -90,15 +91,29 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
             with engine.begin() as conn:
                 applied = apply_shop_config(conn, stack.topics, config, "demo",
                                             datetime.now(UTC))
+                keys = DemoKeys(
+                    storefront=tokens.create(conn, name="demo-storefront", shops=[SHOP],
+                                             rights=["ingest", "read"], expires_in=None,
+                                             operator="demo").token,
+                    operator=tokens.create(conn, name="demo-operator", shops=[SHOP],
+                                           rights=["read", "write", "export", "admin"],
+                                           expires_in=timedelta(days=30),
+                                           operator="demo").token)
         finally:
             engine.dispose()
         click.echo(f"shop configuration {config_file} applied (version {applied.version}): "
                    "4 membership levels, customer and product ABC settings, 6 tags and their "
                    "rules")
-        asyncio.run(_demo(stack, sample, serve))
+        asyncio.run(_demo(stack, sample, serve, keys))
 
 
-async def _demo(stack: Stack, sample: Path, serve: bool) -> None:
+@dataclass(frozen=True)
+class DemoKeys:
+    storefront: str     # ingest and the storefront's member reads
+    operator: str       # the admin API: read, write, export, admin for the demo shop
+
+
+async def _demo(stack: Stack, sample: Path, serve: bool, keys: DemoKeys) -> None:
     metrics = Metrics()
     services = Services(stack, list(WORKERS), metrics, http_port=stack.settings.http_port)
     await services.start()
@@ -106,7 +121,7 @@ async def _demo(stack: Stack, sample: Path, serve: bool) -> None:
         started = time.monotonic()
         ingestor = services.ingestor_for("replay")
         report = await replay(read_file(sample), ingestor, Progress(count_lines(sample)))
-        http_ok, http_bad = await _live_requests(services)
+        http_ok, http_bad = await _live_requests(services, keys.storefront)
         if report.newest is not None:
             # The history ends at its newest event: every partition's clock ends there too.
             await record_tick(services.ingestor_for("demo", ticks=True), report.newest, "demo")
@@ -126,6 +141,9 @@ async def _demo(stack: Stack, sample: Path, serve: bool) -> None:
             engine.dispose()
         click.echo("\n" + text + "\n")
         if serve:
+            click.echo(f"Admin API: {services.http_url}/api/v1/docs   (token for {SHOP}, "
+                       "valid 30 days:)\n  " + keys.operator)
+            click.echo(f"Storefront key (ingest, member reads): {keys.storefront}")
             click.echo(f"Metrics: {services.http_url}/metrics   Ingest: POST "
                        f"{services.http_url}/v1/events   (Ctrl-C to stop)")
             loop = asyncio.get_running_loop()
@@ -136,7 +154,7 @@ async def _demo(stack: Stack, sample: Path, serve: bool) -> None:
         await services.close()
 
 
-async def _live_requests(services: Services) -> tuple[int, int]:
+async def _live_requests(services: Services, key: str) -> tuple[int, int]:
     """Two orders and one malformed event through the HTTP endpoint, as a storefront sends."""
     live = [
         {"event_id": "live-1", "type": "order.placed", "schema_version": 1, "shop_id": SHOP,
@@ -152,6 +170,7 @@ async def _live_requests(services: Services) -> tuple[int, int]:
     ]
     async with aiohttp.ClientSession() as http, http.post(
             f"{services.http_url}/v1/events", data=json.dumps(live),
-            headers={"Content-Type": "application/json"}) as resp:
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {key}"}) as resp:
         body = await resp.json()
     return int(body["accepted"]), int(body["rejected"])

@@ -137,8 +137,8 @@ def event_fate(engine: Engine, event_id: str) -> dict[str, Any] | None:
             "SELECT type, shop_id, occurred_at, archived_at, late FROM events WHERE event_id = %s",
             (event_id,)).first()
         letters = conn.exec_driver_sql(
-            "SELECT source, source_ref, reason, rejected_at FROM dead_letters WHERE event_id = %s "
-            "ORDER BY id", (event_id,)).all()
+            "SELECT source, source_ref, shop_id, reason, rejected_at FROM dead_letters "
+            "WHERE event_id = %s ORDER BY id", (event_id,)).all()
     if row is None and not letters:
         return None
     return {
@@ -147,6 +147,7 @@ def event_fate(engine: Engine, event_id: str) -> dict[str, Any] | None:
         **({"type": row.type, "shop_id": row.shop_id, "occurred_at": iso(row.occurred_at),
             "archived_at": iso(row.archived_at), "late_for_attribution": row.late}
            if row is not None else {}),
-        "dead_letters": [{"source": d.source, "ref": d.source_ref, "reason": d.reason,
-                          "rejected_at": iso(d.rejected_at)} for d in letters],
+        "dead_letters": [{"source": d.source, "ref": d.source_ref, "shop_id": d.shop_id,
+                          "reason": d.reason, "rejected_at": iso(d.rejected_at)}
+                         for d in letters],
     }

@@ -37,6 +37,7 @@ from shared.db import make_engine, migrate
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.health import Probe, Readiness, broker_check, database_check
 from shared.http import HttpServer
+from shared.keys import CachedTokens, RateLimits
 from shared.metrics import Metrics, gathered
 from shared.outbox import pending_count
 from shared.topics import Topics
@@ -318,10 +319,14 @@ class Services:
                        for w in self.workers]
         if self.http_port is not None:
             self.ingestor = self.ingestor_for("http")
-            app = install(make_app(self.ingestor, self.metrics,
-                                   member_reader=functools.partial(read_member, self.engine),
-                                   event_reader=functools.partial(event_fate, self.engine),
-                                   readiness=self.readiness), self.engine, self.stack.topics)
+            app = install(make_app(
+                self.ingestor, self.metrics,
+                member_reader=functools.partial(read_member, self.engine),
+                event_reader=functools.partial(event_fate, self.engine),
+                readiness=self.readiness,
+                keys=CachedTokens(self.engine, settings.token_cache_seconds),
+                limits=RateLimits(settings.ingest_events_per_second)),
+                self.engine, self.stack.topics)
             self._http = await HttpServer.start(app, settings.http_host, self.http_port)
             self.http_url = self._http.url
         if self.ticks and settings.tick_seconds > 0:

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
                                             "refused")
     event_time_floor: AwareDatetime = Field(
         datetime(2000, 1, 1, tzinfo=UTC), description="events dated before this are refused")
+    ingest_events_per_second: float = Field(
+        5000.0, ge=0, description="events each ingest key may send per second, in bursts of up "
+                                  "to two seconds' worth (0: no limit); over it: 429 with "
+                                  "Retry-After")
+    token_cache_seconds: float = Field(
+        10.0, ge=0, le=300, description="ingest remembers a verified key this long: a "
+                                        "revocation reaches ingest within it")
     tick_seconds: float = Field(
         60.0, ge=0, le=3600, description="`up` records the wall-clock time into the stream this "
                                          "often (0: never), so time-based rules move on when "

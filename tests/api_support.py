@@ -1,9 +1,11 @@
-"""The HTTP application with the admin API on a real socket, over a real database (no broker:
-the admin routes need none), for tests that talk to it as a client would."""
+"""The HTTP application with the admin API and the storefront's reads on a real socket, over a
+real database (no broker: none of them needs one; `POST /v1/events` is tested with the whole
+stack), for tests that talk to it as a client would."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import urllib.error
@@ -12,9 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from memberflow.readmodel import event_fate, read_member
 from services.api.app import install
 from services.ingest.http import make_app
 from shared.http import HttpServer
+from shared.keys import CachedTokens
 from shared.metrics import Metrics
 from shared.topics import Topics
 
@@ -49,7 +53,11 @@ class ApiServer:
         self._thread.start()
 
         async def start() -> HttpServer:
-            app = install(make_app(None, Metrics()), self.engine, Topics())
+            app = install(make_app(None, Metrics(),
+                                   member_reader=functools.partial(read_member, self.engine),
+                                   event_reader=functools.partial(event_fate, self.engine),
+                                   keys=CachedTokens(self.engine, ttl_s=0)),
+                          self.engine, Topics())
             return await HttpServer.start(app, "127.0.0.1", 0)
 
         self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)

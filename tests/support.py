@@ -160,6 +160,26 @@ def shuffled_within_members(history: list[dict[str, Any]], seed: int) -> list[di
     return out
 
 
+def storefront_key(database_url: str, shops: list[str] | None = None,
+                   rights: str = "ingest,read") -> str:
+    """A key for the storefront's routes (every shop unless `shops`), as an operator makes one."""
+    from shared import tokens
+    from shared.db import make_engine
+
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            return tokens.create(conn, name="test-storefront", shops=shops,
+                                 rights=rights.split(","), expires_in=None,
+                                 operator="test").token
+    finally:
+        engine.dispose()
+
+
+def key_header(key: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+
+
 class Running:
     """Workers (and the HTTP ingest) running in a thread of their own, for tests that talk to
     them synchronously, as a storefront would."""
@@ -183,6 +203,7 @@ class Running:
             await services.start()
             return services
         self.services: Services = self.call(start())
+        self.key = storefront_key(self.stack.database_url)
         return self
 
     def call(self, coro: Any, timeout: float = 300.0) -> Any:
@@ -194,7 +215,7 @@ class Running:
 
         assert self.services.http_url is not None
         request = urllib.request.Request(self.services.http_url + "/v1/events", data=body,
-                                         headers={"Content-Type": "application/json"})
+                                         headers=key_header(self.key))
         try:
             with urllib.request.urlopen(request, timeout=60) as r:
                 return r.status, json.loads(r.read())

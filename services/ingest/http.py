@@ -2,10 +2,17 @@
 of an event), `GET /v1/shops/S/members/M` (a member's level, discount and class for the
 storefront), /metrics, /healthz (readiness) and /livez.
 
+The storefront's routes take a key (`Authorization: Bearer <token>`, see `shared.tokens`):
+posting needs the `ingest` right for each event's shop (an event for a shop the key does not
+cover is refused, alone, naming `shop_id`), reading needs `ingest` or `read` for the shop; a
+missing or dead key is a 401, and what a key cannot see is a 404. Each key may send
+`ingest_events_per_second` (429 with Retry-After beyond it).
+
 Every answer tells the truth: 202 means the event is durable (archived, see
-`services.ingest.handlers`); every refusal is a 4xx naming the field and the problem, and the
-refused input is parked as a dead letter; 503 means nothing was acknowledged (database or broker
-not answering) and the request can be retried as it is; a 5xx other than 503 is a bug.
+`services.ingest.handlers`); every refusal of an event is a 4xx naming the field and the
+problem, and the refused input is parked as a dead letter; 503 means nothing was acknowledged
+(database or broker not answering) and the request can be retried as it is; a 5xx other than
+503 is a bug.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import uuid4
@@ -21,9 +29,11 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.ingest.handlers import Ingestor, Unavailable
+from services.ingest.handlers import Ingestor, Refused, Unavailable
 from shared.events import JsonRejected, Problem, loads_json
+from shared.keys import RateLimits
 from shared.metrics import Metrics
+from shared.tokens import Credential
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +43,7 @@ MAX_BATCH = 1000
 Readiness = Callable[[], Awaitable[dict[str, Any]]]
 MemberReader = Callable[[str, str], dict[str, Any] | None]
 EventReader = Callable[[str], dict[str, Any] | None]
+Keys = Callable[[str], Awaitable[Credential | None]]
 
 
 class Json(JSONResponse):
@@ -66,19 +77,41 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+async def _key(request: Request, keys: Keys) -> Credential | Response:
+    """The request's live key, or the 401 to answer."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    found = await keys(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    if found is None:
+        why = ("token unknown, expired or revoked" if token.strip() else
+               "no key: send `Authorization: Bearer <token>` (memberflow tokens create "
+               "--rights ingest)")
+        return Json({"error": why}, status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="memberflow"'})
+    return found
+
+
 def storefront_routes(ingestor: Ingestor | None, member_reader: MemberReader | None,
-                      event_reader: EventReader | None) -> APIRouter:
+                      event_reader: EventReader | None, keys: Keys | None,
+                      limits: RateLimits | None = None) -> APIRouter:
     """`POST /v1/events`, `GET /v1/events/{event_id}`, `GET /v1/shops/S/members/M`."""
     router = APIRouter(tags=["storefront"])
+    if keys is None:
+        assert ingestor is None and member_reader is None and event_reader is None, \
+            "the storefront's routes need keys"
+        return router
 
     if ingestor is not None:
         @router.post("/v1/events", status_code=202, summary="Send events (one or a JSON array)")
         async def post_events(request: Request) -> Response:
             """Validate, archive and relay; answers per event: accepted, or rejected with its
             reasons."""
+            key = await _key(request, keys)
+            if isinstance(key, Response):
+                return key
             request_id = uuid4().hex[:12]
             try:
-                return await _post_events(request, ingestor, request_id, f"request {request_id}")
+                return await _post_events(request, ingestor, key, limits, request_id,
+                                          f"request {request_id}")
             except Unavailable as exc:
                 log.warning("ingest unavailable: %s", exc)
                 return _error(503, f"{exc}: send the request again (resending is safe: an "
@@ -88,26 +121,55 @@ def storefront_routes(ingestor: Ingestor | None, member_reader: MemberReader | N
     if member_reader is not None:
         @router.get("/v1/shops/{shop_id}/members/{member_id}",
                     summary="A member's level, discount and class for the storefront")
-        async def get_member(shop_id: str, member_id: str) -> Response:
-            record = await asyncio.to_thread(member_reader, shop_id, member_id)
+        async def get_member(request: Request, shop_id: str, member_id: str) -> Response:
+            key = await _key(request, keys)
+            if isinstance(key, Response):
+                return key
+            allowed = _reads(key, shop_id)
+            record = await asyncio.to_thread(member_reader, shop_id, member_id) \
+                if allowed else None
             if record is None:
                 return _error(404, f"no member {member_id!r} in shop {shop_id!r}")
             return Json(record)
 
     if event_reader is not None:
         @router.get("/v1/events/{event_id}", summary="What became of an event")
-        async def get_event(event_id: str) -> Response:
+        async def get_event(request: Request, event_id: str) -> Response:
             """Archived (and whether too late for attribution), or its dead letters."""
+            key = await _key(request, keys)
+            if isinstance(key, Response):
+                return key
             found = await asyncio.to_thread(event_reader, event_id)
-            if found is None:
+            # Seen only by keys that cover every shop it names (a letter naming none: platform).
+            shops = ({found["shop_id"]} if found and found["archived"] else set()) | {
+                d["shop_id"] for d in (found or {}).get("dead_letters", ())}
+            seen = found is not None and all(_reads(key, s) for s in shops)
+            if not seen:
                 return _error(404, f"no event {event_id[:128]!r} was accepted or rejected")
             return Json(found)
 
     return router
 
 
-async def _post_events(request: Request, ingestor: Ingestor, request_id: str,
-                       ref: str) -> Response:
+def _reads(key: Credential, shop_id: str | None) -> bool:
+    """May this key see what the storefront's routes show of a shop (None: no shop named,
+    which only a platform key sees)?"""
+    if shop_id is None:
+        return key.shops is None and bool({"ingest", "read"} & key.rights)
+    return key.may(shop_id, "ingest") or key.may(shop_id, "read")
+
+
+def _foreign(key: Credential, item: Any) -> Any:
+    """The item, or it Refused when it names a shop this key may not send for."""
+    shop = item.get("shop_id") if isinstance(item, dict) else None
+    if isinstance(shop, str) and not key.may(shop, "ingest"):
+        return Refused(item, (Problem("shop_id", f"this key may not send events for shop "
+                                                 f"{shop[:128]!r}"),))
+    return item
+
+
+async def _post_events(request: Request, ingestor: Ingestor, key: Credential,
+                       limits: RateLimits | None, request_id: str, ref: str) -> Response:
     try:
         body = await _read_body(request)
     except _TooLarge as exc:
@@ -133,7 +195,15 @@ async def _post_events(request: Request, ingestor: Ingestor, request_id: str,
             problem = Problem("", "empty batch")
             await ingestor.park(ref, body, [problem])
             return _error(400, str(problem), request_id=request_id)
-        verdicts = await ingestor.submit([(f"{ref} #{i}", item) for i, item in enumerate(parsed)])
+    if limits is not None and (wait := limits.take(
+            key.token_id, len(parsed) if isinstance(parsed, list) else 1)) is not None:
+        return Json({"error": f"key {key.name!r} is over its rate of {limits.rate:g} events "
+                              f"per second; retry after {math.ceil(wait)} s",
+                     "request_id": request_id}, status_code=429,
+                    headers={"Retry-After": str(math.ceil(wait))})
+    if isinstance(parsed, list):
+        verdicts = await ingestor.submit([(f"{ref} #{i}", _foreign(key, item))
+                                          for i, item in enumerate(parsed)])
         accepted = sum(v.accepted for v in verdicts)
         return Json({
             "request_id": request_id,
@@ -141,7 +211,7 @@ async def _post_events(request: Request, ingestor: Ingestor, request_id: str,
             "rejected": len(verdicts) - accepted,
             "results": [v.as_dict() | {"index": i} for i, v in enumerate(verdicts)],
         }, status_code=202 if accepted == len(verdicts) else 207 if accepted else 422)
-    [verdict] = await ingestor.submit([(ref, parsed)])
+    [verdict] = await ingestor.submit([(ref, _foreign(key, parsed))])
     status = 202 if verdict.accepted else 409 if verdict.status == "conflict" else 422
     return Json(verdict.as_dict() | {"request_id": request_id}, status_code=status)
 
@@ -174,13 +244,14 @@ def make_app(ingestor: Ingestor | None, metrics_: Metrics,
              member_reader: MemberReader | None = None,
              event_reader: EventReader | None = None,
              readiness: Readiness | None = None,
-             routers: tuple[APIRouter, ...] = ()) -> FastAPI:
+             routers: tuple[APIRouter, ...] = (), *, keys: Keys | None = None,
+             limits: RateLimits | None = None) -> FastAPI:
     """The HTTP application; without an ingestor it serves only /metrics and the health checks.
-    `routers` adds more (the admin API)."""
+    The storefront's routes need `keys`; `routers` adds more (the admin API)."""
     app = FastAPI(title="memberflow", version="1", openapi_url="/api/v1/openapi.json",
                   docs_url="/api/v1/docs", redoc_url=None)
     app.include_router(operations_routes(metrics_, readiness))
-    app.include_router(storefront_routes(ingestor, member_reader, event_reader))
+    app.include_router(storefront_routes(ingestor, member_reader, event_reader, keys, limits))
     for router in routers:
         app.include_router(router)
     return app

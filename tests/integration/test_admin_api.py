@@ -96,11 +96,13 @@ NEEDS = {
     "POST /api/v1/shops/{shop_id}/tokens": "admin",
     "DELETE /api/v1/shops/{shop_id}/tokens/{token_id}": "admin",
 }
-# Routes that answer without a token (operations, the API's own description) and the
-# storefront's routes (keyed by ingest keys, tested with ingest).
+# Routes that answer without a token (operations, the API's own description).
 OPEN = {"GET /metrics", "GET /healthz", "GET /livez", "GET /api/v1/openapi.json",
         "GET /api/v1/docs"}
 ANY_TOKEN = {"GET /api/v1/me"}
+# The storefront's reads: a key with `ingest` or `read` for the shop (POST /v1/events is
+# tested with the whole stack in test_ingest).
+STOREFRONT = {"GET /v1/shops/{shop_id}/members/{member_id}", "GET /v1/events/{event_id}"}
 
 
 def routes(api: ApiServer) -> list[str]:
@@ -117,8 +119,23 @@ def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
 def test_every_route_is_covered(api: ApiServer) -> None:
     uncovered = [r for r in routes(api)
                  if r not in NEEDS and r not in OPEN and r not in ANY_TOKEN
-                 and not r.split(" ", 1)[1].startswith("/v1/")]
+                 and r not in STOREFRONT]
     assert uncovered == [], f"routes without a tenancy entry in this test: {uncovered}"
+    assert STOREFRONT <= set(routes(api))
+
+
+def test_the_storefront_reads_need_a_key_for_the_shop(api: ApiServer, engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO events (event_id, type, shop_id, member_id, occurred_at, body) "
+            "VALUES ('e1', 'order.completed', 'tea', 'm1', now(), '{}')")
+    paths = ["/v1/shops/tea/members/m1", "/v1/events/e1"]
+    for path in paths:
+        assert api.call("GET", path).status == 401
+        assert api.call("GET", path, token=token(engine, [COFFEE], "ingest,read")).status == 404
+        assert api.call("GET", path, token=token(engine, [TEA], "write")).status == 404
+        for right in ("ingest", "read"):
+            assert api.call("GET", path, token=token(engine, [TEA], right)).status == 200
 
 
 def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(

@@ -14,13 +14,13 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.integration.test_supervision import Up, gone
-from tests.support import wait_until
+from tests.integration.test_supervision import Up, gone, storefront_key_for
+from tests.support import key_header, wait_until
 
 
-def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+def post(url: str, body: dict[str, Any], key: str) -> tuple[int, Any]:
     request = urllib.request.Request(url + "/v1/events", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers=key_header(key))
     try:
         with urllib.request.urlopen(request, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -28,10 +28,11 @@ def post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
         return e.code, json.loads(e.read())
 
 
-def member(url: str, shop: str, member_id: str) -> dict[str, Any] | None:
+def member(url: str, shop: str, member_id: str, key: str) -> dict[str, Any] | None:
+    request = urllib.request.Request(f"{url}/v1/shops/{shop}/members/{member_id}",
+                                     headers=key_header(key))
     try:
-        with urllib.request.urlopen(f"{url}/v1/shops/{shop}/members/{member_id}",
-                                    timeout=10) as r:
+        with urllib.request.urlopen(request, timeout=10) as r:
             record: dict[str, Any] = json.loads(r.read())
             return record
     except urllib.error.HTTPError:
@@ -52,10 +53,11 @@ def child(up: Up, kind: str) -> psutil.Process:
 def test_an_event_acknowledged_right_before_a_sigkill_of_up_is_applied_after(
         tmp_path: Path) -> None:
     data = tmp_path / "state"
+    key = storefront_key_for(data)
     first = Up(data)
     try:
         url = first.wait_up()
-        status, answer = post(url, completed(1))
+        status, answer = post(url, completed(1), key)
         assert (status, answer["status"]) == (202, "accepted")
     finally:
         first.stop()   # SIGKILL: no time for any worker to have applied it
@@ -63,7 +65,7 @@ def test_an_event_acknowledged_right_before_a_sigkill_of_up_is_applied_after(
     second = Up(data)
     try:
         url = second.wait_up()
-        record = wait_until(lambda: member(url, "s", "m1"), deadline_s=90,
+        record = wait_until(lambda: member(url, "s", "m1", key), deadline_s=90,
                             what="the acknowledged trade to be applied after the restart")
         assert (record["completed_trades"], record["spend"]) == (1, "12.50")
     finally:
@@ -75,10 +77,11 @@ def test_an_event_acknowledged_right_before_a_sigkill_of_up_is_applied_after(
 def test_when_a_part_of_the_stack_dies_up_stops_and_the_next_up_loses_nothing(
         tmp_path: Path, kind: str, named: str) -> None:
     data = tmp_path / "state"
+    key = storefront_key_for(data)
     first = Up(data)
     try:
         url = first.wait_up()
-        assert post(url, completed(2))[0] == 202
+        assert post(url, completed(2), key)[0] == 202
         victim = child(first, kind)
         victim.send_signal(signal.SIGKILL)
         # `up` notices that what it started is gone and stops, saying so, rather than
@@ -92,9 +95,9 @@ def test_when_a_part_of_the_stack_dies_up_stops_and_the_next_up_loses_nothing(
     second = Up(data)
     try:
         url = second.wait_up()
-        assert post(url, completed(3))[0] == 202
+        assert post(url, completed(3), key)[0] == 202
         for n in (2, 3):
-            record = wait_until(lambda n=n: member(url, "s", f"m{n}"),  # type: ignore[misc]
+            record = wait_until(lambda n=n: member(url, "s", f"m{n}", key),  # type: ignore[misc]
                                 deadline_s=90, what=f"trade {n} to be applied")
             assert (record["completed_trades"], record["spend"]) == (1, "12.50")
     finally:

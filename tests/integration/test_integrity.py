@@ -25,7 +25,7 @@ from shared.db import make_engine
 from shared.embedded import EmbeddedBroker
 from shared.metrics import Metrics
 from shared.shopconfig import parse
-from tests.support import member_figures, pipeline, produce, scalar
+from tests.support import key_header, member_figures, pipeline, produce, scalar, storefront_key
 
 ALL = ("archiver", "tiering", "tagging", "campaigns")
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
@@ -50,12 +50,13 @@ async def _post_all(stack: Stack, bodies: list[bytes], workers: tuple[str, ...] 
                     ) -> list[tuple[int, Any]]:
     services = Services(stack, list(workers), Metrics(), http_port=0)
     await services.start()
+    key = storefront_key(stack.database_url)
     out: list[tuple[int, Any]] = []
     try:
         async with aiohttp.ClientSession() as http:
             for body in bodies:
                 async with http.post(services.http_url + "/v1/events", data=body,
-                                     headers={"Content-Type": "application/json"}) as r:
+                                     headers=key_header(key)) as r:
                     out.append((r.status, await r.json()))
         await services.wait_caught_up(deadline_s=90)
         services.check()  # no worker died

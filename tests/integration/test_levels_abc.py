@@ -24,7 +24,14 @@ from shared.db import make_engine
 from shared.filters import MemberFilter
 from shared.metrics import Metrics
 from shared.shopconfig import parse
-from tests.support import pipeline, read_topic, shuffled_within_members, unique_by_id
+from tests.support import (
+    key_header,
+    pipeline,
+    read_topic,
+    shuffled_within_members,
+    storefront_key,
+    unique_by_id,
+)
 
 SHOP = "scripted"
 END = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)  # the latest event: the ABC period ends here
@@ -244,12 +251,13 @@ def test_storefront_reads_level_and_discount_over_http(stack: Stack, engine: Eng
     async def fetch() -> list[tuple[int, dict[str, Any]]]:
         services = Services(stack, ["tiering"], Metrics(), http_port=0)
         await services.start()
+        key = storefront_key(stack.database_url)
         try:
             out = []
             async with aiohttp.ClientSession() as http:
                 for member in ("m-jump", "nobody"):
                     url = f"{services.http_url}/v1/shops/{SHOP}/members/{member}"
-                    async with http.get(url) as resp:
+                    async with http.get(url, headers=key_header(key)) as resp:
                         out.append((resp.status, await resp.json()))
             return out
         finally:

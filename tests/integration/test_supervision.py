@@ -48,6 +48,16 @@ def command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "memberflow"]
 
 
+def storefront_key_for(data_dir: Path) -> str:
+    """An ingest key made as an operator would, with the command line, before `up` starts."""
+    made = subprocess.run([*command(), "tokens", "create", "--all-shops", "--rights",
+                           "ingest,read", "--name", "test-storefront", "--data-dir",
+                           str(data_dir)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip().splitlines()[-1]
+
+
 class Up:
     """`memberflow up --data-dir DIR --http-port 0` as a subprocess."""
 

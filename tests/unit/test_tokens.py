@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from shared import tokens
 from shared.audit import OperationRefused
+from shared.keys import RateLimits
 from shared.tokens import Credential
 
 
@@ -51,3 +52,22 @@ def test_new_tokens_are_distinct_and_their_digests_are_what_is_kept() -> None:
     assert len(made) == 1000 and all(len(t) == 46 and t.startswith("mf_") for t in made)
     token = next(iter(made))
     assert tokens.digest(token) == tokens.digest(token) and len(tokens.digest(token)) == 32
+
+
+def test_a_key_may_burst_two_seconds_worth_then_waits_in_proportion() -> None:
+    limits = RateLimits(per_second=100)
+    assert limits.take(1, 150) is None and limits.take(1, 50) is None
+    wait = limits.take(1, 50)
+    assert wait is not None and 0.4 < wait <= 0.5
+    assert limits.take(2, 200) is None          # another key has a bucket of its own
+
+
+def test_a_batch_larger_than_the_bucket_passes_when_it_is_full_and_is_paid_off() -> None:
+    limits = RateLimits(per_second=10)
+    assert limits.take(1, 1000) is None
+    wait = limits.take(1, 1)
+    assert wait is not None and wait > 90       # ~98 s of debt at 10 a second
+
+
+def test_no_limit_when_the_rate_is_zero() -> None:
+    assert all(RateLimits(0).take(1, 10**6) is None for _ in range(3))
