@@ -151,3 +151,26 @@ def event_fate(engine: Engine, event_id: str) -> dict[str, Any] | None:
                           "reason": d.reason, "rejected_at": iso(d.rejected_at)}
                          for d in letters],
     }
+
+
+def campaign_history(conn: Connection, shop_id: str, member_id: str) -> list[dict[str, Any]]:
+    """Every campaign message sent to a member, oldest first: its clicks and the orders credited
+    to it (by click or by send), with their completed value."""
+    rows = conn.exec_driver_sql(
+        "SELECT s.campaign_id, c.definition->>'name' AS name, s.message_id, s.channel, "
+        "  s.sent_at, "
+        "  (SELECT count(*) FROM campaign_clicks k WHERE k.shop_id = s.shop_id "
+        "     AND k.campaign_id = s.campaign_id AND k.message_id = s.message_id) AS clicks, "
+        "  o.orders, o.completed_cents "
+        "FROM campaign_sends s "
+        "LEFT JOIN campaigns c ON c.shop_id = s.shop_id AND c.campaign_id = s.campaign_id "
+        "LEFT JOIN LATERAL (SELECT count(*) AS orders, "
+        "  coalesce(sum(completed_cents - refunded_cents), 0) AS completed_cents "
+        "  FROM campaign_orders WHERE shop_id = s.shop_id AND campaign_id = s.campaign_id "
+        "  AND message_id = s.message_id AND converted_at IS NOT NULL) o ON true "
+        "WHERE s.shop_id = %s AND s.member_id = %s ORDER BY s.sent_at, s.message_id",
+        (shop_id, member_id)).all()
+    return [{"campaign_id": r.campaign_id, "name": r.name, "message_id": r.message_id,
+             "channel": r.channel, "sent_at": iso(r.sent_at), "clicks": int(r.clicks),
+             "orders_credited": int(r.orders),
+             "credited_value": str(from_cents(int(r.completed_cents)))} for r in rows]

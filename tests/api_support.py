@@ -10,17 +10,49 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
+from memberflow.configure import apply_shop_config
 from memberflow.readmodel import event_fate, read_member
 from services.api.app import install
 from services.ingest.http import make_app
 from shared.http import HttpServer
 from shared.keys import CachedTokens
 from shared.metrics import Metrics
+from shared.shopconfig import parse
 from shared.topics import Topics
+
+TEA, COFFEE = "tea", "coffee"
+LADDER = {"basis": "amount", "ladder": [
+    {"name": "银卡", "threshold": "100.00", "discount": "0.98"},
+    {"name": "金卡", "threshold": "500.00", "discount": "0.95"}]}
+# member, level, spend (cents), trades, last purchase, blacklisted
+TEA_MEMBERS = [("m1", 2, 80_000, 8, "2026-05-01"), ("m2", 1, 15_000, 2, "2026-03-01"),
+               ("m3", 0, 2_000, 1, "2025-11-01"), ("m4", 0, 0, 0, None)]
+
+
+def seed_two_shops(engine: Engine) -> None:
+    """Two configured shops; tea's level names are Chinese; members written as the workers
+    leave them (the admin routes read state, they do not make it)."""
+    now = datetime(2026, 5, 2, tzinfo=UTC)
+    with engine.begin() as conn:
+        for shop, name in ((TEA, "茶馆"), (COFFEE, "Coffee")):
+            apply_shop_config(conn, Topics(), parse({
+                "shop_id": shop, "name": name, "levels": LADDER,
+                "tagging": {"tags": [{"id": "vip-tea", "name": "贵宾茶客"}]}}), "test", now)
+        rows = [(TEA, m, lvl, spend, spend, n, last) for m, lvl, spend, n, last in TEA_MEMBERS]
+        rows.append((COFFEE, "c1", 1, 30_000, 30_000, 3, "2026-04-01"))
+        for row in rows:
+            conn.exec_driver_sql(
+                "INSERT INTO members (shop_id, member_id, level, spend_cents, gross_cents, "
+                "completed_trades, last_purchase_at, first_purchase_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", (*row, row[-1]))
+        conn.exec_driver_sql("INSERT INTO member_tags (shop_id, member_id, tag_id, cause, since) "
+                             "VALUES ('tea', 'm1', 'vip-tea', 'manual', now()), "
+                             "('tea', 'm2', 'vip-tea', 'manual', now())")
 
 
 class Answer:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 
 from memberflow.readmodel import (
     MEMBER_COLUMNS,
+    campaign_history,
     count_members,
     level_history,
     member_records,
@@ -81,6 +82,7 @@ class MemberPage(BaseModel):
 class MemberRecord(Member):
     level_history: list[dict[str, Any]]
     tag_history: list[dict[str, Any]]
+    campaign_history: list[dict[str, Any]]
 
 
 class Marked(BaseModel):
@@ -235,7 +237,9 @@ def router() -> APIRouter:
             if not rows:
                 return None
             return rows[0] | {"level_history": level_history(conn, access.shop_id, member_id),
-                              "tag_history": tag_history(conn, access.shop_id, member_id)}
+                              "tag_history": tag_history(conn, access.shop_id, member_id),
+                              "campaign_history": campaign_history(conn, access.shop_id,
+                                                                   member_id)}
 
         found = await in_transaction(request, work)
         if found is None:

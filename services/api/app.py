@@ -13,11 +13,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import admin
+from services.api import admin, console
 from services.api.auth import request_id
 from services.ingest.http import Json
 from shared.audit import OperationRefused, origin
@@ -34,7 +35,8 @@ class RequestOrigin:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        # Not on the storefront's routes: they write no audit entries and run hot.
+        if scope["type"] != "http" or not scope["path"].startswith(("/api/", "/console")):
             await self.app(scope, receive, send)
             return
         rid = request_id(Request(scope))
@@ -64,7 +66,11 @@ async def _validation(request: Request, exc: RequestValidationError) -> Json:
                 status_code=422)
 
 
-async def _http(request: Request, exc: HTTPException) -> Json:
+async def _http(request: Request, exc: HTTPException) -> Response:
+    if request.url.path.startswith("/console"):
+        return console.templates.TemplateResponse(
+            request, "error.html", {"status": exc.status_code, "message": exc.detail},
+            status_code=exc.status_code)
     return Json({"error": exc.detail}, status_code=exc.status_code,
                 headers=getattr(exc, "headers", None))
 
@@ -78,6 +84,8 @@ def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
     app.state.engine = engine
     app.state.topics = topics
     app.include_router(admin.router())
+    app.include_router(console.router())
+    app.add_exception_handler(console.SignIn, console.sign_in_redirect)
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(OperationRefused, _refused)

@@ -82,6 +82,23 @@ def no_shop(shop_id: str) -> HTTPException:
     return HTTPException(404, f"no shop {shop_id!r}")
 
 
+async def authorize(engine: Engine, who: Credential, shop_id: str, right: str) -> Access:
+    """The token must cover the shop, which must exist (404 either way), and hold `right`
+    (403)."""
+    if not who.covers(shop_id):
+        raise no_shop(shop_id)
+
+    def exists() -> bool:
+        with engine.connect() as conn:
+            return shop_exists(conn, shop_id)
+
+    if not await asyncio.to_thread(exists):
+        raise no_shop(shop_id)
+    if right not in who.rights:
+        raise HTTPException(403, f"this token lacks the {right!r} right for shop {shop_id!r}")
+    return Access(shop_id, who)
+
+
 class Needs:
     """A dependency: the token must cover the path's shop, which must exist, with `right`."""
 
@@ -92,20 +109,7 @@ class Needs:
     async def __call__(self, request: Request,
                        shop_id: Annotated[str, Path(max_length=128)],
                        who: Annotated[Credential, Depends(credential)]) -> Access:
-        if not who.covers(shop_id):
-            raise no_shop(shop_id)
-        engine = engine_of(request)
-
-        def exists() -> bool:
-            with engine.connect() as conn:
-                return shop_exists(conn, shop_id)
-
-        if not await asyncio.to_thread(exists):
-            raise no_shop(shop_id)
-        if self.right not in who.rights:
-            raise HTTPException(403, f"this token lacks the {self.right!r} right for shop "
-                                     f"{shop_id!r}")
-        return Access(shop_id, who)
+        return await authorize(engine_of(request), who, shop_id, self.right)
 
 
 Reader = Annotated[Access, Depends(Needs("read"))]

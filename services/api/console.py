@@ -1,0 +1,235 @@
+"""The web console: server-rendered pages over the same use cases and checks as the API.
+
+Sign-in takes an API token; it is kept in an HttpOnly, SameSite=Strict cookie scoped to
+`/console`, checked on every page exactly as the API checks a bearer token (a revoked or expired
+token signs the operator out), and each sign-in is audited. Pages are Jinja2 templates with
+autoescaping on, so ids and names from events can never become markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy import Connection
+
+from memberflow.readmodel import (
+    SORTS,
+    campaign_history,
+    count_members,
+    level_history,
+    member_records,
+    tag_history,
+)
+from services.api.admin import MemberQuery, in_transaction
+from services.api.auth import Access, authorize, engine_of
+from shared import tokens
+from shared.audit import OperationRefused, audit
+from shared.filters import MemberFilter
+from shared.shops import all_shop_ids, shop_configs
+from shared.tokens import Credential
+
+COOKIE = "mf_console"
+PAGE = 50
+templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+
+
+class SignIn(Exception):
+    """No live token in the cookie: send the operator to the sign-in page."""
+
+
+async def _who(request: Request) -> Credential:
+    token = request.cookies.get(COOKIE, "")
+    if not token:
+        raise SignIn
+    engine = engine_of(request)
+
+    def check() -> Credential | None:
+        with engine.begin() as conn:
+            return tokens.verify(conn, token)
+
+    found = await asyncio.to_thread(check)
+    if found is None:
+        raise SignIn
+    return found
+
+
+async def _access(request: Request, shop_id: str, right: str = "read") -> Access:
+    return await authorize(engine_of(request), await _who(request), shop_id, right)
+
+
+def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    return templates.TemplateResponse(request, name, context, status_code=status)
+
+
+def _query_filters(request: Request) -> tuple[MemberQuery, list[str], str]:
+    """The members page's filters from its query string (the same model as the API's)."""
+    q = request.query_params
+    raw: dict[str, Any] = {
+        "level": [v for v in q.getlist("level") if v != ""],
+        "abc": [v for v in q.getlist("abc") if v != ""],
+        "tag": [v.strip() for v in q.getlist("tag") if v.strip()],
+    }
+    for name in ("min_spend", "max_spend", "dormant_days"):
+        if q.get(name, "").strip():
+            raw[name] = q[name].strip()
+    for name in ("important", "blacklisted"):
+        if q.get(name) in ("true", "false"):
+            raw[name] = q[name] == "true"
+    members = [m.strip() for m in q.get("member", "").split(",") if m.strip()]
+    sort = q.get("sort") or "member_id"
+    return MemberQuery.model_validate(raw), members, sort
+
+
+def router() -> APIRouter:
+    console = APIRouter(prefix="/console", include_in_schema=False)
+
+    @console.get("/login")
+    async def login_page(request: Request) -> Response:
+        return _page(request, "login.html", error=None)
+
+    @console.post("/login")
+    async def login(request: Request) -> Response:
+        form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        engine = engine_of(request)
+
+        def check() -> Credential | None:
+            with engine.begin() as conn:
+                found = tokens.verify(conn, token)
+                if found is not None:
+                    for shop in sorted(found.shops) if found.shops is not None else [None]:
+                        audit(conn, shop, None, "console.login", f"token:{found.name}", {})
+                return found
+
+        who = await asyncio.to_thread(check) if token else None
+        if who is None:
+            return _page(request, "login.html", status=401,
+                         error="That token is unknown, expired or revoked.")
+        answer = RedirectResponse("/console/", status_code=303)
+        answer.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/console",
+                          secure=request.url.scheme == "https", max_age=12 * 3600)
+        return answer
+
+    @console.post("/logout")
+    async def logout() -> Response:
+        answer = RedirectResponse("/console/login", status_code=303)
+        answer.delete_cookie(COOKIE, path="/console")
+        return answer
+
+    @console.get("/")
+    async def home(request: Request) -> Response:
+        who = await _who(request)
+
+        def shops(conn: Connection) -> list[dict[str, Any]]:
+            ids = sorted(who.shops) if who.shops is not None else all_shop_ids(conn)
+            configs = shop_configs(conn, ids)
+            return [{"shop_id": s, "name": configs[s][1].name if s in configs else s,
+                     "members": count_members(conn, s)} for s in ids]
+
+        listed = await in_transaction(request, shops)
+        if len(listed) == 1:
+            return RedirectResponse(f"/console/shops/{urllib.parse.quote(listed[0]['shop_id'])}"
+                                    "/members", status_code=303)
+        return _page(request, "home.html", who=who, shops=listed)
+
+    @console.get("/shops/{shop_id}/members")
+    async def members(request: Request, shop_id: str) -> Response:
+        access = await _access(request, shop_id)
+        try:
+            filters, ids, sort = _query_filters(request)
+            page = max(1, int(request.query_params.get("page", "1") or 1))
+        except (ValidationError, ValueError) as exc:
+            return _members_error(request, access, exc)
+        selection = filters.selection(ids)
+
+        def work(conn: Connection) -> dict[str, Any]:
+            config = shop_configs(conn, [shop_id]).get(shop_id)
+            total = count_members(conn, shop_id, selection)
+            rows = member_records(conn, shop_id, selection, sort=sort, limit=PAGE,
+                                  offset=(page - 1) * PAGE)
+            return {"total": total, "rows": rows, "config": config[1] if config else None}
+
+        try:
+            found = await in_transaction(request, work)
+        except OperationRefused as exc:
+            return _members_error(request, access, exc)
+        pages = max(1, math.ceil(found["total"] / PAGE))
+        config = found["config"]
+        return _page(request, "members.html", access=access, shop_name=_shop_name(config,
+                                                                                   shop_id),
+                     rows=found["rows"], total=found["total"], page=min(page, pages),
+                     pages=pages, filters=filters, member_text=", ".join(ids), sort=sort,
+                     sorts=list(SORTS), ladder=_ladder(config), tags=_tags(config),
+                     query=_without_page(request), error=None)
+
+    @console.get("/shops/{shop_id}/members/{member_id}")
+    async def member(request: Request, shop_id: str, member_id: str) -> Response:
+        access = await _access(request, shop_id)
+
+        def work(conn: Connection) -> dict[str, Any] | None:
+            rows = member_records(conn, shop_id, MemberFilter(member_ids=(member_id,)))
+            if not rows:
+                return None
+            config = shop_configs(conn, [shop_id]).get(shop_id)
+            return {"member": rows[0], "config": config[1] if config else None,
+                    "levels": level_history(conn, shop_id, member_id),
+                    "tags": tag_history(conn, shop_id, member_id),
+                    "campaigns": campaign_history(conn, shop_id, member_id)}
+
+        found = await in_transaction(request, work)
+        if found is None:
+            raise HTTPException(404, f"no member {member_id!r} in shop {shop_id!r}")
+        config = found["config"]
+        return _page(request, "member.html", access=access,
+                     shop_name=_shop_name(config, shop_id), m=found["member"],
+                     levels=found["levels"], tag_changes=found["tags"],
+                     campaigns=found["campaigns"], level_names=_ladder(config),
+                     tag_names=_tags(config))
+
+    return console
+
+
+def _members_error(request: Request, access: Access, exc: Exception) -> HTMLResponse:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        why = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    else:
+        why = str(exc)
+    return _page(request, "members.html", status=422, access=access, shop_name=access.shop_id,
+                 rows=[], total=0, page=1, pages=1, filters=MemberQuery(), member_text="",
+                 sort="member_id", sorts=list(SORTS), ladder={}, tags={},
+                 query=_without_page(request), error=why)
+
+
+def _without_page(request: Request) -> str:
+    return urllib.parse.urlencode([(k, v) for k, v in request.query_params.multi_items()
+                                   if k != "page"])
+
+
+def _shop_name(config: Any, shop_id: str) -> str:
+    return str(config.name) if config is not None and config.name else shop_id
+
+
+def _ladder(config: Any) -> dict[int, str]:
+    """Level names by number, as the shop's ladder names them (0: no level)."""
+    if config is None or config.levels is None:
+        return {}
+    return {0: "no level"} | {i + 1: step.name for i, step in enumerate(config.levels.ladder)}
+
+
+def _tags(config: Any) -> dict[str, str]:
+    if config is None or config.tagging is None:
+        return {}
+    return {t.id: t.name for t in config.tagging.tags}
+
+
+async def sign_in_redirect(request: Request, exc: Exception) -> Response:
+    return RedirectResponse("/console/login", status_code=303)

@@ -1,0 +1,124 @@
+"""The web console in headless Chromium, as an operator uses it: sign in with a token, filter
+the members, open one, sign out. Screenshots land in the test's directory (and in
+$MEMBERFLOW_SCREENSHOTS when set)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from shared import tokens
+from shared.db import make_engine
+from tests.api_support import TEA, ApiServer, seed_two_shops
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                reason="Chromium and chromedriver are not installed "
+                                       "(Debian: chromium, chromium-driver; .ci/run installs them)")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url, pool_size=4)
+    seed_two_shops(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    driver.implicitly_wait(5)     # waits for an element to appear, not a fixed pause
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def shot(driver: object, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if out := os.environ.get("MEMBERFLOW_SCREENSHOTS"):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(out) / path.name)
+    return path
+
+
+def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: object,
+                                                     tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    with engine.begin() as conn:
+        token = tokens.create(conn, name="console-alice", shops=[TEA], rights=["read", "write"],
+                              expires_in=None, operator="test").token
+    with ApiServer(engine) as api:
+        # A level set by hand, so the member has a history to show.
+        changed = api.call("POST", "/api/v1/shops/tea/levels", token=token,
+                           body={"level": 1, "reason": "老客户回馈", "members": ["m3"]})
+        assert changed.json["changed"] == 1
+
+        d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
+        assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
+        d.find_element(By.ID, "token").send_keys("mf_" + "x" * 43)  # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        assert "unknown, expired or revoked" in d.find_element(  # type: ignore[attr-defined]
+            By.ID, "error").text
+        d.find_element(By.ID, "token").send_keys(token)        # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+
+        # One shop: straight to its members.
+        assert d.find_element(By.ID, "total").text == "4"      # type: ignore[attr-defined]
+        table = d.find_element(By.ID, "members").text          # type: ignore[attr-defined]
+        assert "金卡" in table and "贵宾茶客" in table and "c1" not in table
+        shot(d, tmp_path, "console-members")
+
+        Select(d.find_element(By.ID, "tag")).select_by_visible_text("贵宾茶客")  # type: ignore[attr-defined]
+        d.find_element(By.NAME, "min_spend").send_keys("200")  # type: ignore[attr-defined]
+        d.find_element(By.ID, "apply").click()                 # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "total").text == "1"      # type: ignore[attr-defined]
+        links = d.find_elements(By.CSS_SELECTOR, "a.member")   # type: ignore[attr-defined]
+        assert [a.text for a in links] == ["m1"]
+        shot(d, tmp_path, "console-filtered")
+
+        d.find_element(By.NAME, "min_spend").clear()           # type: ignore[attr-defined]
+        d.find_element(By.NAME, "min_spend").send_keys("lots")  # type: ignore[attr-defined]
+        d.find_element(By.ID, "apply").click()                 # type: ignore[attr-defined]
+        assert "min_spend" in d.find_element(By.ID, "error").text  # type: ignore[attr-defined]
+
+        d.get(api.url + "/console/shops/tea/members/m3")        # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "level").text == "银卡"    # type: ignore[attr-defined]
+        history = d.find_element(By.ID, "level-history").text  # type: ignore[attr-defined]
+        assert "manual" in history and "token:console-alice" in history and "老客户回馈" in history
+        shot(d, tmp_path, "console-member")
+
+        # Another shop's member: the same answer as no such shop.
+        d.get(api.url + "/console/shops/coffee/members/c1")     # type: ignore[attr-defined]
+        assert "no shop 'coffee'" in d.find_element(By.ID, "error").text  # type: ignore[attr-defined]
+
+        d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-out").click()              # type: ignore[attr-defined]
+        assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
+        d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
+        assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
+
+    with engine.connect() as conn:
+        logins = conn.exec_driver_sql("SELECT shop_id, operator, address FROM audit_log "
+                                      "WHERE action = 'console.login'").all()
+    assert [tuple(r) for r in logins] == [("tea", "token:console-alice", "127.0.0.1")]
