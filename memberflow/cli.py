@@ -53,6 +53,7 @@ from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.events import json_schema
+from shared.http import PortBusy
 from shared.metrics import Metrics
 from shared.outbound import json_schema as outbound_schema
 from shared.shopconfig import ShopConfig
@@ -90,13 +91,17 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
             await services.start()
             _install_stop(services)
             click.echo(f"memberflow up: broker {stack.bootstrap}, ingest {services.http_url}"
-                       f"/v1/events, metrics {services.http_url}/metrics; Ctrl-C to stop")
+                       f"/v1/events, console {services.http_url}/console/, API "
+                       f"{services.http_url}/api/v1/docs, metrics {services.http_url}/metrics; "
+                       "Ctrl-C to stop")
             try:
                 await services.run_until_stopped()
             finally:
                 await services.close()
         try:
             asyncio.run(serve())
+        except PortBusy as exc:
+            raise click.ClickException(str(exc)) from None
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped. Run `memberflow up` again; nothing "
                                        "acknowledged is lost") from None
@@ -104,6 +109,36 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
             raise click.ClickException(f"{exc} (its log is above): stopped. Nothing "
                                        "acknowledged is lost; `memberflow up` again resumes "
                                        "where it stopped") from None
+
+
+@main.command()
+@kafka_opt
+@db_opt
+@dir_opt
+@click.option("--http-port", type=int, default=None, help="the port to serve on (8787)")
+def api(kafka_: str | None, database_url: str | None, data_dir: Path | None,
+        http_port: int | None) -> None:
+    """The HTTP front alone: ingest, the admin API, the console, /metrics; no workers (run
+    them with `memberflow worker`, and as many of these as the storefronts need)."""
+    settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
+    with open_stack(settings) as stack:
+        async def serve() -> None:
+            services = Services(stack, [], Metrics(), http_port=settings.http_port)
+            await services.start()
+            _install_stop(services)
+            click.echo(f"memberflow api: ingest {services.http_url}/v1/events, console "
+                       f"{services.http_url}/console/, API {services.http_url}/api/v1/docs; "
+                       "Ctrl-C to stop")
+            try:
+                await services.run_until_stopped()
+            finally:
+                await services.close()
+        try:
+            asyncio.run(serve())
+        except PortBusy as exc:
+            raise click.ClickException(str(exc)) from None
+        except StackGone as exc:
+            raise click.ClickException(f"{exc}: stopped") from None
 
 
 @main.command()
@@ -264,7 +299,7 @@ def members() -> None:
 def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None,
                  **kw: Any) -> None:
     """Print the records of a shop's members (all, or those matching the filters)."""
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         rows = member_records(conn, shop, member_filter(kw))
     emit(rows, MEMBER_COLUMNS, fmt)
 
@@ -430,16 +465,25 @@ async def _redrive(settings: Settings, bootstrap: str, engine: Any, ids: list[in
 
 
 @main.command()
-@click.option("--no-serve", is_flag=True, help="exit after the summary instead of serving /metrics")
+@click.option("--no-serve", is_flag=True,
+              help="exit after the summary instead of serving the console, API and /metrics")
 @click.option("--members", "n_members", type=int, default=5000, show_default=True)
-@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".memberflow/demo"),
-              show_default=True)
-@click.option("--http-port", type=int, default=8787, show_default=True)
-def demo(no_serve: bool, n_members: int, data_dir: Path, http_port: int) -> None:
-    """Generate a sample shop, replay it through the pipeline, print a summary, serve metrics."""
+@dir_opt
+@click.option("--http-port", type=int, default=None,
+              help="the port to serve on (default: $MEMBERFLOW_HTTP_PORT, else 8787)")
+def demo(no_serve: bool, n_members: int, data_dir: Path | None, http_port: int | None) -> None:
+    """Generate a sample shop, replay it through the pipeline, print a summary, then serve the
+    console, the API and /metrics. Its state is the default data dir's, so every command
+    answers from it afterwards."""
     from memberflow.demo import run_demo
 
-    run_demo(data_dir=data_dir, members=n_members, serve=not no_serve, http_port=http_port)
+    settings = settings_from(data_dir=data_dir, http_port=http_port)
+    # Without serving, the demo's own live requests still need a port: any free one.
+    try:
+        run_demo(data_dir=settings.data_dir, members=n_members, serve=not no_serve,
+                 http_port=0 if no_serve else settings.http_port)
+    except PortBusy as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

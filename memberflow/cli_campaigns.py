@@ -64,7 +64,7 @@ def campaigns_create(file: Path, shop: str, operator: str | None, database_url: 
     definition = _definition(file, shop)
     topic = settings_from().topics.credit_events
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             tags = conn.exec_driver_sql(
                 "SELECT config -> 'tagging' -> 'tags' FROM shops WHERE shop_id = %s",
                 (shop,)).scalar()
@@ -89,7 +89,7 @@ def campaigns_create(file: Path, shop: str, operator: str | None, database_url: 
 def campaigns_list(shop: str, fmt: str, database_url: str | None,
                    data_dir: Path | None) -> None:
     """The shop's campaigns: window, status, audience, channels, offer."""
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         found = operations.campaigns_of(conn, shop)
     rows: list[dict[str, Any]] = [
             {"campaign_id": c.definition.id, "name": c.definition.name, "status": c.status,
@@ -122,7 +122,7 @@ def campaigns_confirm(shop: str, campaign_id: str, operator: str | None,
     """Resolve the target to members now, record them, and freeze the campaign."""
     topic = settings_from().topics.credit_events
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             done = operations.confirm(conn, topic, shop, campaign_id, operator_name(operator),
                                       datetime.now(UTC))
     except OperationRefused as exc:
@@ -145,7 +145,7 @@ def campaigns_send(shop: str, campaign_id: str, out_dir: Path | None, operator: 
     settings = settings_from(None, database_url, data_dir)
     sender = FileSender(out_dir or settings.data_dir / "outgoing")
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             n = operations.send(conn, settings.topics, shop, campaign_id, sender,
                                 operator_name(operator), datetime.now(UTC))
     except OperationRefused as exc:
@@ -172,7 +172,7 @@ def report_campaign(shop: str, campaign_id: str | None, fmt: str, out: Path | No
         raise click.UsageError("--format xlsx needs --out FILE.xlsx")
     lateness = timedelta(hours=settings_from().campaign_lateness_hours)
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             result = campaign_report(conn, shop, campaign_id, lateness)
     except NoCampaigns as exc:
         raise click.ClickException(str(exc)) from None

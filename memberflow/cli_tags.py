@@ -53,7 +53,7 @@ def _manual(run: Callable[..., ManualResult], shop: str, selection: MemberFilter
         raise click.UsageError("--reason must say why (it is recorded with every change)")
     topic = settings_from().topics.tag_events
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             return run(conn, topic, shop, selection, operator=operator_name(operator),
                        reason=reason, now=datetime.now(UTC), **args)
     except OperationRefused as exc:
@@ -125,7 +125,7 @@ def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, every
 @dir_opt
 def tags_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
     """The shop's tag groups and tags: how each is applied and how many members hold it."""
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         entry = shop_configs(conn, [shop]).get(shop)
         counts = dict(conn.exec_driver_sql(
             "SELECT tag_id, count(*) FROM member_tags WHERE shop_id = %s GROUP BY tag_id",
@@ -186,7 +186,7 @@ def tags_preview(shop: str, config_file: Path | None, when: str | None, fmt: str
     if config is not None and config.shop_id != shop:
         raise click.UsageError(f"{config_file} is the configuration of shop {config.shop_id!r}")
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             if config is not None:
                 outcomes = operations.preview(conn, config)
                 count = None
@@ -213,7 +213,7 @@ def tags_preview(shop: str, config_file: Path | None, when: str | None, fmt: str
 def tags_history(shop: str, member: str, database_url: str | None,
                  data_dir: Path | None) -> None:
     """Every tag change of one member with its cause (rule, goods rule or operator)."""
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         rows = tag_history(conn, shop, member)
     click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
@@ -230,7 +230,7 @@ def important(shop: str, members: tuple[str, ...], remove: bool, reason: str,
               operator: str | None, database_url: str | None, data_dir: Path | None) -> None:
     """Mark members important (shown and filterable wherever members are listed)."""
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             n = operations.set_important(conn, shop, list(members), not remove,
                                          operator_name(operator), reason)
     except OperationRefused as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -42,6 +43,22 @@ from shared.shopconfig import ConfigError, parse
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Amount(click.ParamType):
+    """A money amount as people type it: 5000, 5,000 or 5,000.00 (never a float)."""
+
+    name = "amount"
+    _form = re.compile(r"\d{1,3}(,\d{3})+(\.\d{1,2})?|\d+(\.\d{1,2})?")
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Decimal:
+        if isinstance(value, Decimal):
+            return value
+        text = str(value).strip()
+        if not self._form.fullmatch(text):
+            self.fail(f"{text!r} is not an amount like 5000, 5,000 or 5,000.00", param, ctx)
+        return Decimal(text.replace(",", ""))
+
+
 def filter_options(func: F) -> F:
     """--member/--level/--abc/--min-spend/--max-spend/--dormant-days/--tag/--important (AND)."""
     options = [
@@ -51,8 +68,8 @@ def filter_options(func: F) -> F:
         click.option("--abc", "f_abc", multiple=True,
                      type=click.Choice(["A", "B", "C", "none"]),
                      help="members of this customer ABC class (repeatable; none = unclassified)"),
-        click.option("--min-spend", "f_min", type=Decimal, help="net spend at least this"),
-        click.option("--max-spend", "f_max", type=Decimal, help="net spend at most this"),
+        click.option("--min-spend", "f_min", type=Amount(), help="net spend at least this"),
+        click.option("--max-spend", "f_max", type=Amount(), help="net spend at most this"),
         click.option("--dormant-days", "f_dormant", type=click.IntRange(min=1),
                      help="no completed trade in this many days (event time)"),
         click.option("--tag", "f_tag", multiple=True,
@@ -110,7 +127,7 @@ def levels_set(shop: str, level: int, reason: str, operator: str | None, everyon
                                "or --all")
     topic = settings_from().topics.member_events
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             result = operations.set_level(conn, topic, shop, selection, level,
                                           operator_name(operator), reason, datetime.now(UTC))
     except OperationRefused as exc:
@@ -155,7 +172,7 @@ def levels_preview(shop: str, policy_file: Path, fmt: str, database_url: str | N
                    data_dir: Path | None) -> None:
     """What a proposed level policy would do to the shop's members (changes nothing)."""
     policy = _load_policy(policy_file)
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         result = operations.preview(conn, shop, policy)
         conn.rollback()  # read only, whatever happens
     if fmt == "json":
@@ -180,7 +197,7 @@ def levels_preview(shop: str, policy_file: Path, fmt: str, database_url: str | N
 def levels_history(shop: str, member: str, database_url: str | None,
                    data_dir: Path | None) -> None:
     """Every level change of one member with its cause (trade, policy or operator)."""
-    with connection(database_url, data_dir) as conn:
+    with connection(database_url, data_dir, shop=shop) as conn:
         rows = level_history(conn, shop, member)
     click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
 
@@ -197,7 +214,7 @@ def blacklist(shop: str, members: tuple[str, ...], remove: bool, reason: str,
               operator: str | None, database_url: str | None, data_dir: Path | None) -> None:
     """Blacklist members: they never upgrade and get no member discount."""
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             n = operations.set_blacklist(conn, shop, list(members), not remove,
                                          operator_name(operator), reason)
     except OperationRefused as exc:
@@ -220,7 +237,7 @@ def report_abc_customers(shop: str, fmt: str, database_url: str | None,
                          data_dir: Path | None) -> None:
     """Head-count ABC of members by spend over the rolling period (A, B, C; zero spenders apart)."""
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             doc = customer_abc(conn, shop)
     except NoData as exc:
         raise click.ClickException(str(exc)) from None
@@ -251,7 +268,7 @@ def report_abc_products(shop: str, days: int | None, start: datetime | None,
     completed from 00:00:00 of D1 up to, not including, 00:00:00 of the day after D2. The
     period, its bounds and its zone are in the JSON document and on stderr."""
     try:
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, shop=shop) as conn:
             result = product_abc(conn, shop, start.date() if start else None,
                                  end.date() if end else None, days)
     except NoData as exc:

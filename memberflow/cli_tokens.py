@@ -38,7 +38,7 @@ def tokens_create(shops: tuple[str, ...], all_shops: bool, rights: str, name: st
     try:
         wanted = tokens.parse_rights(rights)
         lifetime = tokens.parse_duration(expires_in) if expires_in else None
-        with connection(database_url, data_dir) as conn:
+        with connection(database_url, data_dir, create=True) as conn:
             created = tokens.create(
                 conn, name=name or f"{'+'.join(shops) or 'platform'}-{'-'.join(wanted)}",
                 shops=None if all_shops else shops, rights=wanted, expires_in=lifetime,

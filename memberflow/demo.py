@@ -17,7 +17,7 @@ import yaml
 
 from memberflow.configure import apply_shop_config
 from memberflow.report import PipelineFigures, summary
-from memberflow.runtime import WORKERS, Services, Stack, open_stack
+from memberflow.runtime import DEMO_MARK, WORKERS, Services, Stack, open_stack
 from memberflow.sample import bad_lines, generate, write_jsonl
 from services.ingest.replay import Progress, count_lines, read_file, replay
 from services.ingest.ticker import record_tick
@@ -71,9 +71,14 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
     """Generate, replay, wait for lag 0, summarise; then serve /metrics until Ctrl-C."""
     settings = Settings(data_dir=data_dir, http_port=http_port)
     if not settings.database_url and (data_dir / "pg").exists():
+        if not (data_dir / DEMO_MARK).exists():
+            raise click.ClickException(
+                f"{data_dir} holds memberflow state the demo did not make, and the demo starts "
+                "its database afresh: give it another --data-dir (or MEMBERFLOW_DATA_DIR)")
         reap_stale(data_dir / "run")    # a demo killed before: stop its server first
         shutil.rmtree(data_dir / "pg")  # the demo's own embedded database starts fresh
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / DEMO_MARK).write_text("The demo made this state; the next demo replaces it.\n")
     click.echo(f"generating a sample shop: {members:,} members, 180 days of history ...")
     history = generate(shop_id=SHOP, members=members)
     sample = data_dir / "sample-history.jsonl"
@@ -82,7 +87,7 @@ def run_demo(*, data_dir: Path, members: int, serve: bool, http_port: int) -> No
     config_file = data_dir / "demo-shop.yaml"
     config_file.write_text(DEMO_CONFIG, encoding="utf-8")
     config = parse(yaml.safe_load(DEMO_CONFIG), str(config_file))
-    with open_stack(settings) as stack:
+    with open_stack(settings, demo=True) as stack:
         broker = "embedded" if stack.embedded_broker else "external"
         database = f"embedded under {data_dir}" if stack.embedded_database else "external"
         click.echo(f"broker {stack.bootstrap} ({broker}), database {database}")
@@ -141,8 +146,9 @@ async def _demo(stack: Stack, sample: Path, serve: bool, keys: DemoKeys) -> None
             engine.dispose()
         click.echo("\n" + text + "\n")
         if serve:
-            click.echo(f"Admin API: {services.http_url}/api/v1/docs   (token for {SHOP}, "
-                       "valid 30 days:)\n  " + keys.operator)
+            click.echo(f"Console: {services.http_url}/console/   API: {services.http_url}"
+                       f"/api/v1/docs\nSign in with this token for {SHOP} (read, write, "
+                       f"export, admin; valid 30 days):\n  {keys.operator}")
             click.echo(f"Storefront key (ingest, member reads): {keys.storefront}")
             click.echo(f"Metrics: {services.http_url}/metrics   Ingest: POST "
                        f"{services.http_url}/v1/events   (Ctrl-C to stop)")

@@ -130,14 +130,21 @@ def _gone(broker: EmbeddedBroker | None, db: EmbeddedDatabase | None) -> str | N
     return None
 
 
+DEMO_MARK = "made-by-demo"
+
+
 @contextlib.contextmanager
-def open_stack(settings: Settings) -> Iterator[Stack]:
+def open_stack(settings: Settings, *, demo: bool = False) -> Iterator[Stack]:
     """Start what is not configured (broker, database), migrate, create topics.
 
     Whatever this starts is stopped if the process dies, SIGKILL included, and whatever a dead
-    process left under the data dir is stopped first (see `shared.supervise`).
+    process left under the data dir is stopped first (see `shared.supervise`). Anything but the
+    demo running on a data dir makes its state more than the demo's (the demo starts its own
+    afresh, and only ever its own).
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not demo:
+        (settings.data_dir / DEMO_MARK).unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
         url, db = stack.enter_context(_database(settings))
         broker: EmbeddedBroker | None = None

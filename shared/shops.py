@@ -42,6 +42,12 @@ def shop_exists(conn: Connection, shop_id: str) -> bool:
         "OR EXISTS (SELECT 1 FROM members WHERE shop_id = %s)", (shop_id, shop_id)).scalar())
 
 
+def known_shops(conn: Connection) -> list[str]:
+    """Every shop with a configuration or a member (for telling an operator what exists)."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "SELECT shop_id FROM shops UNION SELECT DISTINCT shop_id FROM members ORDER BY 1")]
+
+
 def all_shop_ids(conn: Connection) -> list[str]:
     """Every shop with a configuration."""
     return [r[0] for r in conn.exec_driver_sql("SELECT shop_id FROM shops ORDER BY shop_id")]
