@@ -24,7 +24,15 @@ from memberflow.cli_common import (
     settings_from,
 )
 from memberflow.cli_tags import important, tags
-from memberflow.cli_tiers import blacklist, emit, filter_options, levels, member_filter, report
+from memberflow.cli_tiers import (
+    blacklist,
+    blacklisted_list,
+    emit,
+    filter_options,
+    levels,
+    member_filter,
+    report,
+)
 from memberflow.cli_tokens import tokens_group
 from memberflow.configure import ConfigResult, apply_shop_config
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
@@ -305,6 +313,7 @@ def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path |
 
 
 members.add_command(blacklist)
+members.add_command(blacklisted_list)
 members.add_command(important)
 main.add_command(levels)
 main.add_command(tags)

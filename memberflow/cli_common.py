@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import getpass
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from memberflow.runtime import open_database
+from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.shopconfig import ConfigError, ShopConfig, load
@@ -79,3 +81,51 @@ def load_config(path: Path) -> ShopConfig:
 def operator_name(given: str | None) -> str:
     """Who is acting: the --operator option, else the OS user."""
     return given or getpass.getuser()
+
+
+R = TypeVar("R")
+
+
+class _Rehearsed(Exception):
+    """Raised inside a change's transaction to roll it back after seeing what it does."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+
+
+dry_run_opt = click.option("--dry-run", is_flag=True,
+                           help="show what would change, change nothing")
+yes_opt = click.option("--yes", is_flag=True,
+                       help="apply a change to a filtered set or --all without asking")
+
+
+def carry_out(change: Callable[[Any], R], describe: Callable[[R, bool], str], *,
+              database_url: str | None, data_dir: Path | None, shop: str, dry_run: bool,
+              yes: bool, bulk: bool) -> R | None:
+    """Run an operator's change in one transaction, after showing what it will do when asked
+    (`--dry-run`: rehearse and roll back) or when it reaches a filtered set or everyone
+    (rehearse, show the counts, ask; `--yes` skips the question, and without a terminal to
+    ask on, it is required). `describe(result, would)` says what happened or would."""
+    if dry_run or (bulk and not yes):
+        try:
+            with connection(database_url, data_dir, shop=shop) as conn:
+                raise _Rehearsed(change(conn))
+        except _Rehearsed as rehearsal:
+            click.echo(describe(rehearsal.result, True))
+        if dry_run:
+            return None
+        if not sys.stdin.isatty():
+            raise click.ClickException("this changes a filtered set of members: confirm with "
+                                       "--yes (or look first with --dry-run)")
+        click.confirm("Apply this change?", abort=True)
+    with connection(database_url, data_dir, shop=shop) as conn:
+        result = change(conn)
+    click.echo(describe(result, False))
+    return result
+
+
+def refuse_unknown(shop: str, missing: list[str]) -> None:
+    """Named members the shop does not have: the whole change is refused (nothing applied)."""
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10]) + (", …" if len(missing) > 10 else "")
+        raise OperationRefused(f"no member {shown} in shop {shop!r}: nothing was changed")

@@ -11,12 +11,16 @@ from typing import Any
 import click
 
 from memberflow.cli_common import (
+    carry_out,
     connection,
     db_opt,
     dir_opt,
+    dry_run_opt,
     load_config,
     operator_name,
+    refuse_unknown,
     settings_from,
+    yes_opt,
 )
 from memberflow.cli_tiers import filter_options, member_filter
 from memberflow.readmodel import tag_history
@@ -40,22 +44,30 @@ def _selection(kw: dict[str, Any], everyone: bool) -> MemberFilter:
     return selection
 
 
-def _report(shop: str, verb: str, result: ManualResult) -> None:
-    click.echo(f"shop {shop}: {result.selected} selected, {result.changed} {verb}")
-    if result.missing:
-        click.echo(f"unknown member(s): {', '.join(result.missing)}", err=True)
-
-
 def _manual(run: Callable[..., ManualResult], shop: str, selection: MemberFilter,
             operator: str | None, reason: str, database_url: str | None, data_dir: Path | None,
-            **args: Any) -> ManualResult:
+            verb: tuple[str, str], dry_run: bool, yes: bool, **args: Any) -> None:
+    """A manual tag change, shown first when asked or when it reaches a filtered set;
+    `verb` is (done, would do)."""
     if not reason.strip():
         raise click.UsageError("--reason must say why (it is recorded with every change)")
     topic = settings_from().topics.tag_events
+
+    def describe(result: ManualResult, would: bool) -> str:
+        return (f"shop {shop}: {result.selected} selected, {result.changed} "
+                f"{verb[1] if would else verb[0]}" + (" (dry run: nothing changed)"
+                                                     if would and dry_run else ""))
+    def change(conn: Any) -> ManualResult:
+        result: ManualResult = run(conn, topic, shop, selection,
+                                   operator=operator_name(operator), reason=reason,
+                                   now=datetime.now(UTC), **args)
+        refuse_unknown(shop, result.missing)
+        return result
+
     try:
-        with connection(database_url, data_dir, shop=shop) as conn:
-            return run(conn, topic, shop, selection, operator=operator_name(operator),
-                       reason=reason, now=datetime.now(UTC), **args)
+        carry_out(change, describe, database_url=database_url, data_dir=data_dir, shop=shop,
+                  dry_run=dry_run, yes=yes,
+                  bulk=selection != MemberFilter(member_ids=selection.member_ids))
     except OperationRefused as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -71,15 +83,18 @@ _all = click.option("--all", "everyone", is_flag=True, help="every member of the
 @_reason
 @_operator
 @_all
+@dry_run_opt
+@yes_opt
 @filter_options
 @db_opt
 @dir_opt
 def tags_add(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
-             database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
+             dry_run: bool, yes: bool, database_url: str | None, data_dir: Path | None,
+             **kw: Any) -> None:
     """Add to (copy): the selected members gain TAG and keep every tag they hold."""
-    result = _manual(operations.add_to, shop, _selection(kw, everyone), operator, reason,
-                     database_url, data_dir, tag_id=tag_id)
-    _report(shop, f"gained {tag_id!r}", result)
+    _manual(operations.add_to, shop, _selection(kw, everyone), operator, reason, database_url,
+            data_dir, (f"gained {tag_id!r}", f"would gain {tag_id!r}"), dry_run, yes,
+            tag_id=tag_id)
 
 
 @tags.command("move")
@@ -89,16 +104,19 @@ def tags_add(shop: str, tag_id: str, reason: str, operator: str | None, everyone
 @_reason
 @_operator
 @_all
+@dry_run_opt
+@yes_opt
 @filter_options
 @db_opt
 @dir_opt
 def tags_move(shop: str, source: str, target: str, reason: str, operator: str | None,
-              everyone: bool, database_url: str | None, data_dir: Path | None,
-              **kw: Any) -> None:
+              everyone: bool, dry_run: bool, yes: bool, database_url: str | None,
+              data_dir: Path | None, **kw: Any) -> None:
     """Move to (cut): selected members holding --from lose it and gain --to."""
-    result = _manual(operations.move_to, shop, _selection(kw, everyone), operator, reason,
-                     database_url, data_dir, source=source, target=target)
-    _report(shop, f"moved from {source!r} to {target!r}", result)
+    _manual(operations.move_to, shop, _selection(kw, everyone), operator, reason, database_url,
+            data_dir, (f"moved from {source!r} to {target!r}",
+                       f"would move from {source!r} to {target!r}"), dry_run, yes,
+            source=source, target=target)
 
 
 @tags.command("remove")
@@ -107,15 +125,18 @@ def tags_move(shop: str, source: str, target: str, reason: str, operator: str | 
 @_reason
 @_operator
 @_all
+@dry_run_opt
+@yes_opt
 @filter_options
 @db_opt
 @dir_opt
 def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, everyone: bool,
-                database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
+                dry_run: bool, yes: bool, database_url: str | None, data_dir: Path | None,
+                **kw: Any) -> None:
     """Take TAG from the selected members (from everyone holding it: TAG --tag TAG)."""
-    result = _manual(operations.remove, shop, _selection(kw, everyone), operator, reason,
-                     database_url, data_dir, tag_id=tag_id)
-    _report(shop, f"lost {tag_id!r}", result)
+    _manual(operations.remove, shop, _selection(kw, everyone), operator, reason, database_url,
+            data_dir, (f"lost {tag_id!r}", f"would lose {tag_id!r}"), dry_run, yes,
+            tag_id=tag_id)
 
 
 @tags.command("list")

@@ -26,13 +26,17 @@ from memberflow.abc_report import (
     product_record,
 )
 from memberflow.cli_common import (
+    carry_out,
     connection,
     db_opt,
     dir_opt,
+    dry_run_opt,
     operator_name,
+    refuse_unknown,
     settings_from,
+    yes_opt,
 )
-from memberflow.readmodel import level_history
+from memberflow.readmodel import level_history, member_records
 from services.tiering import operations
 from services.tiering.policy import LevelPolicy
 from shared.audit import OperationRefused
@@ -115,28 +119,41 @@ def levels() -> None:
 @click.option("--reason", required=True, help="why (recorded with the change)")
 @click.option("--operator", help="who (recorded; default: the OS user)")
 @click.option("--all", "everyone", is_flag=True, help="every member of the shop")
+@dry_run_opt
+@yes_opt
 @filter_options
 @db_opt
 @dir_opt
 def levels_set(shop: str, level: int, reason: str, operator: str | None, everyone: bool,
-               database_url: str | None, data_dir: Path | None, **kw: Any) -> None:
-    """Set the level of one member or a filtered set by hand (up or down)."""
+               dry_run: bool, yes: bool, database_url: str | None, data_dir: Path | None,
+               **kw: Any) -> None:
+    """Set the level of one member or a filtered set by hand (up or down). A filtered set or
+    --all is shown first and asked about (--yes to skip the question; --dry-run to only look)."""
     selection = member_filter(kw)
     if selection.empty and not everyone:
         raise click.UsageError("name the members: --member, a filter such as --level/--abc, "
                                "or --all")
     topic = settings_from().topics.member_events
+
+    def change(conn: Any) -> operations.ManualResult:
+        result = operations.set_level(conn, topic, shop, selection, level,
+                                      operator_name(operator), reason, datetime.now(UTC))
+        refuse_unknown(shop, result.missing)
+        return result
+
+    def describe(result: operations.ManualResult, would: bool) -> str:
+        return (f"shop {shop}: {result.selected} selected, {result.changed} "
+                f"{'would be ' if would else ''}set to level {level}"
+                + (f", {result.skipped_blacklisted} blacklisted not raised"
+                   if result.skipped_blacklisted else "")
+                + (" (dry run: nothing changed)" if would and dry_run else ""))
+
     try:
-        with connection(database_url, data_dir, shop=shop) as conn:
-            result = operations.set_level(conn, topic, shop, selection, level,
-                                          operator_name(operator), reason, datetime.now(UTC))
+        carry_out(change, describe, database_url=database_url, data_dir=data_dir, shop=shop,
+                  dry_run=dry_run, yes=yes,
+                  bulk=selection != MemberFilter(member_ids=selection.member_ids))
     except OperationRefused as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"shop {shop}: {result.selected} selected, {result.changed} set to level {level}"
-               + (f", {result.skipped_blacklisted} blacklisted not raised"
-                  if result.skipped_blacklisted else ""))
-    if result.missing:
-        click.echo(f"unknown member(s): {', '.join(result.missing)}", err=True)
 
 
 def _load_policy(path: Path) -> LevelPolicy:
@@ -215,12 +232,34 @@ def blacklist(shop: str, members: tuple[str, ...], remove: bool, reason: str,
     """Blacklist members: they never upgrade and get no member discount."""
     try:
         with connection(database_url, data_dir, shop=shop) as conn:
+            found = {r["member_id"] for r in member_records(
+                conn, shop, MemberFilter(member_ids=tuple(members)))}
+            refuse_unknown(shop, [m for m in dict.fromkeys(members) if m not in found])
             n = operations.set_blacklist(conn, shop, list(members), not remove,
                                          operator_name(operator), reason)
     except OperationRefused as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"shop {shop}: {n} member(s) {'removed from' if remove else 'added to'} "
                "the blacklist")
+
+
+@click.command("blacklisted")
+@click.option("--shop", required=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@db_opt
+@dir_opt
+def blacklisted_list(shop: str, fmt: str, database_url: str | None,
+                     data_dir: Path | None) -> None:
+    """The shop's blacklisted members, with who put them there, when and why."""
+    with connection(database_url, data_dir, shop=shop) as conn:
+        rows = operations.blacklisted(conn, shop)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['member_id']}  since {(r['since'] or '?')[:19]}  by {r['operator'] or '?'}"
+                   f": {r['reason'] or '(no reason recorded)'}")
+    click.echo(f"{len(rows)} blacklisted member(s) in shop {shop}")
 
 
 @click.group()

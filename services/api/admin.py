@@ -276,6 +276,12 @@ def router() -> APIRouter:
                           mark(flag, False), methods=["DELETE"], response_model=MarkResult,
                           tags=["members"], summary=f"Take a member off the {path} (audited)")
 
+    @api.get("/shops/{shop_id}/blacklist", tags=["members"])
+    async def blacklist(request: Request, access: Reader) -> list[dict[str, Any]]:
+        """Blacklisted members, with who put them there, when and why."""
+        return await in_transaction(request, lambda conn: tiering_ops.blacklisted(
+            conn, access.shop_id))
+
     @api.post("/shops/{shop_id}/levels", response_model=ManualOutcome, tags=["levels"])
     async def set_levels(request: Request, access: Writer, body: LevelSet) -> ManualOutcome:
         """Set members' level by hand (up or down; audited). Name the members, give a filter,

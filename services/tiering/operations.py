@@ -160,3 +160,15 @@ def resync(conn: Connection, topic: str, since: datetime | None) -> int:
     outputs = snapshots(conn, topic, since)
     enqueue(conn, "tiering", outputs)
     return len(outputs)
+
+
+def blacklisted(conn: Connection, shop_id: str) -> list[dict[str, Any]]:
+    """The shop's blacklisted members, each with the latest audited reason for it."""
+    rows = conn.exec_driver_sql(
+        "SELECT m.member_id, a.operator, a.detail->>'reason' AS reason, a.at "
+        "FROM members m LEFT JOIN LATERAL (SELECT operator, detail, at FROM audit_log "
+        "  WHERE shop_id = m.shop_id AND member_id = m.member_id AND action = 'blacklist.add' "
+        "  ORDER BY id DESC LIMIT 1) a ON true "
+        "WHERE m.shop_id = %s AND m.blacklisted ORDER BY m.member_id", (shop_id,)).all()
+    return [{"member_id": r.member_id, "operator": r.operator, "reason": r.reason,
+             "since": r.at.isoformat() if r.at else None} for r in rows]

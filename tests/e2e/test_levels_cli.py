@@ -84,6 +84,19 @@ def test_levels_blacklist_and_abc_reports(tmp_path: Path) -> None:
     assert black.returncode == 0, black.stderr
     [listed] = members("--member", top["member_id"])
     assert listed["blacklisted"] == "True" and listed["discount"] == "1.00"
+    ghost = mf("members", "blacklist", "--shop", "demo-shop", "--member", "ghost",
+               "--reason", "fraud", "--data-dir", str(data), cwd=tmp_path)
+    assert ghost.returncode != 0 and "no member 'ghost'" in ghost.stderr
+    shown = json.loads(mf("members", "blacklisted", "--shop", "demo-shop", "--format", "json",
+                          "--data-dir", str(data), cwd=tmp_path).stdout)
+    assert [(b["member_id"], b["reason"]) for b in shown] == [(top["member_id"], "fraud")]
+
+    # Everyone at once: looked at first, then confirmed.
+    level_one = sum(1 for m in members() if m["level"] != "1")
+    looked = mf("levels", "set", "--shop", "demo-shop", "--all", "--to", "1", "--reason",
+                "reset", "--dry-run", "--data-dir", str(data), cwd=tmp_path)
+    assert looked.returncode == 0 and "would be set to level 1 (dry run" in looked.stdout
+    assert sum(1 for m in members() if m["level"] != "1") == level_one
 
     # Customer ABC: counts follow ceil(p·n); product ABC: table, CSV and Pareto PNG.
     customers = mf("report", "abc-customers", "--shop", "demo-shop", "--data-dir", str(data),

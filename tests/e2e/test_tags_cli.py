@@ -47,10 +47,23 @@ def test_tags_from_rules_by_hand_and_their_history(tmp_path: Path) -> None:
                              "spend >= 500 and trades >= 3", "--format", "json"))
     assert counted["members"] == sum("big-spender" in m["tags"] for m in everyone)
 
-    # By hand: everyone dormant gets VIP care (add to), then moves on to a new tag (move to).
-    added = cli("tags", "add", "vip-care", "--shop", "demo-shop", "--tag", "dormant-180",
-                "--reason", "win-back calls", "--operator", "ana")
+    # By hand: everyone dormant gets VIP care (add to). A change to a filtered set shows what
+    # it would do first; without a terminal to ask on it needs --yes.
+    args = ("tags", "add", "vip-care", "--shop", "demo-shop", "--tag", "dormant-180",
+            "--reason", "win-back calls", "--operator", "ana")
+    looked = cli(*args, "--dry-run")
+    assert f"{len(dormant_ids)} selected, {len(dormant_ids)} would gain 'vip-care' (dry run" \
+        in looked
+    assert not [m for m in members("--tag", "vip-care")]
+    unasked = mf(*args, "--data-dir", str(data), cwd=tmp_path)
+    assert unasked.returncode != 0 and "confirm with --yes" in unasked.stderr
+    assert f"{len(dormant_ids)} would gain" in unasked.stdout
+    assert not [m for m in members("--tag", "vip-care")]
+    added = cli(*args, "--yes")
     assert f"{len(dormant_ids)} selected, {len(dormant_ids)} gained 'vip-care'" in added
+    ghost = mf("tags", "add", "vip-care", "--shop", "demo-shop", "--member", first_dormant(
+        dormant_ids), "--member", "ghost", "--reason", "x", "--data-dir", str(data), cwd=tmp_path)
+    assert ghost.returncode != 0 and "no member 'ghost' in shop 'demo-shop'" in ghost.stderr
     refused = mf("tags", "add", "big-spender", "--shop", "demo-shop", "--all",
                  "--reason", "x", "--data-dir", str(data), cwd=tmp_path)
     assert refused.returncode != 0
@@ -106,3 +119,7 @@ def test_tags_from_rules_by_hand_and_their_history(tmp_path: Path) -> None:
     assert refused.returncode != 0
     assert "group 'interests' cannot be deleted while it holds tag 'tea-lover'" in refused.stderr
     assert "tea-lover" in cli("tags", "list", "--shop", "demo-shop")  # nothing was applied
+
+
+def first_dormant(ids: set[str]) -> str:
+    return sorted(ids)[0]

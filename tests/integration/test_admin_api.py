@@ -61,6 +61,7 @@ NEEDS = {
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/important": "write",
     "POST /api/v1/shops/{shop_id}/levels": "write",
     "GET /api/v1/shops/{shop_id}/dead-letters": "read",
+    "GET /api/v1/shops/{shop_id}/blacklist": "read",
     "GET /api/v1/shops/{shop_id}/audit": "admin",
     "GET /api/v1/shops/{shop_id}/tokens": "admin",
     "POST /api/v1/shops/{shop_id}/tokens": "admin",
@@ -213,6 +214,9 @@ def test_member_record_and_writes_are_audited_with_who_and_where(
     again = api.call("PUT", "/api/v1/shops/tea/members/m2/blacklist", token=t,
                      body={"reason": "chargebacks"})
     assert again.json["changed"] is False
+    listed = api.call("GET", "/api/v1/shops/tea/blacklist", token=t).json
+    assert [(b["member_id"], b["reason"], b["operator"]) for b in listed] == [
+        ("m2", "chargebacks", "token:console-alice")]
     nobody = api.call("PUT", "/api/v1/shops/tea/members/ghost/blacklist", token=t,
                       body={"reason": "x"})
     assert nobody.status == 404 and "ghost" in nobody.json["error"]

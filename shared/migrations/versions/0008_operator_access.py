@@ -46,6 +46,10 @@ def upgrade() -> None:
     op.alter_column("audit_log", "shop_id", nullable=True)
     op.add_column("audit_log", sa.Column("address", sa.Text))
     op.add_column("audit_log", sa.Column("request_id", sa.Text))
+    # A member's own entries (why they are blacklisted, what was done to them) without reading
+    # the shop's whole log.
+    op.create_index("audit_log_member", "audit_log", ["shop_id", "member_id", "id"],
+                    postgresql_where=sa.text("member_id IS NOT NULL"))
     op.execute("""
         CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -62,6 +66,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER audit_log_no_truncate ON audit_log")
     op.execute("DROP TRIGGER audit_log_no_change ON audit_log")
     op.execute("DROP FUNCTION audit_log_append_only()")
+    op.drop_index("audit_log_member", "audit_log")
     op.drop_column("audit_log", "request_id")
     op.drop_column("audit_log", "address")
     op.alter_column("audit_log", "shop_id", nullable=False)   # fails if platform rows exist
