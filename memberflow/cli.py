@@ -23,6 +23,7 @@ from memberflow.cli_common import (
     operator_name,
     settings_from,
 )
+from memberflow.cli_members import members_erase, members_export, members_import
 from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import (
     blacklist,
@@ -314,6 +315,9 @@ def members_list(shop: str, fmt: str, database_url: str | None, data_dir: Path |
 
 members.add_command(blacklist)
 members.add_command(blacklisted_list)
+members.add_command(members_import)
+members.add_command(members_erase)
+members.add_command(members_export)
 members.add_command(important)
 main.add_command(levels)
 main.add_command(tags)
@@ -372,7 +376,8 @@ def config_apply(file: Path, operator: str | None, database_url: str | None,
     """Validate and apply a shop configuration file (versioned; every version kept)."""
     cfg = load_config(file)
     try:
-        with connection(database_url, data_dir) as conn:
+        # Configuring a shop is how a new state begins: the data dir may be empty.
+        with connection(database_url, data_dir, create=True) as conn:
             result = apply_shop_config(conn, settings_from().topics, cfg,
                                        operator_name(operator), datetime.now(UTC))
     except OperationRefused as exc:

@@ -98,9 +98,13 @@ class ApiServer:
 
     def call(self, method: str, path: str, *, token: str | None = None, body: Any = None,
              headers: dict[str, str] | None = None) -> Answer:
+        """`body`: JSON, or bytes sent as they are (a file upload)."""
         sent = dict(headers or {})
         data = None
-        if body is not None:
+        if isinstance(body, bytes):
+            data = body
+            sent.setdefault("Content-Type", "application/octet-stream")
+        elif body is not None:
             data = json.dumps(body).encode()
             sent["Content-Type"] = "application/json"
         if token is not None:

@@ -8,8 +8,6 @@ with the token's name, the client's address and the request id.
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,23 +18,36 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
+from memberflow.exporting import csv_bytes, export_rows, flatten, xlsx_bytes
+from memberflow.importing import ImportRefused, import_members
 from memberflow.readmodel import (
-    MEMBER_COLUMNS,
     campaign_history,
     count_members,
     level_history,
     member_records,
     tag_history,
 )
-from services.api.auth import Admin, Exporter, Reader, Writer, credential, engine_of
+from services.api.auth import Admin, Eraser, Exporter, Reader, Writer, credential, engine_of
 from services.tiering import operations as tiering_ops
 from shared import deadletter, tokens
 from shared.audit import audit
 from shared.filters import MemberFilter
+from shared.profiles import erase as erase_profile
+from shared.profiles import with_profiles
 from shared.tokens import Credential
 
 T = TypeVar("T")
 MAX_PAGE = 500
+MAX_IMPORT_BYTES = 64 * 2**20
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+class RequestRefused(Exception):
+    """A request whose input has several problems: 422 with each of them."""
+
+    def __init__(self, message: str, problems: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 async def in_transaction(request: Request, work: Callable[[Connection], T]) -> T:
@@ -70,6 +81,10 @@ class Member(BaseModel):
     first_purchase_at: str | None
     last_purchase_at: str | None
     region: str | None
+    name: str | None = Field(None, description="personal data: masked unless the token has pii")
+    phone: str | None = Field(None, description="personal data: masked unless the token has pii")
+    address: str | None = Field(None,
+                                description="personal data: masked unless the token has pii")
 
 
 class MemberPage(BaseModel):
@@ -197,35 +212,78 @@ def router() -> APIRouter:
         def work(conn: Connection) -> dict[str, Any]:
             return {"total": count_members(conn, access.shop_id, selection), "limit": limit,
                     "offset": offset,
-                    "items": member_records(conn, access.shop_id, selection, sort=sort,
-                                            limit=limit, offset=offset)}
+                    "items": with_profiles(conn, access.shop_id, member_records(
+                        conn, access.shop_id, selection, sort=sort, limit=limit,
+                        offset=offset), access.may("pii"))}
 
         return await in_transaction(request, work)
 
-    @api.get("/shops/{shop_id}/members.csv", tags=["members"], response_class=Response,
-             responses={200: {"content": {"text/csv": {}}}})
+    @api.get("/shops/{shop_id}/members.{fmt}", tags=["members"], response_class=Response,
+             responses={200: {"content": {"text/csv": {}, XLSX: {}}}})
     async def export_members(request: Request, access: Exporter, filters: Filters,
+                             fmt: Literal["csv", "xlsx"],
                              member: Annotated[list[str], Query()] = [],  # noqa: B006
                              sort: Sort = "member_id") -> Response:
-        """The filtered member list as CSV (needs `export`; audited)."""
+        """The filtered member list as CSV or XLSX (needs `export`; personal data masked
+        unless the token has `pii`; audited)."""
         selection = filters.selection(member)
+        unmasked = access.may("pii")
 
         def work(conn: Connection) -> list[dict[str, Any]]:
-            rows = member_records(conn, access.shop_id, selection, sort=sort)
+            rows = export_rows(conn, access.shop_id, selection, sort, unmasked)
             audit(conn, access.shop_id, None, "members.export", access.operator,
-                  {"format": "csv", "rows": len(rows), "filter": repr(selection)})
+                  {"format": fmt, "rows": len(rows), "unmasked": unmasked,
+                   "filter": repr(selection)})
             return rows
 
-        rows = await in_transaction(request, work)
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(MEMBER_COLUMNS), extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({k: "|".join(v) if isinstance(v, list) else v for k, v in r.items()}
-                         for r in rows)
+        flat = flatten(await in_transaction(request, work))
+        body, media = ((xlsx_bytes(flat), XLSX) if fmt == "xlsx"
+                       else (csv_bytes(flat), "text/csv; charset=utf-8"))
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        return Response(out.getvalue().encode("utf-8-sig"), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition":
-                                 f'attachment; filename="{access.shop_id}-members-{stamp}.csv"'})
+        return Response(body, media_type=media, headers={
+            "Content-Disposition":
+                f'attachment; filename="{access.shop_id}-members-{stamp}.{fmt}"'})
+
+    @api.post("/shops/{shop_id}/members/import", tags=["members"],
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "text/csv": {"schema": {"type": "string"}},
+                  XLSX: {"schema": {"type": "string", "format": "binary"}}}}})
+    async def import_file(request: Request, access: Writer,
+                          file_name: Annotated[str, Query(
+                              pattern=r"^[^/\\]{1,200}\.(csv|xlsx|CSV|XLSX)$",
+                              description="the file's name (its extension says its format)")]
+                          ) -> dict[str, Any]:
+        """Import customers from a CSV or XLSX body: all rows or none, every problem named by
+        line and column (422); the same file again changes nothing (audited)."""
+        data = await request.body()
+        if len(data) > MAX_IMPORT_BYTES:
+            raise HTTPException(413, f"body: larger than {MAX_IMPORT_BYTES // 2**20} MiB; "
+                                     "split the file")
+        topics = request.app.state.topics
+        try:
+            done = await in_transaction(request, lambda conn: import_members(
+                conn, topics, access.shop_id, file_name, data, access.operator))
+        except ImportRefused as exc:
+            raise RequestRefused(str(exc).split(":", 1)[0], [
+                {"line": p.line, "field": p.column, "problem": p.problem}
+                for p in exc.problems]) from None
+        return {"rows": done.rows, "imported_before": done.already,
+                "members_created": done.members_created,
+                "profiles_changed": done.profiles_changed, "regions_set": done.regions_set,
+                "levels_changed": done.levels_changed, "tags_added": done.tags_added,
+                "erased_not_restored": done.erased_skipped}
+
+    @api.delete("/shops/{shop_id}/members/{member_id}/personal-data", tags=["members"])
+    async def erase(request: Request, access: Eraser, member_id: str,
+                    reason: Annotated[str, Query(min_length=1, max_length=500)]
+                    ) -> dict[str, Any]:
+        """Erase a member's personal data for good (needs `write` and `pii`; audited). Their
+        figures stay under the member id; no import or replay brings the data back."""
+        done = await in_transaction(request, lambda conn: erase_profile(
+            conn, access.shop_id, member_id, access.operator, reason))
+        if not done:
+            raise HTTPException(404, f"no member {member_id!r} in shop {access.shop_id!r}")
+        return {"member_id": member_id, "erased": True}
 
     @api.get("/shops/{shop_id}/members/{member_id}", response_model=MemberRecord,
              tags=["members"])
@@ -236,6 +294,7 @@ def router() -> APIRouter:
             rows = member_records(conn, access.shop_id, MemberFilter(member_ids=(member_id,)))
             if not rows:
                 return None
+            rows = with_profiles(conn, access.shop_id, rows, access.may("pii"))
             return rows[0] | {"level_history": level_history(conn, access.shop_id, member_id),
                               "tag_history": tag_history(conn, access.shop_id, member_id),
                               "campaign_history": campaign_history(conn, access.shop_id,

@@ -76,7 +76,9 @@ async def _http(request: Request, exc: HTTPException) -> Response:
 
 
 async def _refused(request: Request, exc: Exception) -> Json:
-    return Json({"error": str(exc)}, status_code=422)
+    problems = getattr(exc, "problems", None)
+    return Json({"error": str(exc), **({"problems": problems} if problems else {})},
+                status_code=422)
 
 
 def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
@@ -89,5 +91,6 @@ def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(OperationRefused, _refused)
+    app.add_exception_handler(admin.RequestRefused, _refused)
     app.add_middleware(RequestOrigin)
     return app

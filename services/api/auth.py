@@ -82,9 +82,9 @@ def no_shop(shop_id: str) -> HTTPException:
     return HTTPException(404, f"no shop {shop_id!r}")
 
 
-async def authorize(engine: Engine, who: Credential, shop_id: str, right: str) -> Access:
-    """The token must cover the shop, which must exist (404 either way), and hold `right`
-    (403)."""
+async def authorize(engine: Engine, who: Credential, shop_id: str, *rights: str) -> Access:
+    """The token must cover the shop, which must exist (404 either way), and hold every one of
+    `rights` (403)."""
     if not who.covers(shop_id):
         raise no_shop(shop_id)
 
@@ -94,25 +94,28 @@ async def authorize(engine: Engine, who: Credential, shop_id: str, right: str) -
 
     if not await asyncio.to_thread(exists):
         raise no_shop(shop_id)
-    if right not in who.rights:
-        raise HTTPException(403, f"this token lacks the {right!r} right for shop {shop_id!r}")
+    for right in rights:
+        if right not in who.rights:
+            raise HTTPException(403, f"this token lacks the {right!r} right for shop "
+                                     f"{shop_id!r}")
     return Access(shop_id, who)
 
 
 class Needs:
     """A dependency: the token must cover the path's shop, which must exist, with `right`."""
 
-    def __init__(self, right: str) -> None:
-        assert right in tokens.RIGHTS, right
-        self.right = right
+    def __init__(self, *rights: str) -> None:
+        assert rights and all(r in tokens.RIGHTS for r in rights), rights
+        self.rights = rights
 
     async def __call__(self, request: Request,
                        shop_id: Annotated[str, Path(max_length=128)],
                        who: Annotated[Credential, Depends(credential)]) -> Access:
-        return await authorize(engine_of(request), who, shop_id, self.right)
+        return await authorize(engine_of(request), who, shop_id, *self.rights)
 
 
 Reader = Annotated[Access, Depends(Needs("read"))]
 Writer = Annotated[Access, Depends(Needs("write"))]
 Exporter = Annotated[Access, Depends(Needs("export"))]
 Admin = Annotated[Access, Depends(Needs("admin"))]
+Eraser = Annotated[Access, Depends(Needs("write", "pii"))]

@@ -33,6 +33,7 @@ from services.api.auth import Access, authorize, engine_of
 from shared import tokens
 from shared.audit import OperationRefused, audit
 from shared.filters import MemberFilter
+from shared.profiles import with_profiles
 from shared.shops import all_shop_ids, shop_configs
 from shared.tokens import Credential
 
@@ -178,6 +179,7 @@ def router() -> APIRouter:
             rows = member_records(conn, shop_id, MemberFilter(member_ids=(member_id,)))
             if not rows:
                 return None
+            rows = with_profiles(conn, shop_id, rows, access.may("pii"))
             config = shop_configs(conn, [shop_id]).get(shop_id)
             return {"member": rows[0], "config": config[1] if config else None,
                     "levels": level_history(conn, shop_id, member_id),

@@ -49,3 +49,54 @@ def test_create_list_revoke(tmp_path: Path) -> None:
                           (["--shop", "tea", "--all-shops", "--rights", "read"], "not both")):
         bad = mf("tokens", "create", *args, *data, cwd=tmp_path)
         assert bad.returncode != 0 and problem in bad.stderr, (args, bad.stderr)
+
+
+def test_import_export_and_erase_from_the_command_line(tmp_path: Path) -> None:
+    from openpyxl import Workbook, load_workbook
+
+    data = ["--data-dir", str(tmp_path / "state")]
+    config = tmp_path / "tea.yaml"
+    config.write_text("shop_id: tea\nname: 茶馆\nlevels:\n  basis: amount\n  ladder:\n"
+                      "    - {name: 银卡, threshold: '100.00', discount: '0.98'}\n"
+                      "tagging:\n  tags:\n    - {id: vip, name: 贵宾}\n", encoding="utf-8")
+    applied = mf("config", "apply", str(config), *data, cwd=tmp_path)
+    assert applied.returncode == 0, applied.stderr
+    book = Workbook()
+    book.active.append(["会员ID", "姓名", "手机", "标签", "等级"])
+    book.active.append(["c1", "王五", 13812345678, "贵宾", "银卡"])
+    book.active.append(["c2", "赵六", "139-0000-1111", "", ""])
+    sheet = tmp_path / "customers.xlsx"
+    book.save(sheet)
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("会员ID,手机\nc3,call me\n", encoding="utf-8")
+    refused = mf("members", "import", str(bad), "--shop", "tea", *data, cwd=tmp_path)
+    assert refused.returncode != 0
+    assert "line 2, phone: 'call me' is not a phone number" in refused.stderr
+    done = mf("members", "import", str(sheet), "--shop", "tea", *data, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 members created, 2 with personal data changed" in done.stdout
+    assert "1 levels set, 1 tags added" in done.stdout
+    again = mf("members", "import", str(sheet), "--shop", "tea", *data, cwd=tmp_path)
+    assert "(imported before)" in again.stdout and "0 members created" in again.stdout
+
+    out = tmp_path / "members.xlsx"
+    exported = mf("members", "export", "--shop", "tea", "--format", "xlsx", "--out", str(out),
+                  "--tag", "vip", *data, cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    header, *rows = load_workbook(out).active.iter_rows(values_only=True)
+    record = dict(zip(header, rows[0], strict=True))
+    assert len(rows) == 1 and record["phone"] == "138****5678" and record["level_name"] == "银卡"
+    plain = mf("members", "export", "--shop", "tea", "--unmasked", "--member", "c2", *data,
+               cwd=tmp_path)
+    assert "13900001111" in plain.stdout and "赵六" in plain.stdout
+
+    erased = mf("members", "erase", "--shop", "tea", "--member", "c2", "--reason", "asked",
+                *data, cwd=tmp_path)
+    assert erased.returncode == 0, erased.stderr
+    after = mf("members", "export", "--shop", "tea", "--unmasked", "--member", "c2", *data,
+               cwd=tmp_path)
+    assert "13900001111" not in after.stdout and "赵六" not in after.stdout
+    ghost = mf("members", "erase", "--shop", "tea", "--member", "nobody", "--reason", "x",
+               *data, cwd=tmp_path)
+    assert ghost.returncode != 0 and "no member 'nobody'" in ghost.stderr

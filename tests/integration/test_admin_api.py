@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+from openpyxl import load_workbook
 from sqlalchemy import Engine
 
 from shared import tokens
@@ -50,10 +52,17 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/shops/{shop_id}/levels": {"level": 1, "reason": "goodwill",
                                             "members": ["m3"]},
     "POST /api/v1/shops/{shop_id}/tokens": {"name": "helper", "rights": ["admin"]},
+    "POST /api/v1/shops/{shop_id}/members/import": b"member_id,phone\nm9,13800000000\n",
+}
+QUERIES = {
+    "POST /api/v1/shops/{shop_id}/members/import": "?file_name=new.csv",
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/personal-data": "?reason=asked",
 }
 NEEDS = {
     "GET /api/v1/shops/{shop_id}/members": "read",
-    "GET /api/v1/shops/{shop_id}/members.csv": "export",
+    "GET /api/v1/shops/{shop_id}/members.{fmt}": "export",
+    "POST /api/v1/shops/{shop_id}/members/import": "write",
+    "DELETE /api/v1/shops/{shop_id}/members/{member_id}/personal-data": "write,pii",
     "GET /api/v1/shops/{shop_id}/members/{member_id}": "read",
     "PUT /api/v1/shops/{shop_id}/members/{member_id}/blacklist": "write",
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/blacklist": "write",
@@ -84,7 +93,8 @@ def routes(api: ApiServer) -> list[str]:
 
 def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
     method, path = route.split(" ", 1)
-    return method, path.format(shop_id=shop, member_id="m1", token_id=token_id)
+    return method, path.format(shop_id=shop, member_id="m1", token_id=token_id,
+                               fmt="csv") + QUERIES.get(route, "")
 
 
 def test_every_route_is_covered(api: ApiServer) -> None:
@@ -121,8 +131,9 @@ def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(
         tokens.revoke(conn, gone_id, operator="test")
     foreign = token(engine, [COFFEE], ",".join(tokens.RIGHTS), name="coffee-all")
     tea_members = {m for m, *_ in TEA_MEMBERS}
-    for route, right in NEEDS.items():
+    for route, needed in NEEDS.items():
         body = BODIES.get(route)
+        rights = needed.split(",")
         method, path = fill(route, TEA)
         for shown, bad in (("none", None), ("malformed", "mf_short"), ("expired", expired),
                            ("revoked", revoked), ("foreign", "mf_" + "x" * 43)):
@@ -132,16 +143,18 @@ def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(
         answer = api.call(method, path, token=foreign, body=body)
         assert answer.status == 404, (route, answer)
         assert not any(m in answer.text for m in tea_members), (route, answer)
-        lacking = token(engine, [TEA], ",".join(r for r in tokens.RIGHTS if r != right),
-                        name=f"no-{right}")
-        answer = api.call(method, path, token=lacking, body=body)
-        assert answer.status == 403 and right in answer.json["error"], (route, answer)
-        assert not any(m in answer.text for m in tea_members), (route, answer)
+        for right in rights:    # each right it needs, missing alone
+            lacking = token(engine, [TEA], ",".join(r for r in tokens.RIGHTS if r != right),
+                            name=f"no-{right}")
+            answer = api.call(method, path, token=lacking, body=body)
+            assert answer.status == 403 and right in answer.json["error"], (route, answer)
+            assert not any(m in answer.text for m in tea_members), (route, answer)
         # An unknown shop answers exactly as a foreign one, even to a platform token.
-        platform = token(engine, None, right, name=f"platform-{right}")
+        platform = token(engine, None, needed, name=f"platform-{needed}")
         missing = api.call(*fill(route, "no-such-shop"), token=platform, body=body)
         assert missing.status == 404 and missing.json == {"error": "no shop 'no-such-shop'"}
-        allowed = api.call(method, path, token=token(engine, [TEA], right, name=f"only-{right}"),
+        allowed = api.call(method, path, token=token(engine, [TEA], needed,
+                                                     name=f"only-{needed}"),
                            body=body if "tokens/{token_id}" not in route else None)
         assert allowed.status in (200, 201, 404), (route, allowed)
         if allowed.status == 404:   # the only 404 allowed: revoking a token that is not TEA's
@@ -243,6 +256,7 @@ def test_member_record_and_writes_are_audited_with_who_and_where(
 def test_csv_export_needs_export_right_and_is_audited(api: ApiServer, engine: Engine) -> None:
     reader = token(engine, [TEA], "read")
     assert api.call("GET", "/api/v1/shops/tea/members.csv", token=reader).status == 403
+    assert api.call("GET", "/api/v1/shops/tea/members.xlsx", token=reader).status == 403
     exporter = token(engine, [TEA], "export", name="analyst")
     answer = api.call("GET", "/api/v1/shops/tea/members.csv?tag=vip-tea&sort=-spend",
                       token=exporter)
@@ -314,3 +328,62 @@ def test_errors_are_json_naming_the_problem(api: ApiServer, engine: Engine) -> N
     assert no_level.status == 422 and "level 9 does not exist" in no_level.json["error"]
     scheme = api.call("GET", "/api/v1/me", headers={"Authorization": "Basic abc"})
     assert scheme.status == 401 and "Bearer" in scheme.json["error"]
+
+
+def test_import_masks_unless_pii_and_erasure_is_for_good(api: ApiServer, engine: Engine) -> None:
+    writer = token(engine, [TEA], "read,write", name="importer")
+    sheet = ("会员ID,姓名,手机,地址,标签,等级\n"
+             "m1,张三丰,138 1234 5678,上海市浦东新区世纪大道100号,贵宾茶客,\n"
+             "new-1,李四,13900001111,北京市海淀区,,银卡\n").encode("utf-8-sig")
+    bad = api.call("POST", "/api/v1/shops/tea/members/import?file_name=bad.csv", token=writer,
+                   body="会员ID,手机\nm1,call me\n,1\n".encode())
+    assert bad.status == 422 and [(p["line"], p["field"]) for p in bad.json["problems"]] == [
+        (2, "phone"), (3, "member_id"), (3, "phone")]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM member_profiles").scalar() == 0
+    done = api.call("POST", "/api/v1/shops/tea/members/import?file_name=crm.csv", token=writer,
+                    body=sheet)
+    assert done.status == 200, done
+    assert {k: done.json[k] for k in ("rows", "members_created", "profiles_changed",
+                                      "levels_changed", "tags_added")} == {
+        "rows": 2, "members_created": 1, "profiles_changed": 2, "levels_changed": 1,
+        "tags_added": 0}     # m1 holds the tag already
+    again = api.call("POST", "/api/v1/shops/tea/members/import?file_name=crm.csv",
+                     token=writer, body=sheet)
+    assert again.json["imported_before"] is True and again.json["profiles_changed"] == 0
+    assert again.json["members_created"] == again.json["levels_changed"] == 0
+
+    masked = api.call("GET", "/api/v1/shops/tea/members/m1", token=writer).json
+    assert (masked["name"], masked["phone"], masked["address"]) == (
+        "张**", "138****5678", "上海市浦东新****")
+    seer = token(engine, [TEA], "read,write,pii,export", name="dpo")
+    plain = api.call("GET", "/api/v1/shops/tea/members?member=new-1", token=seer).json
+    assert plain["items"][0]["phone"] == "13900001111" and plain["items"][0]["level"] == 1
+    exporter = token(engine, [TEA], "export", name="analyst")
+    exported = api.call("GET", "/api/v1/shops/tea/members.csv?member=m1", token=exporter)
+    assert "138****5678" in exported.raw.decode("utf-8-sig")
+    book = load_workbook(io.BytesIO(api.call(
+        "GET", "/api/v1/shops/tea/members.xlsx?member=m1", token=seer).raw))
+    header, row = list(book.active.iter_rows(values_only=True))
+    assert dict(zip(header, row, strict=True))["phone"] == "13812345678"
+
+    assert api.call("DELETE", "/api/v1/shops/tea/members/m1/personal-data?reason=asked",
+                    token=writer).status == 403          # erasure needs pii too
+    erased = api.call("DELETE", "/api/v1/shops/tea/members/m1/personal-data?reason=GDPR",
+                      token=seer)
+    assert erased.json == {"member_id": "m1", "erased": True}
+    after = api.call("GET", "/api/v1/shops/tea/members/m1", token=seer).json
+    assert (after["name"], after["phone"], after["address"]) == (None, None, None)
+    assert after["spend"] == "800.00"                 # figures stay
+    restored = api.call("POST", "/api/v1/shops/tea/members/import?file_name=crm-copy.csv",
+                        token=writer, body=sheet)
+    assert restored.json["erased_not_restored"] == 1
+    assert api.call("GET", "/api/v1/shops/tea/members/m1", token=seer).json["phone"] is None
+    with engine.connect() as conn:
+        actions = conn.exec_driver_sql(
+            "SELECT action, operator FROM audit_log WHERE action IN "
+            "('members.import', 'member.erase', 'members.export') ORDER BY id").all()
+    assert [tuple(a) for a in actions] == [
+        ("members.import", "token:importer"), ("members.import", "token:importer"),
+        ("members.export", "token:analyst"), ("members.export", "token:dpo"),
+        ("member.erase", "token:dpo"), ("members.import", "token:importer")]

@@ -1,0 +1,49 @@
+"""Member lists as files: the columns, personal data masked unless allowed, CSV and XLSX."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from sqlalchemy import Connection
+
+from memberflow.readmodel import MEMBER_COLUMNS, member_records
+from shared import profiles
+from shared.filters import MemberFilter
+
+EXPORT_COLUMNS = (*MEMBER_COLUMNS, *profiles.FIELDS)
+
+
+def export_rows(conn: Connection, shop: str, selection: MemberFilter, sort: str,
+                unmasked: bool) -> list[dict[str, Any]]:
+    """The selected members with their personal data (masked unless `unmasked`)."""
+    return profiles.with_profiles(conn, shop, member_records(conn, shop, selection, sort=sort),
+                                  unmasked)
+
+
+def flatten(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lists (tags) as one cell, `|` between their items."""
+    return [{k: "|".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in rows]
+
+
+def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """UTF-8 with a byte-order mark, so Excel reads Chinese names right."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(EXPORT_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode("utf-8-sig")
+
+
+def xlsx_bytes(rows: list[dict[str, Any]]) -> bytes:
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("members")
+    sheet.append(list(EXPORT_COLUMNS))
+    for r in rows:
+        sheet.append([r.get(c) for c in EXPORT_COLUMNS])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
