@@ -26,6 +26,7 @@ import csv
 import hashlib
 import io
 import re
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -105,21 +106,37 @@ class Imported:
 
 def read_table(name: str, data: bytes) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, {header: cell}) per data row of a CSV (UTF-8, with or without BOM, or
-    GB18030 as Excel in China saves it) or XLSX file."""
+    GB18030 as Excel in China saves it) or XLSX file; a file that is neither is refused."""
     if name.lower().endswith(".xlsx"):
-        yield from _xlsx_rows(data)
+        try:
+            yield from _xlsx_rows(data)
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise ImportRefused([Problem(1, "", f"not a readable XLSX workbook ({exc})")]
+                                ) from None
         return
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("gb18030")
+        try:
+            text = data.decode("gb18030")
+        except UnicodeDecodeError:
+            raise ImportRefused([Problem(1, "", "not text in UTF-8 or GB18030: is it a CSV "
+                                                "file?")]) from None
+    if "\x00" in text:
+        raise ImportRefused([Problem(text[:text.index("\x00")].count("\n") + 1, "",
+                                     "contains a NUL character: is it a CSV file?")])
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
-        return
-    for row in reader:
-        if any(cell.strip() for cell in row):
-            yield reader.line_num, dict(zip((h.strip() for h in header), row, strict=False))
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        for row in reader:
+            if any(cell.strip() for cell in row):
+                yield reader.line_num, dict(zip((h.strip() for h in header), row,
+                                                strict=False))
+    except csv.Error as exc:
+        raise ImportRefused([Problem(reader.line_num, "", f"not CSV as written ({exc})")]
+                            ) from None
 
 
 def _xlsx_rows(data: bytes) -> Iterator[tuple[int, dict[str, str]]]:

@@ -14,8 +14,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import Connection
 
 from memberflow.exporting import csv_bytes, export_rows, flatten, xlsx_bytes
@@ -27,7 +28,17 @@ from memberflow.readmodel import (
     member_records,
     tag_history,
 )
-from services.api.auth import Admin, Eraser, Exporter, Reader, Writer, credential, engine_of
+from services.api.auth import (
+    ID_PATTERN,
+    TEXT_PATTERN,
+    Admin,
+    Eraser,
+    Exporter,
+    Reader,
+    Writer,
+    credential,
+    engine_of,
+)
 from services.tiering import operations as tiering_ops
 from shared import deadletter, tokens
 from shared.audit import audit
@@ -37,6 +48,8 @@ from shared.profiles import with_profiles
 from shared.tokens import Credential
 
 T = TypeVar("T")
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+MemberId = Annotated[str, PathParam(pattern=ID_PATTERN)]
 MAX_PAGE = 500
 MAX_IMPORT_BYTES = 64 * 2**20
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -101,7 +114,8 @@ class MemberRecord(Member):
 
 
 class Marked(BaseModel):
-    reason: str = Field(min_length=1, max_length=500, description="why (recorded)")
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN,
+                        description="why (recorded)")
 
 
 class MarkResult(BaseModel):
@@ -117,7 +131,7 @@ class MemberQuery(BaseModel):
     min_spend: Decimal | None = None
     max_spend: Decimal | None = None
     dormant_days: int | None = Field(None, ge=1)
-    tag: list[str] = Field(default_factory=list)
+    tag: list[Id] = Field(default_factory=list)
     important: bool | None = None
     blacklisted: bool | None = None
 
@@ -131,8 +145,8 @@ class MemberQuery(BaseModel):
 
 class LevelSet(BaseModel):
     level: int = Field(ge=0)
-    reason: str = Field(min_length=1, max_length=500)
-    members: list[str] = Field(default_factory=list, max_length=10_000,
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
+    members: list[Id] = Field(default_factory=list, max_length=10_000,
                                description="member ids; or a filter")
     filter: MemberQuery | None = None
     everyone: bool = Field(False, description="every member of the shop (when no filter)")
@@ -146,7 +160,7 @@ class ManualOutcome(BaseModel):
 
 
 class TokenIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=100, pattern=TEXT_PATTERN)
     rights: list[str] = Field(min_length=1)
     expires_in: str | None = Field(None, description="30d, 12h or 90m; none: until revoked")
 
@@ -174,7 +188,7 @@ def member_query(
     min_spend: Annotated[Decimal | None, Query(max_digits=14, decimal_places=2)] = None,
     max_spend: Annotated[Decimal | None, Query(max_digits=14, decimal_places=2)] = None,
     dormant_days: Annotated[int | None, Query(ge=1, le=36_500)] = None,
-    tag: Annotated[list[str], Query()] = [],  # noqa: B006
+    tag: Annotated[list[Id], Query()] = [],  # noqa: B006
     important: bool | None = None,
     blacklisted: bool | None = None,
 ) -> MemberQuery:
@@ -202,7 +216,7 @@ def router() -> APIRouter:
 
     @api.get("/shops/{shop_id}/members", response_model=MemberPage, tags=["members"])
     async def list_members(request: Request, access: Reader, filters: Filters,
-                           member: Annotated[list[str], Query()] = [],  # noqa: B006
+                           member: Annotated[list[Id], Query()] = [],  # noqa: B006
                            sort: Sort = "member_id",
                            limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
                            offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
@@ -222,7 +236,7 @@ def router() -> APIRouter:
              responses={200: {"content": {"text/csv": {}, XLSX: {}}}})
     async def export_members(request: Request, access: Exporter, filters: Filters,
                              fmt: Literal["csv", "xlsx"],
-                             member: Annotated[list[str], Query()] = [],  # noqa: B006
+                             member: Annotated[list[Id], Query()] = [],  # noqa: B006
                              sort: Sort = "member_id") -> Response:
         """The filtered member list as CSV or XLSX (needs `export`; personal data masked
         unless the token has `pii`; audited)."""
@@ -274,8 +288,9 @@ def router() -> APIRouter:
                 "erased_not_restored": done.erased_skipped}
 
     @api.delete("/shops/{shop_id}/members/{member_id}/personal-data", tags=["members"])
-    async def erase(request: Request, access: Eraser, member_id: str,
-                    reason: Annotated[str, Query(min_length=1, max_length=500)]
+    async def erase(request: Request, access: Eraser, member_id: MemberId,
+                    reason: Annotated[str, Query(min_length=1, max_length=500,
+                                                 pattern=TEXT_PATTERN)]
                     ) -> dict[str, Any]:
         """Erase a member's personal data for good (needs `write` and `pii`; audited). Their
         figures stay under the member id; no import or replay brings the data back."""
@@ -287,7 +302,7 @@ def router() -> APIRouter:
 
     @api.get("/shops/{shop_id}/members/{member_id}", response_model=MemberRecord,
              tags=["members"])
-    async def get_member(request: Request, access: Reader, member_id: str) -> dict[str, Any]:
+    async def get_member(request: Request, access: Reader, member_id: MemberId) -> dict[str, Any]:
         """A member's record: figures, level and how they got it, tags with their causes."""
 
         def work(conn: Connection) -> dict[str, Any] | None:
@@ -306,7 +321,7 @@ def router() -> APIRouter:
         return found
 
     def mark(flag: Literal["blacklisted", "important"], value: bool) -> Any:
-        async def route(request: Request, access: Writer, member_id: str,
+        async def route(request: Request, access: Writer, member_id: MemberId,
                         body: Marked) -> MarkResult:
             def work(conn: Connection) -> int | None:
                 if not member_records(conn, access.shop_id,

@@ -14,7 +14,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -66,6 +68,24 @@ async def _validation(request: Request, exc: RequestValidationError) -> Json:
                 status_code=422)
 
 
+async def _model(request: Request, exc: Exception) -> Json:
+    """Input that fails a model's checks after the request was parsed (a filter, say)."""
+    assert isinstance(exc, ValidationError)
+    problems = [{"field": _field(e.get("loc", ())), "problem": e.get("msg", "invalid")}
+                for e in exc.errors()]
+    first = problems[0] if problems else {"field": "", "problem": "invalid"}
+    return Json({"error": f"{first['field']}: {first['problem']}", "problems": problems},
+                status_code=422)
+
+
+async def _unstorable(request: Request, exc: Exception) -> Json:
+    """A value PostgreSQL refuses to store or compare (a NUL, say): the input's fault. The
+    edges check what they know; this is the net under them."""
+    log.warning("input the database refused on %s: %s", request.url.path, exc)
+    return Json({"error": "a value in the request cannot be stored (e.g. a NUL character)"},
+                status_code=422)
+
+
 async def _http(request: Request, exc: HTTPException) -> Response:
     if request.url.path.startswith("/console"):
         return console.templates.TemplateResponse(
@@ -92,5 +112,7 @@ def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(OperationRefused, _refused)
     app.add_exception_handler(admin.RequestRefused, _refused)
+    app.add_exception_handler(ValidationError, _model)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_middleware(RequestOrigin)
     return app

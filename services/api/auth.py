@@ -24,6 +24,10 @@ from shared.shops import shop_exists
 from shared.tokens import Credential
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# Ids in paths and queries: as the event contract has them (1-128 characters, no control
+# characters), so a NUL or an overlong id is a 422 naming the parameter.
+ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
+TEXT_PATTERN = r"^[^\x00]*$"
 
 
 def request_id(request: Request) -> str:
@@ -109,7 +113,7 @@ class Needs:
         self.rights = rights
 
     async def __call__(self, request: Request,
-                       shop_id: Annotated[str, Path(max_length=128)],
+                       shop_id: Annotated[str, Path(pattern=ID_PATTERN)],
                        who: Annotated[Credential, Depends(credential)]) -> Access:
         return await authorize(engine_of(request), who, shop_id, *self.rights)
 
