@@ -6,7 +6,6 @@ import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
@@ -90,25 +89,19 @@ def campaigns_list(shop: str, fmt: str, database_url: str | None,
                    data_dir: Path | None) -> None:
     """The shop's campaigns: window, status, audience, channels, offer."""
     with connection(database_url, data_dir, shop=shop) as conn:
-        found = operations.campaigns_of(conn, shop)
-    rows: list[dict[str, Any]] = [
-            {"campaign_id": c.definition.id, "name": c.definition.name, "status": c.status,
-             "source": c.source, "starts_at": iso(c.definition.starts_at),
-             "ends_at": iso(c.definition.ends_at), "audience": c.audience_size,
-             "sent_at": iso(c.sent_at) if c.sent_at else None,
-             "channels": c.definition.channels, "offer": c.definition.offer.describe(),
-             "click_window_hours": c.definition.attribution.click_window_hours,
-             "send_window_hours": c.definition.attribution.send_window_hours}
-            for c in found]
+        rows = operations.listing(conn, shop)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     if not rows:
-        click.echo(f"shop {shop}: no campaigns defined")
+        click.echo(f"shop {shop}: no campaigns")
     for r in rows:
-        audience = f"{r['audience']:,} members" if r["audience"] is not None else "no audience"
-        click.echo(f"  {r['campaign_id']:<16} {r['status']:<9} {r['starts_at']} .. "
-                   f"{r['ends_at']}  {audience:<16} {'/'.join(r['channels'])}  {r['offer']}")
+        window = f"{r['starts_at']} .. {r['ends_at']}" if r["starts_at"] else "(not defined here)"
+        audience = (f"{r['audience']:,} members" if r["audience"] is not None
+                    else "audience not recorded" if r["status"] == "history" else "no audience")
+        click.echo(f"  {r['campaign_id']:<16} {r['status']:<9} {window}  {audience:<22} "
+                   f"{r['messages_sent']:,} sent, {r['messages_clicked']:,} clicked  "
+                   f"{'/'.join(r['channels'])}  {r['offer'] or ''}")
 
 
 @campaigns.command("confirm")

@@ -333,7 +333,7 @@ class Services:
                 readiness=self.readiness,
                 keys=CachedTokens(self.engine, settings.token_cache_seconds),
                 limits=RateLimits(settings.ingest_events_per_second)),
-                self.engine, self.stack.topics)
+                self.engine, self.stack.topics, settings.lateness)
             self._http = await HttpServer.start(app, settings.http_host, self.http_port)
             self.http_url = self._http.url
         if self.ticks and settings.tick_seconds > 0:

@@ -34,6 +34,24 @@ TEA_MEMBERS = [("m1", 2, 80_000, 8, "2026-05-01"), ("m2", 1, 15_000, 2, "2026-03
                ("m3", 0, 2_000, 1, "2025-11-01"), ("m4", 0, 0, 0, None)]
 
 
+def tea_config(rule: str = "spend >= 600", levels_note: str = "") -> str:
+    """The tea shop's configuration as a YAML file (Chinese names, a rule and a manual tag)."""
+    return (f"# {levels_note}\n" if levels_note else "") + f"""shop_id: tea
+name: 茶馆
+levels:
+  basis: amount
+  ladder:
+    - {{name: 银卡, threshold: "100.00", discount: "0.98"}}
+    - {{name: 金卡, threshold: "500.00", discount: "0.95"}}
+tagging:
+  tags:
+    - {{id: vip-tea, name: 贵宾茶客}}
+    - {{id: big-tea, name: 大茶客}}
+  rules:
+    - {{id: r-big-tea, tag: big-tea, when: "{rule}"}}
+"""
+
+
 def seed_two_shops(engine: Engine) -> None:
     """Two configured shops; tea's level names are Chinese; members written as the workers
     leave them (the admin routes read state, they do not make it)."""

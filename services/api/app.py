@@ -9,6 +9,7 @@ the audit entries a request writes name that id and the client's address.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import admin, console
+from services.api import admin, console, operate
 from services.api.auth import request_id
 from services.ingest.http import Json
 from shared.audit import OperationRefused, origin
@@ -101,11 +102,14 @@ async def _refused(request: Request, exc: Exception) -> Json:
                 status_code=422)
 
 
-def install(app: FastAPI, engine: Engine, topics: Topics) -> FastAPI:
-    """Add the admin API to the HTTP application."""
+def install(app: FastAPI, engine: Engine, topics: Topics,
+            lateness: timedelta = timedelta(hours=24)) -> FastAPI:
+    """Add the admin API and the console to the HTTP application."""
     app.state.engine = engine
     app.state.topics = topics
+    app.state.lateness = lateness
     app.include_router(admin.router())
+    app.include_router(operate.router())
     app.include_router(console.router())
     app.add_exception_handler(console.SignIn, console.sign_in_redirect)
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]

@@ -262,3 +262,38 @@ def _sent_event(shop_id: str, campaign_id: str, m: Message, now: datetime) -> Ev
         "payload": {"campaign_id": campaign_id, "message_id": m.message_id,
                     "channel": m.channel}}
     return validate(body)  # the storefront's contract applies to our own events too
+
+
+def listing(conn: Connection, shop_id: str) -> list[dict[str, Any]]:
+    """The shop's campaigns as an operator sees them: each defined one with its stage (draft,
+    confirmed, sent) and what went out and came back; and campaigns known only from the
+    message history (sent by an earlier tool: `history`)."""
+    counts = {r[0]: (int(r[1]), int(r[2])) for r in conn.exec_driver_sql(
+        "SELECT s.campaign_id, count(*), (SELECT count(DISTINCT message_id) FROM campaign_clicks "
+        "  k WHERE k.shop_id = s.shop_id AND k.campaign_id = s.campaign_id) "
+        "FROM campaign_sends s WHERE s.shop_id = %s GROUP BY s.shop_id, s.campaign_id",
+        (shop_id,))}
+    rows: list[dict[str, Any]] = []
+    for c in campaigns_of(conn, shop_id):
+        d = c.definition
+        sent, clicked = counts.pop(d.id, (0, 0))
+        stage = "sent" if c.sent_at or sent else c.status
+        rows.append({
+            "campaign_id": d.id, "name": d.name, "status": stage, "source": c.source,
+            "starts_at": _iso(d.starts_at), "ends_at": _iso(d.ends_at),
+            "audience": c.audience_size, "messages_sent": sent, "messages_clicked": clicked,
+            "sent_at": _iso(c.sent_at) if c.sent_at else None, "channels": d.channels,
+            "offer": d.offer.describe(),
+            "click_window_hours": d.attribution.click_window_hours,
+            "send_window_hours": d.attribution.send_window_hours})
+    for campaign_id, (sent, clicked) in sorted(counts.items()):
+        rows.append({"campaign_id": campaign_id, "name": None, "status": "history",
+                     "source": "events", "starts_at": None, "ends_at": None, "audience": None,
+                     "messages_sent": sent, "messages_clicked": clicked, "sent_at": None,
+                     "channels": [], "offer": None, "click_window_hours": None,
+                     "send_window_hours": None})
+    return rows
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")

@@ -65,7 +65,11 @@ def test_define_confirm_send_and_report(tmp_path: Path) -> None:
     assert {json.loads(line)["member_id"] for line in lines} == {m["member_id"] for m in members}
     listed = json.loads(cli("campaigns", "list", "--shop", "demo-shop", "--format", "json"))
     [win_back] = [c for c in listed if c["campaign_id"] == "win-back"]
-    assert win_back["status"] == "confirmed" and win_back["audience"] == len(members)
+    assert win_back["status"] == "sent" and win_back["audience"] == len(members)
+    # The history's campaigns were sent by an earlier tool: listed with what went out.
+    earlier = {c["campaign_id"]: c for c in listed if c["status"] == "history"}
+    assert set(earlier) == {"cmp-01", "cmp-02", "cmp-03"}
+    assert sum(c["messages_sent"] for c in earlier.values()) == sent
     assert win_back["offer"] == "coupon BACK20: 20.00 off on orders of 199.00 or more, " \
                                 "valid 14 days"
 

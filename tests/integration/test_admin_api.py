@@ -16,7 +16,14 @@ from sqlalchemy import Engine
 
 from shared import tokens
 from shared.db import make_engine
-from tests.api_support import COFFEE, TEA, TEA_MEMBERS, ApiServer, seed_two_shops
+from tests.api_support import (
+    COFFEE,
+    TEA,
+    TEA_MEMBERS,
+    ApiServer,
+    seed_two_shops,
+    tea_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +51,7 @@ def token(engine: Engine, shops: list[str] | None, rights: str, *, name: str = "
 # --- every route: what it needs, and a request that is valid once allowed ----------------------
 # A route added without an entry here fails `test_every_route_is_covered`.
 
+TEA_CONFIG = tea_config(levels_note="from the API").encode()
 BODIES: dict[str, Any] = {
     "PUT /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "fraud"},
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "cleared"},
@@ -53,6 +61,11 @@ BODIES: dict[str, Any] = {
                                             "members": ["m3"]},
     "POST /api/v1/shops/{shop_id}/tokens": {"name": "helper", "rights": ["admin"]},
     "POST /api/v1/shops/{shop_id}/members/import": b"member_id,phone\nm9,13800000000\n",
+    "POST /api/v1/shops/{shop_id}/config/check": TEA_CONFIG,
+    "PUT /api/v1/shops/{shop_id}/config": TEA_CONFIG,
+    "POST /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
+    "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
+    "POST /api/v1/shops/{shop_id}/tags/preview": {"when": "spend >= 100"},
 }
 QUERIES = {
     "POST /api/v1/shops/{shop_id}/members/import": "?file_name=new.csv",
@@ -71,6 +84,15 @@ NEEDS = {
     "POST /api/v1/shops/{shop_id}/levels": "write",
     "GET /api/v1/shops/{shop_id}/dead-letters": "read",
     "GET /api/v1/shops/{shop_id}/blacklist": "read",
+    "GET /api/v1/shops/{shop_id}/config": "read",
+    "GET /api/v1/shops/{shop_id}/config/history": "read",
+    "POST /api/v1/shops/{shop_id}/config/check": "admin",
+    "PUT /api/v1/shops/{shop_id}/config": "admin",
+    "POST /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
+    "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
+    "POST /api/v1/shops/{shop_id}/tags/preview": "read",
+    "GET /api/v1/shops/{shop_id}/campaigns": "read",
+    "GET /api/v1/shops/{shop_id}/campaigns/effect": "read",
     "GET /api/v1/shops/{shop_id}/audit": "admin",
     "GET /api/v1/shops/{shop_id}/tokens": "admin",
     "POST /api/v1/shops/{shop_id}/tokens": "admin",
@@ -93,8 +115,8 @@ def routes(api: ApiServer) -> list[str]:
 
 def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
     method, path = route.split(" ", 1)
-    return method, path.format(shop_id=shop, member_id="m1", token_id=token_id,
-                               fmt="csv") + QUERIES.get(route, "")
+    return method, path.format(shop_id=shop, member_id="m1", token_id=token_id, fmt="csv",
+                               tag_id="vip-tea") + QUERIES.get(route, "")
 
 
 def test_every_route_is_covered(api: ApiServer) -> None:
@@ -157,8 +179,9 @@ def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(
                                                      name=f"only-{needed}"),
                            body=body if "tokens/{token_id}" not in route else None)
         assert allowed.status in (200, 201, 404), (route, allowed)
-        if allowed.status == 404:   # the only 404 allowed: revoking a token that is not TEA's
-            assert "tokens/{token_id}" in route and "no active token" in allowed.text
+        if allowed.status == 404:   # 404s allowed: a token not TEA's, no campaign messages
+            assert (("tokens/{token_id}" in route and "no active token" in allowed.text)
+                    or ("campaigns/effect" in route and "no campaign messages" in allowed.text))
 
 
 def test_members_list_filters_sorts_and_pages(api: ApiServer, engine: Engine) -> None:
@@ -387,3 +410,64 @@ def test_import_masks_unless_pii_and_erasure_is_for_good(api: ApiServer, engine:
         ("members.import", "token:importer"), ("members.import", "token:importer"),
         ("members.export", "token:analyst"), ("members.export", "token:dpo"),
         ("member.erase", "token:dpo"), ("members.import", "token:importer")]
+
+
+def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: Engine) -> None:
+    admin = token(engine, [TEA], "read,write,admin", name="tea-admin")
+    current = api.call("GET", "/api/v1/shops/tea/config", token=admin).json
+    assert current["version"] == 1 and current["config"]["name"] == "茶馆"
+    wrong_shop = tea_config().replace("shop_id: tea", "shop_id: coffee").encode()
+    refused = api.call("PUT", "/api/v1/shops/tea/config", token=admin, body=wrong_shop,
+                       headers={"Content-Type": "application/yaml"})
+    assert refused.status == 422 and refused.json["problems"][0]["field"] == "shop_id"
+    broken = tea_config().replace('threshold: "500.00"', 'threshold: "50.00"').encode()
+    refused = api.call("POST", "/api/v1/shops/tea/config/check", token=admin, body=broken)
+    assert refused.status == 422
+    assert any("levels.ladder[1].threshold" in p["field"] for p in refused.json["problems"])
+    stricter = tea_config(rule="spend >= 100").encode()
+    checked = api.call("POST", "/api/v1/shops/tea/config/check", token=admin, body=stricter)
+    assert checked.json["tags"][0]["tag_id"] == "big-tea"
+    applied = api.call("PUT", "/api/v1/shops/tea/config", token=admin, body=stricter).json
+    assert applied["version"] == 2 and applied["changed"] is True
+    assert api.call("PUT", "/api/v1/shops/tea/config", token=admin,
+                    body=stricter).json["changed"] is False
+    history = api.call("GET", "/api/v1/shops/tea/config/history", token=admin).json
+    assert [(h["version"], h["applied_by"]) for h in history] == [(2, "token:tea-admin"),
+                                                                 (1, "test")]
+
+    looked = api.call("POST", "/api/v1/shops/tea/tags/vip-tea/members", token=admin,
+                      body={"reason": "loyal", "filter": {"max_spend": "50"}, "dry_run": True})
+    assert looked.json == {"selected": 2, "changed": 2, "dry_run": True}
+    added = api.call("POST", "/api/v1/shops/tea/tags/vip-tea/members", token=admin,
+                     body={"reason": "loyal", "filter": {"max_spend": "50"}})
+    assert added.json == {"selected": 2, "changed": 2, "dry_run": False}
+    ruled = api.call("POST", "/api/v1/shops/tea/tags/big-tea/members", token=admin,
+                     body={"reason": "x", "members": ["m1"]})
+    assert ruled.status == 422 and "follows rule" in ruled.json["error"]
+    ghost = api.call("DELETE", "/api/v1/shops/tea/tags/vip-tea/members", token=admin,
+                     body={"reason": "x", "members": ["m1", "ghost"]})
+    assert ghost.status == 422 and ghost.json["problems"] == [
+        {"field": "members", "problem": "no member 'ghost'"}]
+    holders = api.call("GET", "/api/v1/shops/tea/members?tag=vip-tea&limit=500", token=admin)
+    assert holders.json["total"] == 4
+    counted = api.call("POST", "/api/v1/shops/tea/tags/preview", token=admin,
+                       body={"when": "spend >= 100 and trades >= 2"}).json
+    # Rules read the tagging worker's copy of the figures, which this seed (written straight
+    # into members) never fed: the same answer `memberflow tags preview` gives here.
+    assert counted == {"when": "spend >= 100 and trades >= 2", "members": 0}
+    bad_rule = api.call("POST", "/api/v1/shops/tea/tags/preview", token=admin,
+                        body={"when": "spnd >= 1"})
+    assert bad_rule.status == 422 and "spnd" in bad_rule.json["error"]
+
+    assert api.call("GET", "/api/v1/shops/tea/campaigns", token=admin).json == []
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO campaign_sends (shop_id, campaign_id, message_id, member_id, channel, "
+            "sent_at) VALUES ('tea', 'old-sms', 'x1', 'm1', 'sms', now())")
+    [history_only] = api.call("GET", "/api/v1/shops/tea/campaigns", token=admin).json
+    assert (history_only["status"], history_only["messages_sent"]) == ("history", 1)
+    effect = api.call("GET", "/api/v1/shops/tea/campaigns/effect", token=admin).json
+    assert effect["rows"][0]["campaign_id"] == "old-sms"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM audit_log WHERE action = "
+                                    "'config.apply'").scalar() == 1

@@ -1,0 +1,199 @@
+"""Admin routes for running a shop: its configuration, manual tags, campaigns and their effect.
+
+The same use cases as `memberflow config|tags|campaigns|report campaign`, behind the same
+checks as every admin route (see `services.api.auth`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from pydantic import BaseModel, Field
+
+from memberflow.campaign_report import NoCampaigns, campaign_report
+from memberflow.configure import apply_shop_config
+from services.api.admin import (
+    MemberQuery,
+    RequestRefused,
+    in_transaction,
+)
+from services.api.auth import ID_PATTERN, TEXT_PATTERN, Admin, Reader, Writer
+from services.campaigns import operations as campaign_ops
+from services.tagging import operations as tagging_ops
+from shared.audit import audit
+from shared.filters import MemberFilter
+from shared.shopconfig import ConfigError, ShopConfig, parse
+from shared.shops import shop_configs
+
+Id = Annotated[str, PathParam(pattern=ID_PATTERN)]
+CONFIG_BODY = {"requestBody": {"required": True, "content": {
+    "application/yaml": {"schema": {"type": "string"}},
+    "application/json": {"schema": {"type": "object"}}}}}
+
+
+class TagChange(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
+    members: list[Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=list, max_length=10_000)
+    filter: MemberQuery | None = None
+    everyone: bool = False
+    dry_run: bool = Field(False, description="show what would change; change nothing")
+
+
+class RulePreview(BaseModel):
+    when: str = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN,
+                      examples=["spend >= 500 and trades >= 3"])
+
+
+async def _config_body(request: Request, shop_id: str) -> ShopConfig:
+    """A configuration from the body (YAML or JSON), for the path's shop; every problem named."""
+    raw = await request.body()
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RequestRefused("body: not YAML or JSON", [
+            {"field": "body", "problem": str(exc)[:300]}]) from None
+    try:
+        config = parse(data, "body")
+    except ConfigError as exc:
+        raise RequestRefused(f"{len(exc.problems)} problem(s) in the configuration", [
+            {"field": p.split(":", 1)[0], "problem": p.split(":", 1)[-1].strip()}
+            for p in exc.problems]) from None
+    if config.shop_id != shop_id:
+        raise RequestRefused("body.shop_id: names another shop", [
+            {"field": "shop_id", "problem": f"is {config.shop_id!r}; this is shop {shop_id!r}"}])
+    return config
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/api/v1")
+
+    # --- configuration ---------------------------------------------------------------------
+
+    @api.get("/shops/{shop_id}/config", tags=["configuration"])
+    async def current_config(request: Request, access: Reader) -> dict[str, Any]:
+        """The shop's configuration in force, with its version."""
+        entry = await in_transaction(request, lambda conn: shop_configs(
+            conn, [access.shop_id]).get(access.shop_id))
+        if entry is None:
+            raise HTTPException(404, f"shop {access.shop_id!r} has no configuration yet")
+        return {"version": entry[0], "config": entry[1].model_dump(mode="json")}
+
+    @api.get("/shops/{shop_id}/config/history", tags=["configuration"])
+    async def config_history(request: Request, access: Reader) -> list[dict[str, Any]]:
+        """Every applied version, newest first: who applied it and when."""
+        def work(conn: Any) -> list[dict[str, Any]]:
+            rows = conn.exec_driver_sql(
+                "SELECT version, applied_by, applied_at, config FROM shop_config_history "
+                "WHERE shop_id = %s ORDER BY version DESC", (access.shop_id,)).all()
+            return [{"version": r.version, "applied_by": r.applied_by,
+                     "applied_at": r.applied_at.isoformat(), "config": r.config} for r in rows]
+        return await in_transaction(request, work)
+
+    @api.post("/shops/{shop_id}/config/check", tags=["configuration"],
+              openapi_extra=CONFIG_BODY)
+    async def check_config(request: Request, access: Admin) -> dict[str, Any]:
+        """Validate a configuration and say what applying it would change; applies nothing."""
+        config = await _config_body(request, access.shop_id)
+        outcomes = await in_transaction(request, lambda conn: tagging_ops.preview(conn, config))
+        return {"valid": True, "tags": [o.__dict__ for o in outcomes]}
+
+    @api.put("/shops/{shop_id}/config", tags=["configuration"], openapi_extra=CONFIG_BODY)
+    async def apply_config(request: Request, access: Admin) -> dict[str, Any]:
+        """Apply a configuration as the shop's next version (audited); the same one again is a
+        no-op."""
+        config = await _config_body(request, access.shop_id)
+        topics = request.app.state.topics
+
+        def work(conn: Any) -> Any:
+            result = apply_shop_config(conn, topics, config, access.operator, datetime.now(UTC))
+            if result.changed:
+                audit(conn, access.shop_id, None, "config.apply", access.operator,
+                      {"version": result.version})
+            return result
+
+        result = await in_transaction(request, work)
+        return {"version": result.version, "changed": result.changed,
+                "moved_up": result.moved_up, "tags": [o.__dict__ for o in result.tags],
+                "campaigns": result.campaigns}
+
+    # --- tags ------------------------------------------------------------------------------
+
+    def tag_route(remove: bool) -> Any:
+        async def route(request: Request, access: Writer, tag_id: Id,
+                        body: TagChange) -> dict[str, Any]:
+            selection = (body.filter or MemberQuery()).selection(body.members)
+            if selection == MemberFilter() and not body.everyone:
+                raise HTTPException(422, "members: name the members, give a filter, or set "
+                                         "everyone to true")
+            topic = request.app.state.topics.tag_events
+            use = tagging_ops.remove if remove else tagging_ops.add_to
+
+            def work(conn: Any) -> dict[str, Any]:
+                result = use(conn, topic, access.shop_id, selection, tag_id, access.operator,
+                             body.reason, datetime.now(UTC))
+                if result.missing:
+                    raise RequestRefused("members: not in this shop; nothing was changed", [
+                        {"field": "members", "problem": f"no member {m!r}"}
+                        for m in result.missing[:50]])
+                answer = {"selected": result.selected, "changed": result.changed,
+                          "dry_run": body.dry_run}
+                if body.dry_run:
+                    raise _Rehearsed(answer)
+                return answer
+
+            try:
+                return await in_transaction(request, work)
+            except _Rehearsed as rehearsal:
+                return rehearsal.answer
+        return route
+
+    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route(False),
+                      methods=["POST"], tags=["tags"],
+                      summary="Add to: the selected members gain the tag (audited)")
+    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route(True),
+                      methods=["DELETE"], tags=["tags"],
+                      summary="Take the tag from the selected members (audited)")
+
+    @api.post("/shops/{shop_id}/tags/preview", tags=["tags"])
+    async def preview_rule(request: Request, access: Reader, body: RulePreview
+                           ) -> dict[str, Any]:
+        """How many members a rule condition holds for now."""
+        n = await in_transaction(request, lambda conn: tagging_ops.preview_rule(
+            conn, access.shop_id, body.when))
+        return {"when": body.when, "members": n}
+
+    # --- campaigns -------------------------------------------------------------------------
+
+    @api.get("/shops/{shop_id}/campaigns", tags=["campaigns"])
+    async def campaigns(request: Request, access: Reader) -> list[dict[str, Any]]:
+        """Campaigns: draft, confirmed, sent, or known only from the message history."""
+        return await in_transaction(request, lambda conn: campaign_ops.listing(
+            conn, access.shop_id))
+
+    @api.get("/shops/{shop_id}/campaigns/effect", tags=["campaigns"])
+    async def effect(request: Request, access: Reader,
+                     campaign: Annotated[str | None, Query(pattern=ID_PATTERN)] = None
+                     ) -> dict[str, Any]:
+        """Messages, clicks, conversions and revenue per campaign, channel and day (last click
+        credited), and which days can no longer change."""
+        lateness = request.app.state.lateness
+
+        def work(conn: Any) -> dict[str, Any]:
+            return campaign_report(conn, access.shop_id, campaign, lateness).to_dict()
+
+        try:
+            return await in_transaction(request, work)
+        except NoCampaigns as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    return api
+
+
+class _Rehearsed(Exception):
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
