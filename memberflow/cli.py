@@ -254,27 +254,46 @@ def replay_cmd(file: Path | None, from_archive: bool, shop: str | None, kafka_: 
 @main.command()
 @click.option("--events", "events_file", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--data-dir", required=True, type=click.Path(path_type=Path))
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
-                                                          path_type=Path))
+@dir_opt
+@click.option("--config", "config_files", multiple=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="a shop configuration file, or a folder of them (*.yaml); repeatable")
 @click.option("--as-of", "as_of", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
               help="end the run with the clock at this time (ISO-8601; default: the newest "
                    "event of the history)")
-def run(events_file: Path, data_dir: Path, config_file: Path | None,
+def run(events_file: Path, data_dir: Path | None, config_files: tuple[Path, ...],
         as_of: datetime | None) -> None:
     """Replay a history into the state under DATA_DIR (embedded broker and database), then stop.
 
     The run ends with the clock at --as-of (a tick recorded into the archive, so a replay of it
     ends at the same time): dormancy, ABC periods and report finality are judged then."""
-    config = load_config(config_file) if config_file else None
+    configs = [load_config(f) for f in config_paths(config_files)]
+    shops = [c.shop_id for c in configs]
+    if len(set(shops)) < len(shops):
+        twice = sorted({s for s in shops if shops.count(s) > 1})
+        raise click.UsageError(f"--config: shop {', '.join(twice)} is configured twice")
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=UTC)
-    settings = Settings(data_dir=data_dir)  # the one-shot run is embedded by definition
+    settings = settings_from(data_dir=data_dir)
     with open_stack(settings) as stack:
-        if config:
+        for config in configs:
             _print_applied(config, _apply(stack.database_url, config))
         report = asyncio.run(_run_once(stack, events_file, as_of))
     _print_replay(report)
+
+
+def config_paths(given: tuple[Path, ...]) -> list[Path]:
+    """The files named, and the *.yaml / *.yml files of each folder named, in name order."""
+    out: list[Path] = []
+    for path in given:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+            if not found:
+                raise click.UsageError(f"--config: {path} holds no *.yaml files")
+            out += found
+        else:
+            out.append(path)
+    return out
 
 
 async def _run_once(stack: Stack, events_file: Path, as_of: datetime | None) -> ReplayReport:

@@ -138,6 +138,13 @@ def confirm(conn: Connection, topic: str, shop_id: str, campaign_id: str, operat
         raise OperationRefused(f"shop {shop_id!r} has no campaign {campaign_id!r}")
     if stored.status == "confirmed":
         raise OperationRefused(f"campaign {campaign_id!r} is already confirmed")
+    if now > stored.definition.ends_at:
+        # Confirming freezes the window, and a campaign is only sent within it: confirmed now,
+        # it could never be sent nor changed.
+        raise OperationRefused(
+            f"campaign {campaign_id!r} ran {iso(stored.definition.starts_at)} to "
+            f"{iso(stored.definition.ends_at)}, which has passed (it is {iso(now)}): give it a "
+            "new window first (a draft's window can change)")
     where, params = stored.definition.target.filter().where(shop_id)
     audience = conn.exec_driver_sql(
         "INSERT INTO campaign_audience (shop_id, campaign_id, member_id) "

@@ -22,9 +22,20 @@ def test_the_examples_run(tmp_path: Path) -> None:
         "campaign.yaml", "customers.csv", "customers.xlsx", "events.jsonl", "policy.yaml",
         "shop.yaml"]
     assert mf("config", "check", str(EXAMPLES / "shop.yaml"), cwd=tmp_path).returncode == 0
-    ran = cli("run", "--events", str(EXAMPLES / "events.jsonl"), "--config",
-              str(EXAMPLES / "shop.yaml"))
+    # Several shops at once: a folder of configuration files.
+    shops = tmp_path / "shops"
+    shops.mkdir()
+    (shops / "demo.yaml").write_text((EXAMPLES / "shop.yaml").read_text(encoding="utf-8"),
+                                     encoding="utf-8")
+    (shops / "second.yaml").write_text("shop_id: second-shop\nname: 第二家店\n",
+                                       encoding="utf-8")
+    twice = mf("run", "--events", str(EXAMPLES / "events.jsonl"), "--config", str(shops),
+               "--config", str(shops / "demo.yaml"), *data, cwd=tmp_path)
+    assert twice.returncode != 0 and "shop demo-shop is configured twice" in twice.stderr
+    ran = cli("run", "--events", str(EXAMPLES / "events.jsonl"), "--config", str(shops))
     assert "10 accepted, 0 rejected" in ran
+    assert "shop second-shop: applied as version 1" in ran
+    assert json.loads(cli("members", "list", "--shop", "second-shop", "--format", "json")) == []
     imported = cli("members", "import", str(EXAMPLES / "customers.csv"), "--shop", "demo-shop")
     assert ("3 rows from customers.csv: 0 members created, 3 with personal data changed, "
             "0 regions set, 2 levels set, 2 tags added") in imported

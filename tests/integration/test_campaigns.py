@@ -217,6 +217,11 @@ def test_confirm_send_and_a_frozen_window(stack: Stack, engine: Engine,
     sender = FileSender(tmp_path / "outgoing")
     with engine.begin() as conn, pytest.raises(OperationRefused, match="not confirmed"):
         operations.send(conn, topics, SHOP, "c-live", sender, "ana", now)
+    # Confirming after the window would freeze a campaign that can never be sent: refused,
+    # and it stays a draft whose window can still move.
+    with engine.begin() as conn, pytest.raises(OperationRefused, match="which has passed"):
+        operations.confirm(conn, topics.credit_events, SHOP, "c-live", "ana", now + 241 * H)
+    assert scalar(engine, "SELECT status FROM campaigns WHERE campaign_id = 'c-live'") == "draft"
     with engine.begin() as conn:
         done = operations.confirm(conn, topics.credit_events, SHOP, "c-live", "ana", now)
         n = operations.send(conn, topics, SHOP, "c-live", sender, "ana", now)
