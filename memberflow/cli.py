@@ -36,6 +36,7 @@ from memberflow.cli_tiers import (
 )
 from memberflow.cli_tokens import tokens_group
 from memberflow.configure import ConfigResult, apply_shop_config
+from memberflow.database import open_database
 from memberflow.readmodel import MEMBER_COLUMNS, member_records
 from memberflow.runtime import (
     WORKERS,
@@ -43,7 +44,6 @@ from memberflow.runtime import (
     Stack,
     StackGone,
     WorkerStopped,
-    open_database,
     open_stack,
 )
 from services.ingest.handlers import Ingestor

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from memberflow.runtime import open_database
+from memberflow.database import open_database
 from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate

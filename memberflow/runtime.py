@@ -13,16 +13,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from memberflow.database import embedded_or_configured
 from memberflow.readmodel import event_fate, read_member
-from services.api.app import install
 from services.campaigns.handlers import APPLIED as CAMPAIGN_CLAIMS
 from services.campaigns.handlers import CampaignHandler
 from services.ingest.archive import EventArchiver
 from services.ingest.handlers import Ingestor
-from services.ingest.http import make_app
 from services.ingest.recovery import refill_where, republish
 from services.ingest.ticker import tick_forever
 from services.tagging.handlers import TaggingHandler
@@ -36,11 +36,12 @@ from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
 from shared.embedded import EmbeddedBroker, EmbeddedDatabase, free_port
 from shared.health import Probe, Readiness, broker_check, database_check
-from shared.http import HttpServer
-from shared.keys import CachedTokens, RateLimits
 from shared.metrics import Metrics, gathered
 from shared.outbox import pending_count
 from shared.topics import Topics
+
+if TYPE_CHECKING:
+    from shared.http import HttpServer
 
 log = logging.getLogger("memberflow")
 
@@ -84,27 +85,6 @@ class Stack:
         return self.settings.topics
 
 
-@contextlib.contextmanager
-def open_database(settings: Settings) -> Iterator[tuple[str, bool]]:
-    """The configured database URL, or an embedded server under the data dir.
-
-    The embedded server is supervised (see `shared.supervise`): should this process die without
-    stopping it, its watchdog (or the next start on the data dir) does.
-    """
-    with _database(settings) as (url, db):
-        yield url, db is not None
-
-
-@contextlib.contextmanager
-def _database(settings: Settings) -> Iterator[tuple[str, EmbeddedDatabase | None]]:
-    url = settings.database_url_plain()
-    if url:
-        yield url, None
-        return
-    with EmbeddedDatabase(settings.data_dir / "pg", run_dir=settings.data_dir / "run") as db:
-        yield db.create_database("memberflow"), db
-
-
 def _alive(pid: int) -> bool:
     """A process that exists and is not a zombie (exited, not yet reaped by its parent)."""
     import psutil
@@ -146,7 +126,7 @@ def open_stack(settings: Settings, *, demo: bool = False) -> Iterator[Stack]:
     if not demo:
         (settings.data_dir / DEMO_MARK).unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
-        url, db = stack.enter_context(_database(settings))
+        url, db = stack.enter_context(embedded_or_configured(settings))
         broker: EmbeddedBroker | None = None
         bootstrap = settings.kafka
         if not bootstrap:
@@ -326,6 +306,12 @@ class Services:
                        for w in self.workers]
         if self.http_port is not None:
             self.ingestor = self.ingestor_for("http")
+            # Loaded here: commands that serve no HTTP need none of it.
+            from services.api.app import install
+            from services.ingest.http import make_app
+            from shared.http import HttpServer
+            from shared.keys import CachedTokens, RateLimits
+
             app = install(make_app(
                 self.ingestor, self.metrics,
                 member_reader=functools.partial(read_member, self.engine),
