@@ -70,7 +70,18 @@ from shared.shopconfig import ShopConfig
 log = logging.getLogger("memberflow")
 
 
-@click.group()
+class _Commands(click.Group):
+    """Ordinary trouble outside memberflow (a port taken, no broker at the address given)
+    ends any command with one clear line and a non-zero exit, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (PortBusy, kafka.BrokerUnreachable) as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Commands)
 @click.option("-v", "--verbose", is_flag=True, help="log progress and worker activity")
 def main(verbose: bool) -> None:
     """memberflow: member levels, tags, ABC classes and campaign effect from order streams."""
@@ -109,8 +120,6 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
                 await services.close()
         try:
             asyncio.run(serve())
-        except PortBusy as exc:
-            raise click.ClickException(str(exc)) from None
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped. Run `memberflow up` again; nothing "
                                        "acknowledged is lost") from None
@@ -144,8 +153,6 @@ def api(kafka_: str | None, database_url: str | None, data_dir: Path | None,
                 await services.close()
         try:
             asyncio.run(serve())
-        except PortBusy as exc:
-            raise click.ClickException(str(exc)) from None
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped") from None
 

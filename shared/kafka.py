@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -54,19 +55,34 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+class BrokerUnreachable(ConnectionError):
+    """No Kafka broker answered at the configured address within the bound."""
+
+
 async def _admin(bootstrap: str, deadline_s: float = 30.0) -> AIOKafkaAdminClient:
+    """An admin client, retrying a broker that is still starting for up to `deadline_s`; then
+    one clear error instead of a log line per attempt."""
     end = time.monotonic() + deadline_s
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                    request_timeout_ms=REQUEST_TIMEOUT_MS)
-        try:
-            await admin.start()
-            return admin
-        except KafkaConnectionError:
-            await admin.close()
-            if time.monotonic() > end:
-                raise
-            await asyncio.sleep(0.2)
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)    # each failed attempt would log an ERROR
+    try:
+        while True:
+            admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                        request_timeout_ms=REQUEST_TIMEOUT_MS)
+            try:
+                await admin.start()
+                return admin
+            except KafkaConnectionError:
+                await admin.close()
+                if time.monotonic() > end:
+                    raise BrokerUnreachable(
+                        f"no Kafka broker answers at {bootstrap} (tried for {deadline_s:.0f} s);"
+                        " check MEMBERFLOW_KAFKA or --kafka, or leave both unset for the "
+                        "embedded broker") from None
+                await asyncio.sleep(0.2)
+    finally:
+        quiet.setLevel(level)
 
 
 async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int) -> None:

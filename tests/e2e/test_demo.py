@@ -104,3 +104,15 @@ def test_a_busy_port_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert f"127.0.0.1:{port} is in use" in proc.stderr and "MEMBERFLOW_HTTP_PORT" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unreachable_broker_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as closed:       # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    proc = memberflow("api", "--kafka", f"127.0.0.1:{port}", "--data-dir",
+                      str(tmp_path / "state"), "--http-port", "0", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: no Kafka broker answers at 127.0.0.1:{port} (tried for 30 s); check "
+        "MEMBERFLOW_KAFKA or --kafka, or leave both unset for the embedded broker"]
