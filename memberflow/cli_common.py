@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +17,7 @@ from shared.audit import OperationRefused
 from shared.config import Settings
 from shared.db import make_engine, migrate
 from shared.shopconfig import ConfigError, ShopConfig, load
-from shared.shops import known_shops, shop_exists
+from shared.shops import known_shops, shop_configs, shop_exists
 
 
 def settings_from(kafka_: str | None = None, database_url: str | None = None,
@@ -129,3 +130,35 @@ def refuse_unknown(shop: str, missing: list[str]) -> None:
     if missing:
         shown = ", ".join(repr(m) for m in missing[:10]) + (", …" if len(missing) > 10 else "")
         raise OperationRefused(f"no member {shown} in shop {shop!r}: nothing was changed")
+
+
+def _width(text: str) -> int:
+    """Columns a string takes in a terminal: CJK characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    """Rows as aligned columns under headers; `columns` is (key, header)."""
+    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in columns] for r in rows]
+    widths = [max([_width(h)] + [_width(c[i]) for c in cells]) for i, (_, h) in
+              enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v + " " * (w - _width(v)) for v, w in zip(values, widths,
+                                                                     strict=True)).rstrip()
+
+    click.echo(line([h for _, h in columns]))
+    for c in cells:
+        click.echo(line(c))
+
+
+def shop_names(conn: Any, shop: str) -> tuple[dict[int, str], dict[str, str]]:
+    """The shop's level names by number and tag names by id (for showing history)."""
+    entry = shop_configs(conn, [shop]).get(shop)
+    if entry is None:
+        return {}, {}
+    config = entry[1]
+    levels = {0: "no level"} | ({n: step.name for n, step in
+                                 enumerate(config.levels.ladder, start=1)}
+                                if config.levels else {})
+    return levels, {t.id: t.name for t in config.tagging.tags}

@@ -18,8 +18,10 @@ from memberflow.cli_common import (
     dry_run_opt,
     load_config,
     operator_name,
+    print_table,
     refuse_unknown,
     settings_from,
+    shop_names,
     yes_opt,
 )
 from memberflow.cli_tiers import filter_options, member_filter
@@ -229,14 +231,27 @@ def tags_preview(shop: str, config_file: Path | None, when: str | None, fmt: str
 @tags.command("history")
 @click.option("--shop", required=True)
 @click.option("--member", required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @db_opt
 @dir_opt
-def tags_history(shop: str, member: str, database_url: str | None,
+def tags_history(shop: str, member: str, fmt: str, database_url: str | None,
                  data_dir: Path | None) -> None:
     """Every tag change of one member with its cause (rule, goods rule or operator)."""
     with connection(database_url, data_dir, shop=shop) as conn:
         rows = tag_history(conn, shop, member)
-    click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        _, names = shop_names(conn, shop)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"member {member} of shop {shop}: no tag change")
+        return
+    print_table([r | {"when": (r["effective_at"] or "")[:19].replace("T", " "),
+                      "tag": f"{names.get(r['tag_id'], r['tag_id'])} ({r['tag_id']})",
+                      "by": r["rule_id"] or r["operator"] or "",
+                      "why": r["reason"] or r["triggering_event_id"] or ""} for r in rows],
+                [("when", "when (UTC)"), ("tag", "tag"), ("action", "change"),
+                 ("cause", "cause"), ("by", "rule / by"), ("why", "reason / event")])
 
 
 @click.command("important")

@@ -32,8 +32,10 @@ from memberflow.cli_common import (
     dir_opt,
     dry_run_opt,
     operator_name,
+    print_table,
     refuse_unknown,
     settings_from,
+    shop_names,
     yes_opt,
 )
 from memberflow.readmodel import level_history, member_records
@@ -209,14 +211,29 @@ def levels_preview(shop: str, policy_file: Path, fmt: str, database_url: str | N
 @levels.command("history")
 @click.option("--shop", required=True)
 @click.option("--member", required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @db_opt
 @dir_opt
-def levels_history(shop: str, member: str, database_url: str | None,
+def levels_history(shop: str, member: str, fmt: str, database_url: str | None,
                    data_dir: Path | None) -> None:
     """Every level change of one member with its cause (trade, policy or operator)."""
     with connection(database_url, data_dir, shop=shop) as conn:
         rows = level_history(conn, shop, member)
-    click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        names, _ = shop_names(conn, shop)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo(f"member {member} of shop {shop}: no level change")
+        return
+    print_table([r | {"when": (r["effective_from"] or "")[:19].replace("T", " "),
+                      "from": names.get(r["old_level"], r["old_level"]),
+                      "to": names.get(r["new_level"], r["new_level"]),
+                      "why": r["reason"] or r["triggering_event_id"] or
+                      (f"policy v{r['policy_version']}" if r["policy_version"] else "")}
+                 for r in rows],
+                [("when", "when (UTC)"), ("from", "from"), ("to", "to"), ("cause", "cause"),
+                 ("operator", "by"), ("why", "reason / event")])
 
 
 @click.command("blacklist")

@@ -70,8 +70,15 @@ def test_levels_blacklist_and_abc_reports(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "1 selected, 1 set to level 1" in done.stdout
     history_out = mf("levels", "history", "--shop", "demo-shop", "--member", top["member_id"],
-                     "--data-dir", str(data), cwd=tmp_path)
+                     "--format", "json", "--data-dir", str(data), cwd=tmp_path)
     changes = json.loads(history_out.stdout)
+    table = mf("levels", "history", "--shop", "demo-shop", "--member", top["member_id"],
+               "--data-dir", str(data), cwd=tmp_path).stdout.splitlines()
+    assert table[0].split() == ["when", "(UTC)", "from", "to", "cause", "by", "reason", "/",
+                                "event"]
+    assert "staff account" in table[-1] and "alice" in table[-1] and "manual" in table[-1]
+    ladder = {1: "regular", 2: "senior", 3: "vip", 4: "supreme"}
+    assert table[-1].split()[2:4] == [ladder[changes[-1]["old_level"]], "regular"]
     assert changes[-1]["cause"] == "manual" and changes[-1]["operator"] == "alice"
     assert changes[-1]["reason"] == "staff account"
     assert changes[0]["cause"] == "auto" and changes[0]["triggering_event_id"]

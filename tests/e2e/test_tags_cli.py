@@ -74,7 +74,11 @@ def test_tags_from_rules_by_hand_and_their_history(tmp_path: Path) -> None:
     first = sorted(dormant_ids)[0]
     cli("members", "important", "--shop", "demo-shop", "--member", first, "--reason", "VIP")
     assert [m["member_id"] for m in members("--important")] == [first]
-    story = json.loads(cli("tags", "history", "--shop", "demo-shop", "--member", first))
+    story = json.loads(cli("tags", "history", "--shop", "demo-shop", "--member", first,
+                           "--format", "json"))
+    shown = cli("tags", "history", "--shop", "demo-shop", "--member", first).splitlines()
+    assert shown[0].split()[:4] == ["when", "(UTC)", "tag", "change"]
+    assert "(vip-care)" in shown[-1] and "ana" in shown[-1] and "win-back calls" in shown[-1]
     assert any(s["tag_id"] == "dormant-180" and s["cause"] == "rule" for s in story)
     times = [s["effective_at"] for s in story]
     assert times == sorted(times)   # each member's history is in order
