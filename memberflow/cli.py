@@ -453,55 +453,55 @@ def dead_letters_list(limit: int, shop: str | None, status: str | None,
 
 @dead_letters.command("redrive")
 @click.argument("ids", nargs=-1, type=int, required=True)
+@click.option("--corrected", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a file with the corrected input (one event as JSON) for the one letter given")
+@click.option("--operator", help="who (recorded; default: the OS user)")
 @kafka_opt
 @db_opt
 @dir_opt
-def dead_letters_redrive(ids: tuple[int, ...], kafka_: str | None, database_url: str | None,
+def dead_letters_redrive(ids: tuple[int, ...], corrected: Path | None, operator: str | None,
+                         kafka_: str | None, database_url: str | None,
                          data_dir: Path | None) -> None:
-    """Submit parked inputs again (after fixing what refused them): each is validated, archived
-    and relayed like a new one; a letter whose input is accepted now is marked redriven."""
+    """Submit parked inputs again, as they were (after fixing what refused them) or, for one
+    letter, corrected: each is validated, archived and relayed like a new one; a letter whose
+    input is accepted now is marked redriven (audited)."""
+    from services.ingest.redrive import redrive
+
+    if corrected is not None and len(ids) != 1:
+        raise click.UsageError("--corrected replaces the input of exactly one letter: give one ID")
     settings = settings_from(kafka_, database_url, data_dir)
     if not settings.kafka:
         raise click.UsageError("redrive needs the broker the pipeline reads: --kafka or "
                                "MEMBERFLOW_KAFKA (`memberflow up` prints it)")
+    bootstrap = settings.kafka
+
+    async def run(engine: Any) -> list[Any]:
+        producer = kafka.producer(bootstrap)
+        await producer.start()
+        try:
+            return await redrive(engine, producer, settings, list(ids), operator_name(operator),
+                                 corrected.read_bytes() if corrected else None)
+        finally:
+            await producer.stop()
+
     with open_database(settings) as (url, _):
         engine = make_engine(url, pool_size=2)
         try:
-            results = asyncio.run(_redrive(settings, settings.kafka, engine, list(ids)))
+            results = asyncio.run(run(engine))
         finally:
             engine.dispose()
-    for letter_id, verdict in results:
-        state = "redriven" if verdict and verdict.accepted else "still refused"
-        why = "" if verdict is None else "; ".join(str(p) for p in verdict.problems)
-        click.echo(f"#{letter_id}: {state}{': ' + why if why else ''}")
-
-
-async def _redrive(settings: Settings, bootstrap: str, engine: Any, ids: list[int]
-                   ) -> list[tuple[int, Any]]:
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql(
-            "SELECT id, raw, raw_size FROM dead_letters WHERE id = ANY(%b) AND status = 'parked' "
-            "ORDER BY id", (ids,)).all()
-    found = {r[0] for r in rows}
-    out: list[tuple[int, Any]] = [(i, None) for i in ids if i not in found]
-    producer = kafka.producer(bootstrap)
-    await producer.start()
-    try:
-        ingestor = Ingestor(engine, producer, settings.topics, Metrics(), "redrive",
-                            lateness=settings.lateness, bounds=settings.bounds)
-        for letter_id, raw, size in rows:
-            if len(raw) < size:
-                out.append((letter_id, None))  # kept cut short: the whole input is not stored
-                continue
-            [verdict] = await ingestor.submit([(f"dead letter #{letter_id}", raw)])
-            if verdict.accepted:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql("UPDATE dead_letters SET status = 'redriven', "
-                                         "redriven_at = now() WHERE id = %s", (letter_id,))
-            out.append((letter_id, verdict))
-    finally:
-        await producer.stop()
-    return out
+    still = 0
+    for r in results:
+        if r.verdict is None:
+            click.echo(f"#{r.letter_id}: not re-driven: {r.why_not}")
+            still += 1
+            continue
+        why = "; ".join(str(p) for p in r.verdict.problems)
+        click.echo(f"#{r.letter_id}: " + ("redriven" if r.verdict.accepted
+                                          else f"still refused: {why}"))
+        still += not r.verdict.accepted
+    if still:
+        raise click.ClickException(f"{still} of {len(results)} letter(s) not re-driven")
 
 
 @main.command()
