@@ -30,7 +30,6 @@ from services.tagging import operations
 from services.tagging.operations import ManualResult, TagOutcome
 from shared.audit import OperationRefused
 from shared.filters import MemberFilter
-from shared.shops import shop_configs
 
 
 @click.group()
@@ -149,24 +148,9 @@ def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, every
 def tags_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
     """The shop's tag groups and tags: how each is applied and how many members hold it."""
     with connection(database_url, data_dir, shop=shop) as conn:
-        entry = shop_configs(conn, [shop]).get(shop)
-        counts = dict(conn.exec_driver_sql(
-            "SELECT tag_id, count(*) FROM member_tags WHERE shop_id = %s GROUP BY tag_id",
-            (shop,)).tuples().all())
-    if entry is None:
+        rows = operations.overview(conn, shop)
+    if rows is None:
         raise click.ClickException(f"shop {shop!r} has no configuration")
-    tagging = entry[1].tagging
-    parents = tagging.group_ids()
-    rules: dict[str, list[str]] = {}
-    for rule in tagging.rules:
-        how = f"when {rule.when}" if rule.when else f"buys any of {', '.join(rule.goods or ())}"
-        rules.setdefault(rule.tag, []).append(f"{rule.id}: {how}")
-    rows: list[dict[str, Any]] = []
-    for tag in tagging.tags:
-        group = tag.group
-        path = "/".join(p for p in (parents.get(group) if group else None, group) if p)
-        rows.append({"tag_id": tag.id, "name": tag.name, "group": path or None,
-                     "members": int(counts.get(tag.id, 0)), "rules": rules.get(tag.id, [])})
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return

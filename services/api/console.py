@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import tempfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from memberflow.campaign_report import NoCampaigns, campaign_report, conversions_png
 from memberflow.readmodel import (
     SORTS,
     campaign_history,
@@ -30,6 +32,9 @@ from memberflow.readmodel import (
 )
 from services.api.admin import MemberQuery, in_transaction
 from services.api.auth import Access, authorize, engine_of
+from services.campaigns import operations as campaign_ops
+from services.tagging import operations as tagging_ops
+from services.tiering import operations as tiering_ops
 from shared import tokens
 from shared.audit import OperationRefused, audit
 from shared.filters import MemberFilter
@@ -195,6 +200,60 @@ def router() -> APIRouter:
                      levels=found["levels"], tag_changes=found["tags"],
                      campaigns=found["campaigns"], level_names=_ladder(config),
                      tag_names=_tags(config))
+
+    @console.get("/shops/{shop_id}/levels")
+    async def levels(request: Request, shop_id: str) -> Response:
+        access = await _access(request, shop_id)
+        found = await in_transaction(request, lambda conn: (
+            tiering_ops.level_overview(conn, shop_id), shop_configs(conn, [shop_id])))
+        rows, configs = found
+        config = configs[shop_id][1] if shop_id in configs else None
+        return _page(request, "levels.html", access=access, levels=rows,
+                     shop_name=_shop_name(config, shop_id))
+
+    @console.get("/shops/{shop_id}/tags")
+    async def tags(request: Request, shop_id: str) -> Response:
+        access = await _access(request, shop_id)
+        rows, configs = await in_transaction(request, lambda conn: (
+            tagging_ops.overview(conn, shop_id), shop_configs(conn, [shop_id])))
+        config = configs[shop_id][1] if shop_id in configs else None
+        return _page(request, "tags.html", access=access, tags=rows or [],
+                     shop_name=_shop_name(config, shop_id))
+
+    @console.get("/shops/{shop_id}/campaigns")
+    async def campaigns(request: Request, shop_id: str) -> Response:
+        access = await _access(request, shop_id)
+        lateness = request.app.state.lateness
+
+        def work(conn: Connection) -> dict[str, Any]:
+            configs = shop_configs(conn, [shop_id])
+            try:
+                totals = campaign_report(conn, shop_id, None, lateness).totals()
+            except NoCampaigns:
+                totals = []
+            return {"listed": campaign_ops.listing(conn, shop_id), "totals": totals,
+                    "config": configs[shop_id][1] if shop_id in configs else None}
+
+        found = await in_transaction(request, work)
+        return _page(request, "campaigns.html", access=access, campaigns=found["listed"],
+                     totals=found["totals"], shop_name=_shop_name(found["config"], shop_id))
+
+    @console.get("/shops/{shop_id}/campaigns/effect.png")
+    async def effect_chart(request: Request, shop_id: str) -> Response:
+        await _access(request, shop_id)
+        lateness = request.app.state.lateness
+
+        def work(conn: Connection) -> bytes:
+            report = campaign_report(conn, shop_id, None, lateness)
+            with tempfile.NamedTemporaryFile(suffix=".png") as out:
+                conversions_png(report, Path(out.name))
+                return Path(out.name).read_bytes()
+
+        try:
+            png = await in_transaction(request, work)
+        except NoCampaigns as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(png, media_type="image/png")
 
     return console
 

@@ -24,6 +24,7 @@ from services.api.admin import (
 from services.api.auth import ID_PATTERN, TEXT_PATTERN, Admin, Reader, Writer
 from services.campaigns import operations as campaign_ops
 from services.tagging import operations as tagging_ops
+from services.tiering import operations as tiering_ops
 from shared.audit import audit
 from shared.filters import MemberFilter
 from shared.shopconfig import ConfigError, ShopConfig, parse
@@ -158,6 +159,21 @@ def router() -> APIRouter:
     api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route(True),
                       methods=["DELETE"], tags=["tags"],
                       summary="Take the tag from the selected members (audited)")
+
+    @api.get("/shops/{shop_id}/tags", tags=["tags"])
+    async def tags_overview(request: Request, access: Reader) -> list[dict[str, Any]]:
+        """The shop's tags: group, how each is applied, how many members hold it."""
+        rows = await in_transaction(request, lambda conn: tagging_ops.overview(
+            conn, access.shop_id))
+        if rows is None:
+            raise HTTPException(404, f"shop {access.shop_id!r} has no configuration yet")
+        return rows
+
+    @api.get("/shops/{shop_id}/levels", tags=["levels"])
+    async def levels_overview(request: Request, access: Reader) -> list[dict[str, Any]]:
+        """The ladder: each level's name, what earns it, its discount, members holding it."""
+        return await in_transaction(request, lambda conn: tiering_ops.level_overview(
+            conn, access.shop_id))
 
     @api.post("/shops/{shop_id}/tags/preview", tags=["tags"])
     async def preview_rule(request: Request, access: Reader, body: RulePreview

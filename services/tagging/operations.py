@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
@@ -289,3 +290,27 @@ def preview_rule(conn: Connection, shop_id: str, when: str) -> int:
     except RuleError as exc:
         raise OperationRefused(f"rule: {exc}") from None
     return len(rule_members(conn, shop_id, rule))
+
+
+def overview(conn: Connection, shop_id: str) -> list[dict[str, Any]] | None:
+    """The shop's tags: group path, how each is applied, how many members hold it (None: the
+    shop has no configuration)."""
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    if entry is None:
+        return None
+    counts: dict[str, int] = dict(conn.exec_driver_sql(
+        "SELECT tag_id, count(*) FROM member_tags WHERE shop_id = %s GROUP BY tag_id",
+        (shop_id,)).tuples().all())
+    tagging = entry[1].tagging
+    parents = tagging.group_ids()
+    rules: dict[str, list[str]] = {}
+    for rule in tagging.rules:
+        how = f"when {rule.when}" if rule.when else f"buys any of {', '.join(rule.goods or ())}"
+        rules.setdefault(rule.tag, []).append(f"{rule.id}: {how}")
+    rows: list[dict[str, Any]] = []
+    for tag in tagging.tags:
+        group = tag.group
+        path = "/".join(p for p in (parents.get(group) if group else None, group) if p)
+        rows.append({"tag_id": tag.id, "name": tag.name, "group": path or None,
+                     "members": int(counts.get(tag.id, 0)), "rules": rules.get(tag.id, [])})
+    return rows

@@ -172,3 +172,36 @@ def blacklisted(conn: Connection, shop_id: str) -> list[dict[str, Any]]:
         "WHERE m.shop_id = %s AND m.blacklisted ORDER BY m.member_id", (shop_id,)).all()
     return [{"member_id": r.member_id, "operator": r.operator, "reason": r.reason,
              "since": r.at.isoformat() if r.at else None} for r in rows]
+
+
+def level_overview(conn: Connection, shop_id: str) -> list[dict[str, Any]]:
+    """The shop's ladder as it stands: each level's name, what earns it, its discount, and how
+    many members hold it now (level 0 included)."""
+    counts: dict[int, int] = dict(conn.exec_driver_sql(
+        "SELECT level, count(*) FROM members WHERE shop_id = %s GROUP BY level",
+        (shop_id,)).tuples().all())
+    _, policy = _policy(conn, shop_id)
+    rows: list[dict[str, Any]] = [{"level": 0, "name": "no level", "earned_by": None,
+                                   "discount": "1.00", "enabled": True,
+                                   "members": int(counts.get(0, 0))}]
+    if policy is None:
+        return rows
+    for n, step in enumerate(policy.ladder, start=1):
+        rows.append({"level": n, "name": step.name, "earned_by": _earned_by(policy, step),
+                     "discount": str(step.discount), "enabled": step.enabled,
+                     "members": int(counts.get(n, 0))})
+    return rows
+
+
+def _earned_by(policy: LevelPolicy, step: Any) -> str:
+    """What earns a level, in an operator's words."""
+    if step.threshold is not None:
+        unit = "completed trades" if policy.basis == "count" else "net spend"
+        return f"{unit} >= {step.threshold}"
+    parts = []
+    if step.min_trades is not None:
+        parts.append(f"trades >= {step.min_trades}")
+    if step.min_amount is not None:
+        parts.append(f"spend >= {step.min_amount}")
+    text = " and ".join(parts) or "by hand"
+    return f"{text} within {step.within_days} days" if step.within_days else text

@@ -62,7 +62,7 @@ def shot(driver: object, tmp_path: Path, name: str) -> Path:
 def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: object,
                                                      tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d = browser
     with engine.begin() as conn:
@@ -107,6 +107,26 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         history = d.find_element(By.ID, "level-history").text  # type: ignore[attr-defined]
         assert "manual" in history and "token:console-alice" in history and "老客户回馈" in history
         shot(d, tmp_path, "console-member")
+
+        # The shop's ladder, tags and campaigns, from the navigation.
+        d.find_element(By.LINK_TEXT, "Levels").click()         # type: ignore[attr-defined]
+        ladder = d.find_element(By.ID, "levels").text          # type: ignore[attr-defined]
+        assert "金卡" in ladder and "net spend >= 500.00" in ladder
+        d.find_element(By.LINK_TEXT, "Tags").click()           # type: ignore[attr-defined]
+        assert "贵宾茶客" in d.find_element(By.ID, "tags").text  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO campaign_sends (shop_id, campaign_id, message_id, member_id, "
+                "channel, sent_at) VALUES ('tea', 'spring-tea', 's1', 'm1', 'sms', now())")
+        d.find_element(By.LINK_TEXT, "Campaigns").click()      # type: ignore[attr-defined]
+        assert "history" in d.find_element(By.ID, "campaigns").text  # type: ignore[attr-defined]
+        assert "spring-tea" in d.find_element(By.ID, "effect").text  # type: ignore[attr-defined]
+        # The chart is an image the page loads after it: wait for it (with a deadline).
+        width = WebDriverWait(d, 30).until(lambda drv: drv.execute_script(
+            "const i = document.getElementById('effect-chart');"
+            "return i.complete && i.naturalWidth ? i.naturalWidth : false"))
+        assert width > 500
+        shot(d, tmp_path, "console-campaigns")
 
         # Another shop's member: the same answer as no such shop.
         d.get(api.url + "/console/shops/coffee/members/c1")     # type: ignore[attr-defined]

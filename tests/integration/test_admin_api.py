@@ -92,6 +92,8 @@ NEEDS = {
     "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
     "POST /api/v1/shops/{shop_id}/tags/preview": "read",
     "GET /api/v1/shops/{shop_id}/campaigns": "read",
+    "GET /api/v1/shops/{shop_id}/tags": "read",
+    "GET /api/v1/shops/{shop_id}/levels": "read",
     "GET /api/v1/shops/{shop_id}/campaigns/effect": "read",
     "GET /api/v1/shops/{shop_id}/audit": "admin",
     "GET /api/v1/shops/{shop_id}/tokens": "admin",
@@ -459,6 +461,13 @@ def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: E
                         body={"when": "spnd >= 1"})
     assert bad_rule.status == 422 and "spnd" in bad_rule.json["error"]
 
+    tags = {t["tag_id"]: t for t in api.call("GET", "/api/v1/shops/tea/tags", token=admin).json}
+    assert tags["vip-tea"]["members"] == 4 and tags["big-tea"]["rules"] == [
+        "r-big-tea: when spend >= 100"]
+    ladder = api.call("GET", "/api/v1/shops/tea/levels", token=admin).json
+    assert [(lv["level"], lv["name"], lv["members"]) for lv in ladder] == [
+        (0, "no level", 2), (1, "银卡", 1), (2, "金卡", 1)]
+    assert ladder[2]["earned_by"] == "net spend >= 500.00" and ladder[2]["discount"] == "0.95"
     assert api.call("GET", "/api/v1/shops/tea/campaigns", token=admin).json == []
     with engine.begin() as conn:
         conn.exec_driver_sql(
