@@ -24,6 +24,7 @@ from memberflow.cli_common import (
     settings_from,
 )
 from memberflow.cli_members import members_erase, members_export, members_import
+from memberflow.cli_orders import orders
 from memberflow.cli_tags import important, tags
 from memberflow.cli_tiers import (
     blacklist,
@@ -349,6 +350,7 @@ main.add_command(levels)
 main.add_command(tags)
 main.add_command(campaigns)
 main.add_command(tokens_group)
+main.add_command(orders)
 report.add_command(report_campaign)
 main.add_command(report)
 
