@@ -333,6 +333,10 @@ def import_members(conn: Connection, topics: Topics, shop_id: str, file_name: st
                                    reason, now).changed
         result.by_tag[tag] = added
         result.tags_added += added
+    if len(rows) >= 10_000:
+        # Fresh statistics for the tables a large import filled: until autovacuum comes by,
+        # the planner would take them for nearly empty and filter members one by one.
+        conn.exec_driver_sql("ANALYZE members, member_profiles, member_tags")
     result.already = conn.exec_driver_sql(
         "INSERT INTO imports (shop_id, kind, digest, file_name, rows, operator) "
         "VALUES (%s, 'members', %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",

@@ -58,12 +58,16 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
     if limit is not None:
         page = " LIMIT %(p_limit)s OFFSET %(p_offset)s"
         params = {**params, "p_limit": limit, "p_offset": offset}
+    order = order_clause(sort)
+    # The page is chosen first, then only its members' tags are read (a deep page would
+    # otherwise read the tags of every member it skips).
     rows = conn.exec_driver_sql(
         "SELECT member_id, level, blacklisted, important, abc_class, completed_trades, "
         "spend_cents, gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region, "
         "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
         "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
-        f"FROM members m WHERE {where} ORDER BY {order_clause(sort)}{page}", params).all()
+        f"FROM (SELECT * FROM members m WHERE {where} ORDER BY {order}{page}) m "
+        f"ORDER BY {order}", params).all()
     return [
         {
             "member_id": r.member_id,

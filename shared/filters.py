@@ -92,12 +92,13 @@ class MemberFilter:
         if self.blacklisted is not None:
             parts.append("m.blacklisted = %(f_black)s")
             params["f_black"] = self.blacklisted
-        if self.tags:
+        for i, tag in enumerate(sorted(set(self.tags))):
+            # A semi-join per tag: the planner knows how many hold each tag, and joins the
+            # holders in one pass (a count per member took ~1 s over 100,000 members).
             parts.append(
-                "(SELECT count(*) FROM member_tags t WHERE t.shop_id = m.shop_id "
-                "  AND t.member_id = m.member_id AND t.tag_id = ANY(%(f_tags)s)) = %(f_ntags)s")
-            params["f_tags"] = sorted(set(self.tags))
-            params["f_ntags"] = len(set(self.tags))
+                f"EXISTS (SELECT 1 FROM member_tags t{i} WHERE t{i}.shop_id = m.shop_id "
+                f"AND t{i}.member_id = m.member_id AND t{i}.tag_id = %(f_tag{i})s)")
+            params[f"f_tag{i}"] = tag
         if self.important is not None:
             parts.append("m.important = %(f_important)s")
             params["f_important"] = self.important
