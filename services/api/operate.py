@@ -6,7 +6,7 @@ checks as every admin route (see `services.api.auth`).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 import yaml
@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from memberflow.abc_report import BadPeriod, NoData, customer_abc, product_abc
 from memberflow.campaign_report import NoCampaigns, campaign_report
 from memberflow.configure import apply_shop_config
 from services.api.admin import (
@@ -182,6 +183,35 @@ def router() -> APIRouter:
         n = await in_transaction(request, lambda conn: tagging_ops.preview_rule(
             conn, access.shop_id, body.when))
         return {"when": body.when, "members": n}
+
+    # --- reports ---------------------------------------------------------------------------
+
+    @api.get("/shops/{shop_id}/reports/abc-customers", tags=["reports"])
+    async def abc_customers(request: Request, access: Reader) -> dict[str, Any]:
+        """Head-count ABC of members by spend over the rolling period."""
+        try:
+            return await in_transaction(request, lambda conn: customer_abc(
+                conn, access.shop_id))
+        except NoData as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @api.get("/shops/{shop_id}/reports/abc-products", tags=["reports"])
+    async def abc_products(request: Request, access: Reader,
+                           days: Annotated[int | None, Query(ge=1, le=3660)] = None,
+                           first_day: Annotated[date | None, Query(alias="from")] = None,
+                           last_day: Annotated[date | None, Query(alias="to")] = None
+                           ) -> dict[str, Any]:
+        """Revenue ABC of items sold in completed trades over a period (shop days with
+        from/to, else the configured days up to the shop's clock)."""
+        def work(conn: Any) -> dict[str, Any]:
+            return product_abc(conn, access.shop_id, first_day, last_day, days).to_dict()
+
+        try:
+            return await in_transaction(request, work)
+        except NoData as exc:
+            raise HTTPException(404, str(exc)) from None
+        except BadPeriod as exc:
+            raise RequestRefused(str(exc), [{"field": "query", "problem": str(exc)}]) from None
 
     # --- campaigns -------------------------------------------------------------------------
 

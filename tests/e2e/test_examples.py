@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from memberflow.database import open_database
+from shared import tokens
+from shared.config import Settings
+from shared.db import make_engine
+from tests.api_support import ApiServer
 from tests.e2e.test_cli import mf
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -51,3 +56,26 @@ def test_the_examples_run(tmp_path: Path) -> None:
     assert preview["members"] == 5
     created = cli("campaigns", "create", str(EXAMPLES / "campaign.yaml"), "--shop", "demo-shop")
     assert "big-spender-thanks" in created
+
+    # The same state through the API: the reports an operator reads.
+    with open_database(Settings(data_dir=tmp_path / "state")) as (url, _):
+        engine = make_engine(url, pool_size=2)
+        try:
+            with engine.begin() as conn:
+                token = tokens.create(conn, name="analyst", shops=["demo-shop"],
+                                      rights=["read"], expires_in=None, operator="test").token
+            with ApiServer(engine) as api:
+                customers = api.call("GET", "/api/v1/shops/demo-shop/reports/abc-customers",
+                                     token=token)
+                assert customers.status == 200, customers
+                assert customers.json["ranked_members"] == 3
+                products = api.call("GET", "/api/v1/shops/demo-shop/reports/abc-products"
+                                    "?from=2026-11-01&to=2026-11-30", token=token)
+                assert products.status == 200, products
+                assert {i["sku"] for i in products.json["items"]} == {"SKU-0001", "SKU-0002",
+                                                                      "SKU-0003"}
+                wrong = api.call("GET", "/api/v1/shops/demo-shop/reports/abc-products"
+                                 "?from=2026-11-30&to=2026-11-01", token=token)
+                assert wrong.status == 422
+        finally:
+            engine.dispose()
