@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy import Connection
 
+from memberflow.abc_report import NoData, customer_abc, pareto_png, product_abc
 from memberflow.campaign_report import NoCampaigns, campaign_report, conversions_png
 from memberflow.readmodel import (
     SORTS,
@@ -252,6 +253,42 @@ def router() -> APIRouter:
         try:
             png = await in_transaction(request, work)
         except NoCampaigns as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(png, media_type="image/png")
+
+    @console.get("/shops/{shop_id}/reports")
+    async def reports(request: Request, shop_id: str) -> Response:
+        access = await _access(request, shop_id)
+
+        def work(conn: Connection) -> dict[str, Any]:
+            configs = shop_configs(conn, [shop_id])
+            found: dict[str, Any] = {"config": configs[shop_id][1] if shop_id in configs
+                                     else None, "customers": None, "products": None}
+            try:
+                found["customers"] = customer_abc(conn, shop_id)
+                found["products"] = product_abc(conn, shop_id).to_dict()
+            except NoData as exc:
+                found["none_yet"] = str(exc)
+            return found
+
+        found = await in_transaction(request, work)
+        return _page(request, "reports.html", access=access, customers=found["customers"],
+                     products=found["products"], none_yet=found.get("none_yet", ""),
+                     shop_name=_shop_name(found["config"], shop_id))
+
+    @console.get("/shops/{shop_id}/reports/pareto.png")
+    async def pareto_chart(request: Request, shop_id: str) -> Response:
+        await _access(request, shop_id)
+
+        def work(conn: Connection) -> bytes:
+            result = product_abc(conn, shop_id)
+            with tempfile.NamedTemporaryFile(suffix=".png") as out:
+                pareto_png(result, Path(out.name))
+                return Path(out.name).read_bytes()
+
+        try:
+            png = await in_transaction(request, work)
+        except NoData as exc:
             raise HTTPException(404, str(exc)) from None
         return Response(png, media_type="image/png")
 

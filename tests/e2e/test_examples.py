@@ -77,5 +77,13 @@ def test_the_examples_run(tmp_path: Path) -> None:
                 wrong = api.call("GET", "/api/v1/shops/demo-shop/reports/abc-products"
                                  "?from=2026-11-30&to=2026-11-01", token=token)
                 assert wrong.status == 422
+                # ... and in the console, signed in with the same token.
+                cookie = {"Cookie": f"mf_console={token}"}
+                page = api.call("GET", "/console/shops/demo-shop/reports", headers=cookie)
+                assert page.status == 200 and "Customer ABC" in page.text
+                assert "SKU-0002" in page.text
+                chart = api.call("GET", "/console/shops/demo-shop/reports/pareto.png",
+                                 headers=cookie)
+                assert chart.raw[:8] == b"\x89PNG\r\n\x1a\n"
         finally:
             engine.dispose()
