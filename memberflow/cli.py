@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from memberflow.cli_common import (
     load_config,
     operator_name,
     settings_from,
+    with_broker,
 )
 from memberflow.cli_members import members_erase, members_export, members_import
 from memberflow.cli_orders import orders
@@ -89,6 +91,21 @@ def main(verbose: bool) -> None:
     logs.configure(verbose)
 
 
+def _serve(make: Callable[[], Services], banner: Callable[[str | None], str]) -> None:
+    """Start the services (made inside the event loop they run on), say where they answer,
+    serve until stopped."""
+    async def serve() -> None:
+        services = make()
+        await services.start()
+        _install_stop(services)
+        click.echo(banner(services.http_url))
+        try:
+            await services.run_until_stopped()
+        finally:
+            await services.close()
+    asyncio.run(serve())
+
+
 def _install_stop(services: Services) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -105,22 +122,13 @@ def up(kafka_: str | None, database_url: str | None, data_dir: Path | None,
     """Run the embedded stack (unless configured otherwise) and every service until Ctrl-C."""
     settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
     with open_stack(settings) as stack:
-        async def serve() -> None:
-            # Every worker in a process of its own: they use every core of the machine.
-            services = Services(stack, list(WORKERS), Metrics(), http_port=settings.http_port,
-                                ticks=True, processes=True)
-            await services.start()
-            _install_stop(services)
-            click.echo(f"memberflow up: broker {stack.bootstrap}, ingest {services.http_url}"
-                       f"/v1/events, console {services.http_url}/console/, API "
-                       f"{services.http_url}/api/v1/docs, metrics {services.http_url}/metrics; "
-                       "Ctrl-C to stop")
-            try:
-                await services.run_until_stopped()
-            finally:
-                await services.close()
         try:
-            asyncio.run(serve())
+            # Every worker in a process of its own: they use every core of the machine.
+            _serve(lambda: Services(stack, list(WORKERS), Metrics(),
+                                    http_port=settings.http_port, ticks=True, processes=True),
+                   lambda url: f"memberflow up: broker {stack.bootstrap}, ingest {url}"
+                               f"/v1/events, console {url}/console/, API {url}/api/v1/docs, "
+                               f"metrics {url}/metrics; Ctrl-C to stop")
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped. Run `memberflow up` again; nothing "
                                        "acknowledged is lost") from None
@@ -141,19 +149,10 @@ def api(kafka_: str | None, database_url: str | None, data_dir: Path | None,
     them with `memberflow worker`, and as many of these as the storefronts need)."""
     settings = settings_from(kafka_, database_url, data_dir, http_port=http_port)
     with open_stack(settings) as stack:
-        async def serve() -> None:
-            services = Services(stack, [], Metrics(), http_port=settings.http_port)
-            await services.start()
-            _install_stop(services)
-            click.echo(f"memberflow api: ingest {services.http_url}/v1/events, console "
-                       f"{services.http_url}/console/, API {services.http_url}/api/v1/docs; "
-                       "Ctrl-C to stop")
-            try:
-                await services.run_until_stopped()
-            finally:
-                await services.close()
         try:
-            asyncio.run(serve())
+            _serve(lambda: Services(stack, [], Metrics(), http_port=settings.http_port),
+                   lambda url: f"memberflow api: ingest {url}/v1/events, console {url}/console/"
+                               f", API {url}/api/v1/docs; Ctrl-C to stop")
         except StackGone as exc:
             raise click.ClickException(f"{exc}: stopped") from None
 
@@ -475,23 +474,9 @@ def dead_letters_redrive(ids: tuple[int, ...], corrected: Path | None, operator:
     if not settings.kafka:
         raise click.UsageError("redrive needs the broker the pipeline reads: --kafka or "
                                "MEMBERFLOW_KAFKA (`memberflow up` prints it)")
-    bootstrap = settings.kafka
-
-    async def run(engine: Any) -> list[Any]:
-        producer = kafka.producer(bootstrap)
-        await producer.start()
-        try:
-            return await redrive(engine, producer, settings, list(ids), operator_name(operator),
-                                 corrected.read_bytes() if corrected else None)
-        finally:
-            await producer.stop()
-
-    with open_database(settings) as (url, _):
-        engine = make_engine(url, pool_size=2)
-        try:
-            results = asyncio.run(run(engine))
-        finally:
-            engine.dispose()
+    results = with_broker(settings, lambda engine, producer: redrive(
+        engine, producer, settings, list(ids), operator_name(operator),
+        corrected.read_bytes() if corrected else None))
     still = 0
     for r in results:
         if r.verdict is None:

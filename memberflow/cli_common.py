@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import sys
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,3 +163,28 @@ def shop_names(conn: Any, shop: str) -> tuple[dict[int, str], dict[str, str]]:
                                  enumerate(config.levels.ladder, start=1)}
                                 if config.levels else {})
     return levels, {t.id: t.name for t in config.tagging.tags}
+
+
+def with_broker(settings: Settings, work: Callable[[Any, Any], Awaitable[R]]) -> R:
+    """Run `work(engine, producer)` against the configured database and broker (for commands
+    that write events: re-drives, imports), and close both after."""
+    from shared import kafka
+    from shared.db import make_engine
+
+    assert settings.kafka is not None
+    bootstrap = settings.kafka
+
+    async def run(engine: Any) -> R:
+        producer = kafka.producer(bootstrap)
+        await producer.start()
+        try:
+            return await work(engine, producer)
+        finally:
+            await producer.stop()
+
+    with open_database(settings) as (url, _):
+        engine = make_engine(url, pool_size=2)
+        try:
+            return asyncio.run(run(engine))
+        finally:
+            engine.dispose()

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
 
-from memberflow.cli_common import connection, db_opt, dir_opt, kafka_opt, settings_from
-from memberflow.database import open_database
+from memberflow.cli_common import (
+    connection,
+    db_opt,
+    dir_opt,
+    kafka_opt,
+    settings_from,
+    with_broker,
+)
 from memberflow.importing import ImportRefused
 from memberflow.orders_import import group_lines, order_events
 from services.ingest.handlers import Ingestor
 from services.ingest.replay import ReplayReport, format_rejections, replay
-from shared import kafka
-from shared.db import make_engine
 from shared.metrics import Metrics
 from shared.shops import shop_configs
 
@@ -48,24 +51,13 @@ def orders_import(file: Path, shop: str, kafka_: str | None, database_url: str |
         events = order_events(shop, file.name, file.read_bytes(), zone, settings.bounds)
     except ImportRefused as exc:
         raise click.ClickException(f"{file.name}: {exc}") from None
-    bootstrap = settings.kafka
 
-    async def submit(engine: Any) -> ReplayReport:
-        producer = kafka.producer(bootstrap)
-        await producer.start()
-        try:
-            ingestor = Ingestor(engine, producer, settings.topics, Metrics(), "import",
-                                lateness=settings.lateness, bounds=settings.bounds)
-            return await replay(iter(events), ingestor)
-        finally:
-            await producer.stop()
+    async def submit(engine: Any, producer: Any) -> ReplayReport:
+        ingestor = Ingestor(engine, producer, settings.topics, Metrics(), "import",
+                            lateness=settings.lateness, bounds=settings.bounds)
+        return await replay(iter(events), ingestor)
 
-    with open_database(settings) as (url, _):
-        engine = make_engine(url, pool_size=2)
-        try:
-            report = asyncio.run(submit(engine))
-        finally:
-            engine.dispose()
+    report = with_broker(settings, submit)
     kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(group_lines(events).items()))
     click.echo(f"shop {shop}: {file.name}: {len(events):,} events ({kinds}): "
                f"{report.accepted - report.duplicates:,} new, {report.duplicates:,} imported "

@@ -162,11 +162,12 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def _columns(header: list[str]) -> dict[str, str]:
-    """Our field -> the file's header naming it."""
+def find_columns(header: list[str], columns: dict[str, tuple[str, ...]] = COLUMNS
+                 ) -> dict[str, str]:
+    """Our field -> the file's header naming it (the first of its names the file uses)."""
     found: dict[str, str] = {}
     lowered = {h.strip().lower(): h for h in header}
-    for ours, names in COLUMNS.items():
+    for ours, names in columns.items():
         for n in names:
             if n.lower() in lowered:
                 found[ours] = lowered[n.lower()]
@@ -186,7 +187,7 @@ def check(table: Iterator[tuple[int, dict[str, str]]], config: ShopConfig | None
     columns: dict[str, str] | None = None
     for read, (line, cells) in enumerate(table, start=1):
         if columns is None:
-            columns = _columns(list(cells))
+            columns = find_columns(list(cells))
             if "member_id" not in columns:
                 raise ImportRefused([Problem(1, "member_id", "no member id column (named "
                                              "member_id, 会员ID or 买家会员名)")])

@@ -36,7 +36,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from memberflow.importing import ImportRefused, Problem, read_table
+from memberflow.importing import ImportRefused, Problem, find_columns, read_table
 from shared.events import EventRejected, TimeBounds, validate
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -63,17 +63,6 @@ class Order:
     line: int
     cells: dict[str, str]
     items: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _columns(header: list[str]) -> dict[str, str]:
-    lowered = {h.strip().lower(): h for h in header}
-    found: dict[str, str] = {}
-    for ours, names in COLUMNS.items():
-        for n in names:
-            if n.lower() in lowered:
-                found[ours] = lowered[n.lower()]
-                break
-    return found
 
 
 def _time(text: str, zone: ZoneInfo) -> datetime:
@@ -106,7 +95,7 @@ def order_events(shop_id: str, file_name: str, data: bytes, zone: ZoneInfo,
     table: Iterator[tuple[int, dict[str, str]]] = read_table(file_name, data)
     for line, raw in table:
         if columns is None:
-            columns = _columns(list(raw))
+            columns = find_columns(list(raw), COLUMNS)
             missing = [c for c in REQUIRED if c not in columns]
             if missing:
                 raise ImportRefused([Problem(1, c, "no such column (see the accepted names)")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
 from memberflow.runtime import Stack
 from shared import kafka
@@ -145,3 +146,16 @@ def stack(settings: Settings) -> Stack:
     url = settings.database_url_plain()
     assert url is not None
     return Stack(settings, settings.kafka, url, embedded_broker=False, embedded_database=False)
+
+
+@pytest.fixture
+def two_shops(database_url: str) -> Iterator[Engine]:
+    """An engine on a fresh database holding two configured shops and their members (see
+    `tests.api_support.seed_two_shops`)."""
+    from shared.db import make_engine
+    from tests.api_support import seed_two_shops
+
+    engine = make_engine(database_url, pool_size=4)
+    seed_two_shops(engine)
+    yield engine
+    engine.dispose()

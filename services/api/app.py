@@ -61,17 +61,10 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-async def _validation(request: Request, exc: RequestValidationError) -> Json:
-    problems = [{"field": _field(e.get("loc", ())), "problem": e.get("msg", "invalid")}
-                for e in exc.errors()]
-    first = problems[0] if problems else {"field": "", "problem": "invalid"}
-    return Json({"error": f"{first['field']}: {first['problem']}", "problems": problems},
-                status_code=422)
-
-
-async def _model(request: Request, exc: Exception) -> Json:
-    """Input that fails a model's checks after the request was parsed (a filter, say)."""
-    assert isinstance(exc, ValidationError)
+async def _validation(request: Request, exc: Exception) -> Json:
+    """Input that fails validation: as FastAPI parses the request, or a model's checks after
+    (a filter, say). The first problem is the error; all of them are listed."""
+    assert isinstance(exc, RequestValidationError | ValidationError)
     problems = [{"field": _field(e.get("loc", ())), "problem": e.get("msg", "invalid")}
                 for e in exc.errors()]
     first = problems[0] if problems else {"field": "", "problem": "invalid"}
@@ -112,11 +105,11 @@ def install(app: FastAPI, engine: Engine, topics: Topics,
     app.include_router(operate.router())
     app.include_router(console.router())
     app.add_exception_handler(console.SignIn, console.sign_in_redirect)
-    app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)  # type: ignore[arg-type]
     app.add_exception_handler(OperationRefused, _refused)
     app.add_exception_handler(admin.RequestRefused, _refused)
-    app.add_exception_handler(ValidationError, _model)
+    app.add_exception_handler(ValidationError, _validation)
     app.add_exception_handler(DataError, _unstorable)
     app.add_middleware(RequestOrigin)
     return app

@@ -12,6 +12,7 @@ import asyncio
 import math
 import tempfile
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -245,10 +246,7 @@ def router() -> APIRouter:
         lateness = request.app.state.lateness
 
         def work(conn: Connection) -> bytes:
-            report = campaign_report(conn, shop_id, None, lateness)
-            with tempfile.NamedTemporaryFile(suffix=".png") as out:
-                conversions_png(report, Path(out.name))
-                return Path(out.name).read_bytes()
+            return _png(conversions_png, campaign_report(conn, shop_id, None, lateness))
 
         try:
             png = await in_transaction(request, work)
@@ -281,10 +279,7 @@ def router() -> APIRouter:
         await _access(request, shop_id)
 
         def work(conn: Connection) -> bytes:
-            result = product_abc(conn, shop_id)
-            with tempfile.NamedTemporaryFile(suffix=".png") as out:
-                pareto_png(result, Path(out.name))
-                return Path(out.name).read_bytes()
+            return _png(pareto_png, product_abc(conn, shop_id))
 
         try:
             png = await in_transaction(request, work)
@@ -293,6 +288,13 @@ def router() -> APIRouter:
         return Response(png, media_type="image/png")
 
     return console
+
+
+def _png(draw: Callable[[Any, Path], None], report: Any) -> bytes:
+    """A chart the report functions write to a file, as bytes to serve."""
+    with tempfile.NamedTemporaryFile(suffix=".png") as out:
+        draw(report, Path(out.name))
+        return Path(out.name).read_bytes()
 
 
 def _members_error(request: Request, access: Access, exc: Exception) -> HTMLResponse:

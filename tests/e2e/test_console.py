@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from shared import tokens
-from shared.db import make_engine
-from tests.api_support import TEA, ApiServer, seed_two_shops
+from tests.api_support import TEA, ApiServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -24,11 +23,8 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url, pool_size=4)
-    seed_two_shops(eng)
-    yield eng
-    eng.dispose()
+def engine(two_shops: Engine) -> Engine:
+    return two_shops
 
 
 @pytest.fixture

@@ -15,24 +15,19 @@ from openpyxl import load_workbook
 from sqlalchemy import Engine
 
 from shared import tokens
-from shared.db import make_engine
 from tests.api_support import (
     COFFEE,
     TEA,
     TEA_MEMBERS,
     ApiServer,
-    seed_two_shops,
     tea_config,
 )
 
 pytestmark = pytest.mark.integration
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url, pool_size=4)
-    seed_two_shops(eng)
-    yield eng
-    eng.dispose()
+def engine(two_shops: Engine) -> Engine:
+    return two_shops
 
 
 @pytest.fixture
