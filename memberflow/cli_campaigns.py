@@ -64,15 +64,7 @@ def campaigns_create(file: Path, shop: str, operator: str | None, database_url: 
     topic = settings_from().topics.credit_events
     try:
         with connection(database_url, data_dir, shop=shop) as conn:
-            tags = conn.exec_driver_sql(
-                "SELECT config -> 'tagging' -> 'tags' FROM shops WHERE shop_id = %s",
-                (shop,)).scalar()
-            known = {t["id"] for t in tags or []}
-            missing = [t for t in definition.target.tags if t not in known]
-            if missing:
-                raise OperationRefused(f"target.tags: shop {shop!r} has no tag(s) "
-                                       f"{', '.join(missing)}")
-            changed = operations.define(conn, topic, shop, definition, "cli",
+            changed = operations.create(conn, topic, shop, definition, "cli",
                                         operator_name(operator))
     except OperationRefused as exc:
         raise click.ClickException(str(exc)) from None

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from memberflow.abc_report import BadPeriod, NoData, customer_abc, product_abc
 from memberflow.campaign_report import NoCampaigns, campaign_report
@@ -24,6 +24,7 @@ from services.api.admin import (
 )
 from services.api.auth import ID_PATTERN, TEXT_PATTERN, Admin, Reader, Writer
 from services.campaigns import operations as campaign_ops
+from services.campaigns.config import CampaignDefinition
 from services.tagging import operations as tagging_ops
 from services.tiering import operations as tiering_ops
 from shared.audit import audit
@@ -220,6 +221,35 @@ def router() -> APIRouter:
         """Campaigns: draft, confirmed, sent, or known only from the message history."""
         return await in_transaction(request, lambda conn: campaign_ops.listing(
             conn, access.shop_id))
+
+    @api.post("/shops/{shop_id}/campaigns", tags=["campaigns"], openapi_extra=CONFIG_BODY)
+    async def create_campaign(request: Request, access: Writer) -> dict[str, Any]:
+        """Create (or, before it is confirmed, change) a campaign from its definition (YAML or
+        JSON: the keys of `examples/campaign.yaml`); audited."""
+        raw = await request.body()
+        try:
+            data = yaml.safe_load(raw.decode("utf-8"))
+            definition = CampaignDefinition.model_validate(data)
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise RequestRefused("body: not YAML or JSON", [
+                {"field": "body", "problem": str(exc)[:300]}]) from None
+        except ValidationError as exc:
+            raise RequestRefused(f"{len(exc.errors())} problem(s) in the campaign", [
+                {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}
+                for e in exc.errors()]) from None
+        topic = request.app.state.topics.credit_events
+        changed = await in_transaction(request, lambda conn: campaign_ops.create(
+            conn, topic, access.shop_id, definition, "api", access.operator))
+        return {"campaign_id": definition.id, "changed": changed, "status": "draft"}
+
+    @api.post("/shops/{shop_id}/campaigns/{campaign_id}/confirm", tags=["campaigns"])
+    async def confirm_campaign(request: Request, access: Writer, campaign_id: Id
+                               ) -> dict[str, Any]:
+        """Record the audience the target selects now, and freeze the campaign (audited)."""
+        topic = request.app.state.topics.credit_events
+        done = await in_transaction(request, lambda conn: campaign_ops.confirm(
+            conn, topic, access.shop_id, campaign_id, access.operator, datetime.now(UTC)))
+        return {"campaign_id": campaign_id, "status": "confirmed", "audience": done.audience}
 
     @api.get("/shops/{shop_id}/campaigns/effect", tags=["campaigns"])
     async def effect(request: Request, access: Reader,

@@ -97,6 +97,21 @@ def define(conn: Connection, topic: str, shop_id: str, definition: CampaignDefin
     return True
 
 
+def create(conn: Connection, topic: str, shop_id: str, definition: CampaignDefinition,
+           source: str, operator: str) -> bool:
+    """Define a campaign outside the configuration (its target's tags must exist); returns
+    whether anything changed (see `define`)."""
+    tags = conn.exec_driver_sql(
+        "SELECT config -> 'tagging' -> 'tags' FROM shops WHERE shop_id = %s",
+        (shop_id,)).scalar()
+    known = {t["id"] for t in tags or []}
+    missing = [t for t in definition.target.tags if t not in known]
+    if missing:
+        raise OperationRefused(f"target.tags: shop {shop_id!r} has no tag(s) "
+                               f"{', '.join(missing)}")
+    return define(conn, topic, shop_id, definition, source, operator)
+
+
 def config_changed(conn: Connection, topic: str, old: ShopConfig | None, new: ShopConfig,
                    operator: str) -> list[str]:
     """Campaigns declared in the configuration: define new and changed ones, delete the drafts

@@ -6,7 +6,7 @@ import io
 import re
 import urllib.parse
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -47,6 +47,15 @@ def token(engine: Engine, shops: list[str] | None, rights: str, *, name: str = "
 # A route added without an entry here fails `test_every_route_is_covered`.
 
 TEA_CONFIG = tea_config(levels_note="from the API").encode()
+_NOW = datetime.now(UTC).replace(microsecond=0)
+SPRING = f"""id: spring
+name: 春茶上新
+target: {{tags: [vip-tea]}}
+offer: {{kind: coupon, amount: "10.00", min_spend: "99.00", code: SPRING-10, valid_days: 7}}
+channels: [sms]
+starts_at: {(_NOW - timedelta(hours=1)).isoformat()}
+ends_at: {(_NOW + timedelta(days=30)).isoformat()}
+""".encode()
 BODIES: dict[str, Any] = {
     "PUT /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "fraud"},
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/blacklist": {"reason": "cleared"},
@@ -61,6 +70,7 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
     "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
     "POST /api/v1/shops/{shop_id}/tags/preview": {"when": "spend >= 100"},
+    "POST /api/v1/shops/{shop_id}/campaigns": SPRING,
 }
 QUERIES = {
     "POST /api/v1/shops/{shop_id}/members/import": "?file_name=new.csv",
@@ -87,6 +97,8 @@ NEEDS = {
     "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
     "POST /api/v1/shops/{shop_id}/tags/preview": "read",
     "GET /api/v1/shops/{shop_id}/campaigns": "read",
+    "POST /api/v1/shops/{shop_id}/campaigns": "write",
+    "POST /api/v1/shops/{shop_id}/campaigns/{campaign_id}/confirm": "write",
     "GET /api/v1/shops/{shop_id}/tags": "read",
     "GET /api/v1/shops/{shop_id}/reports/abc-customers": "read",
     "GET /api/v1/shops/{shop_id}/reports/abc-products": "read",
@@ -115,7 +127,7 @@ def routes(api: ApiServer) -> list[str]:
 def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
     method, path = route.split(" ", 1)
     return method, path.format(shop_id=shop, member_id="m1", token_id=token_id, fmt="csv",
-                               tag_id="vip-tea") + QUERIES.get(route, "")
+                               tag_id="vip-tea", campaign_id="spring") + QUERIES.get(route, "")
 
 
 def test_every_route_is_covered(api: ApiServer) -> None:
@@ -475,6 +487,18 @@ def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: E
     assert (history_only["status"], history_only["messages_sent"]) == ("history", 1)
     effect = api.call("GET", "/api/v1/shops/tea/campaigns/effect", token=admin).json
     assert effect["rows"][0]["campaign_id"] == "old-sms"
+    bad = api.call("POST", "/api/v1/shops/tea/campaigns", token=admin,
+                   body=SPRING.replace(b"vip-tea", b"nobody-tag"))
+    assert bad.status == 422 and "no tag(s) nobody-tag" in bad.json["error"]
+    made = api.call("POST", "/api/v1/shops/tea/campaigns", token=admin, body=SPRING).json
+    assert made == {"campaign_id": "spring", "changed": True, "status": "draft"}
+    confirmed = api.call("POST", "/api/v1/shops/tea/campaigns/spring/confirm", token=admin)
+    assert confirmed.json == {"campaign_id": "spring", "status": "confirmed", "audience": 4}
+    again = api.call("POST", "/api/v1/shops/tea/campaigns/spring/confirm", token=admin)
+    assert again.status == 422 and "already confirmed" in again.json["error"]
+    listed = {c["campaign_id"]: c for c in api.call(
+        "GET", "/api/v1/shops/tea/campaigns", token=admin).json}
+    assert (listed["spring"]["status"], listed["spring"]["audience"]) == ("confirmed", 4)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_log WHERE action = "
                                     "'config.apply'").scalar() == 1
