@@ -320,6 +320,9 @@ class Services:
                 keys=CachedTokens(self.engine, settings.token_cache_seconds),
                 limits=RateLimits(settings.ingest_events_per_second)),
                 self.engine, self.stack.topics, settings.lateness)
+            # What re-driving a dead letter from the API publishes with.
+            app.state.producer = self.producer
+            app.state.settings = settings
             self._http = await HttpServer.start(app, settings.http_host, self.http_port)
             self.http_url = self._http.url
         if self.ticks and settings.tick_seconds > 0:

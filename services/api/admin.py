@@ -39,6 +39,7 @@ from services.api.auth import (
     credential,
     engine_of,
 )
+from services.ingest.redrive import redrive
 from services.tiering import operations as tiering_ops
 from shared import deadletter, tokens
 from shared.audit import audit
@@ -387,6 +388,31 @@ def router() -> APIRouter:
         """The shop's dead letters, newest first, with reasons and the total."""
         return await in_transaction(request, lambda conn: deadletter.listing(
             conn, shop_id=access.shop_id, status=status, limit=limit, before_id=before_id))
+
+    @api.post("/shops/{shop_id}/dead-letters/{letter_id}/redrive", tags=["dead letters"],
+              openapi_extra={"requestBody": {"required": False, "content": {
+                  "application/json": {"schema": {"type": "object"}}}}})
+    async def redrive_letter(request: Request, access: Writer, letter_id: int
+                             ) -> dict[str, Any]:
+        """Submit a parked input again, as it was or corrected (the body: the corrected event
+        as JSON); accepted, the letter is marked redriven (audited)."""
+        def owned(conn: Connection) -> bool:
+            return conn.exec_driver_sql(
+                "SELECT 1 FROM dead_letters WHERE id = %s AND shop_id = %s",
+                (letter_id, access.shop_id)).first() is not None
+
+        if not await in_transaction(request, owned):
+            raise HTTPException(404, f"no dead letter {letter_id} in shop {access.shop_id!r}")
+        producer = getattr(request.app.state, "producer", None)
+        if producer is None:
+            raise HTTPException(503, "this process has no broker to re-drive to")
+        body = await request.body()
+        [done] = await redrive(engine_of(request), producer, request.app.state.settings,
+                               [letter_id], access.operator, body or None)
+        if done.verdict is None:
+            raise HTTPException(409, f"dead letter {letter_id}: {done.why_not}")
+        answer: dict[str, Any] = {"letter_id": letter_id, "redriven": done.verdict.accepted}
+        return answer | done.verdict.as_dict()
 
     @api.get("/shops/{shop_id}/audit", tags=["access"])
     async def audit_log(request: Request, access: Admin,

@@ -88,6 +88,7 @@ NEEDS = {
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/important": "write",
     "POST /api/v1/shops/{shop_id}/levels": "write",
     "GET /api/v1/shops/{shop_id}/dead-letters": "read",
+    "POST /api/v1/shops/{shop_id}/dead-letters/{letter_id}/redrive": "write",
     "GET /api/v1/shops/{shop_id}/blacklist": "read",
     "GET /api/v1/shops/{shop_id}/config": "read",
     "GET /api/v1/shops/{shop_id}/config/history": "read",
@@ -127,7 +128,8 @@ def routes(api: ApiServer) -> list[str]:
 def fill(route: str, shop: str, token_id: int = 1) -> tuple[str, str]:
     method, path = route.split(" ", 1)
     return method, path.format(shop_id=shop, member_id="m1", token_id=token_id, fmt="csv",
-                               tag_id="vip-tea", campaign_id="spring") + QUERIES.get(route, "")
+                               tag_id="vip-tea", campaign_id="spring",
+                               letter_id=1) + QUERIES.get(route, "")
 
 
 def test_every_route_is_covered(api: ApiServer) -> None:
@@ -193,7 +195,8 @@ def test_every_shop_route_refuses_missing_foreign_and_insufficient_tokens(
         if allowed.status == 404:   # 404s allowed: a token not TEA's, nothing to report yet
             assert (("tokens/{token_id}" in route and "no active token" in allowed.text)
                     or ("campaigns/effect" in route and "no campaign messages" in allowed.text)
-                    or ("/reports/" in route and "has no order events yet" in allowed.text))
+                    or ("/reports/" in route and "has no order events yet" in allowed.text)
+                    or ("redrive" in route and "no dead letter 1" in allowed.text))
 
 
 def test_members_list_filters_sorts_and_pages(api: ApiServer, engine: Engine) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,10 @@ from click.testing import CliRunner
 from memberflow.cli import main
 from memberflow.runtime import Stack
 from services.ingest.handlers import Ingestor
-from shared import kafka
+from shared import kafka, tokens
 from shared.db import make_engine
 from shared.metrics import Metrics
-from tests.support import scalar
+from tests.support import Running, scalar
 
 pytestmark = pytest.mark.integration
 
@@ -67,4 +69,45 @@ def test_a_parked_event_is_redriven_once_corrected(stack: Stack, tmp_path: Path)
     listed = runner.invoke(main, ["dead-letters", "list", "--shop", "s1", "--status",
                                   "redriven", *where[2:]])
     assert f"#{letter} [redriven]" in listed.output and "event=r-1" in listed.output
+    engine.dispose()
+
+
+def test_the_api_redrives_only_its_own_shops_letters(stack: Stack) -> None:
+    engine = make_engine(stack.database_url)
+    with Running(stack, []) as running:
+        status, _ = running.post(json.dumps(bad_event()).encode())
+        assert status == 422
+        letter = scalar(engine, "SELECT id FROM dead_letters WHERE event_id = 'r-1'")
+        with engine.begin() as conn:
+            mine = tokens.create(conn, name="ops", shops=["s1"], rights=["write"],
+                                 expires_in=None, operator="test").token
+            other = tokens.create(conn, name="ops2", shops=["s2"], rights=["write"],
+                                  expires_in=None, operator="test").token
+            conn.exec_driver_sql("INSERT INTO members (shop_id, member_id) VALUES ('s1', 'y'), "
+                                 "('s2', 'x')")
+
+        def call(token: str, body: bytes | None) -> tuple[int, Any]:
+            assert running.services.http_url is not None
+            request = urllib.request.Request(
+                f"{running.services.http_url}/api/v1/shops/{'s1' if token == mine else 's2'}"
+                f"/dead-letters/{letter}/redrive", data=body or b"", method="POST",
+                headers={"Authorization": f"Bearer {token}",
+                         "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        assert call(other, None)[0] == 404          # shop s2 has no such letter
+        status, answer = call(mine, None)
+        assert status == 200 and answer["redriven"] is False
+        assert answer["errors"][0]["field"] == "payload.amount"
+        fixed = {**bad_event(), "payload": {"order_id": "o1", "amount": "12.35"}}
+        status, answer = call(mine, json.dumps(fixed).encode())
+        assert (status, answer["redriven"], answer["status"]) == (200, True, "accepted")
+        status, answer = call(mine, None)
+        assert status == 409 and "redriven already" in answer["error"]
+    assert scalar(engine, "SELECT operator FROM audit_log WHERE action = "
+                          "'dead_letter.redrive'") == "token:ops"
     engine.dispose()
