@@ -47,6 +47,7 @@ tagging:
   tags:
     - {{id: vip-tea, name: 贵宾茶客}}
     - {{id: big-tea, name: 大茶客}}
+    - {{id: tea-club, name: 茶友会}}
   rules:
     - {{id: r-big-tea, tag: big-tea, when: "{rule}"}}
 """

@@ -47,6 +47,10 @@ class TagChange(BaseModel):
     dry_run: bool = Field(False, description="show what would change; change nothing")
 
 
+class TagMove(TagChange):
+    to: Annotated[str, Field(pattern=ID_PATTERN, description="the tag the members join")]
+
+
 class RulePreview(BaseModel):
     when: str = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN,
                       examples=["spend >= 500 and trades >= 3"])
@@ -126,7 +130,7 @@ def router() -> APIRouter:
 
     # --- tags ------------------------------------------------------------------------------
 
-    def tag_route(remove: bool) -> Any:
+    def tag_route(kind: str) -> Any:
         async def route(request: Request, access: Writer, tag_id: Id,
                         body: TagChange) -> dict[str, Any]:
             selection = (body.filter or MemberQuery()).selection(body.members)
@@ -134,11 +138,18 @@ def router() -> APIRouter:
                 raise HTTPException(422, "members: name the members, give a filter, or set "
                                          "everyone to true")
             topic = request.app.state.topics.tag_events
-            use = tagging_ops.remove if remove else tagging_ops.add_to
+            now = datetime.now(UTC)
+
+            def change(conn: Any) -> Any:
+                if isinstance(body, TagMove):
+                    return tagging_ops.move_to(conn, topic, access.shop_id, selection, tag_id,
+                                               body.to, access.operator, body.reason, now)
+                use = tagging_ops.remove if kind == "remove" else tagging_ops.add_to
+                return use(conn, topic, access.shop_id, selection, tag_id, access.operator,
+                           body.reason, now)
 
             def work(conn: Any) -> dict[str, Any]:
-                result = use(conn, topic, access.shop_id, selection, tag_id, access.operator,
-                             body.reason, datetime.now(UTC))
+                result = change(conn)
                 if result.missing:
                     raise RequestRefused("members: not in this shop; nothing was changed", [
                         {"field": "members", "problem": f"no member {m!r}"}
@@ -155,12 +166,22 @@ def router() -> APIRouter:
                 return rehearsal.answer
         return route
 
-    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route(False),
+    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route("add"),
                       methods=["POST"], tags=["tags"],
                       summary="Add to: the selected members gain the tag (audited)")
-    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route(True),
+    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/members", tag_route("remove"),
                       methods=["DELETE"], tags=["tags"],
                       summary="Take the tag from the selected members (audited)")
+
+    async def move(request: Request, access: Writer, tag_id: Id,
+                   body: TagMove) -> dict[str, Any]:
+        """Move to (cut): the selected members holding the tag lose it and gain `to`
+        (audited)."""
+        handled: dict[str, Any] = await tag_route("move")(request, access, tag_id, body)
+        return handled
+
+    api.add_api_route("/shops/{shop_id}/tags/{tag_id}/move", move, methods=["POST"],
+                      tags=["tags"], summary="Move to: from this tag to another (audited)")
 
     @api.get("/shops/{shop_id}/tags", tags=["tags"])
     async def tags_overview(request: Request, access: Reader) -> list[dict[str, Any]]:

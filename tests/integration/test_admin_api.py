@@ -70,6 +70,8 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
     "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": {"reason": "x", "members": ["m3"]},
     "POST /api/v1/shops/{shop_id}/tags/preview": {"when": "spend >= 100"},
+    "POST /api/v1/shops/{shop_id}/tags/{tag_id}/move": {"reason": "x", "members": ["m4"],
+                                                         "to": "tea-club"},
     "POST /api/v1/shops/{shop_id}/campaigns": SPRING,
 }
 QUERIES = {
@@ -96,6 +98,7 @@ NEEDS = {
     "PUT /api/v1/shops/{shop_id}/config": "admin",
     "POST /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
     "DELETE /api/v1/shops/{shop_id}/tags/{tag_id}/members": "write",
+    "POST /api/v1/shops/{shop_id}/tags/{tag_id}/move": "write",
     "POST /api/v1/shops/{shop_id}/tags/preview": "read",
     "GET /api/v1/shops/{shop_id}/campaigns": "read",
     "POST /api/v1/shops/{shop_id}/campaigns": "write",
@@ -465,6 +468,15 @@ def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: E
         {"field": "members", "problem": "no member 'ghost'"}]
     holders = api.call("GET", "/api/v1/shops/tea/members?tag=vip-tea&limit=500", token=admin)
     assert holders.json["total"] == 4
+    moved = api.call("POST", "/api/v1/shops/tea/tags/vip-tea/move", token=admin,
+                     body={"reason": "club", "members": ["m3", "m4"], "to": "tea-club"})
+    assert moved.json == {"selected": 2, "changed": 2, "dry_run": False}
+    club = api.call("GET", "/api/v1/shops/tea/members?tag=tea-club", token=admin).json
+    assert [m["member_id"] for m in club["items"]] == ["m3", "m4"]
+    assert all("vip-tea" not in m["tags"] for m in club["items"])
+    back = api.call("POST", "/api/v1/shops/tea/tags/tea-club/move", token=admin,
+                    body={"reason": "back", "members": ["m3", "m4"], "to": "vip-tea"})
+    assert back.json["changed"] == 2
     counted = api.call("POST", "/api/v1/shops/tea/tags/preview", token=admin,
                        body={"when": "spend >= 100 and trades >= 2"}).json
     # Rules read the tagging worker's copy of the figures, which this seed (written straight
