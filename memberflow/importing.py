@@ -29,7 +29,7 @@ import re
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,7 +101,6 @@ class Imported:
     tags_added: int = 0
     erased_skipped: int = 0
     already: bool = False           # this very file was imported before
-    by_tag: dict[str, int] = field(default_factory=dict)
 
 
 def read_table(name: str, data: bytes) -> Iterator[tuple[int, dict[str, str]]]:
@@ -332,7 +331,6 @@ def import_members(conn: Connection, topics: Topics, shop_id: str, file_name: st
         added = tagging_ops.add_to(conn, topics.tag_events, shop_id,
                                    MemberFilter(member_ids=tuple(members)), tag, operator,
                                    reason, now).changed
-        result.by_tag[tag] = added
         result.tags_added += added
     if len(rows) >= 10_000:
         # Fresh statistics for the tables a large import filled: until autovacuum comes by,

@@ -25,6 +25,21 @@ from shared.tokens import Credential
 MAX_REMEMBERED = 10_000
 
 
+def bearer(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = header.partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+async def verified(engine: Engine, token: str) -> Credential | None:
+    """The live credential of a token, asked of the database in a thread (the driver blocks)."""
+    def check() -> Credential | None:
+        with engine.begin() as conn:
+            return tokens.verify(conn, token)
+
+    return await asyncio.to_thread(check)
+
+
 class CachedTokens:
     """`await keys(token)` -> the live credential, or None."""
 
@@ -39,7 +54,7 @@ class CachedTokens:
         hit = self._seen.get(key)
         if hit is not None and now - hit[1] < self.ttl_s:
             return hit[0]
-        found = await asyncio.to_thread(self._verify, token)
+        found = await verified(self.engine, token)
         if found is None:
             self._seen.pop(key, None)
             return None
@@ -48,10 +63,6 @@ class CachedTokens:
         while len(self._seen) > MAX_REMEMBERED:
             self._seen.popitem(last=False)
         return found
-
-    def _verify(self, token: str) -> Credential | None:
-        with self.engine.begin() as conn:
-            return tokens.verify(conn, token)
 
 
 class RateLimits:

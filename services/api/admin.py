@@ -40,6 +40,7 @@ from services.api.auth import (
     engine_of,
 )
 from services.ingest.redrive import redrive
+from services.tagging.operations import set_important
 from services.tiering import operations as tiering_ops
 from shared import deadletter, tokens
 from shared.audit import audit
@@ -331,7 +332,6 @@ def router() -> APIRouter:
                 if flag == "blacklisted":
                     return tiering_ops.set_blacklist(conn, access.shop_id, [member_id], value,
                                                      access.operator, body.reason)
-                from services.tagging.operations import set_important
                 return set_important(conn, access.shop_id, [member_id], value,
                                      access.operator, body.reason)
 

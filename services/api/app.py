@@ -52,7 +52,6 @@ class RequestOrigin:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
-        scope.setdefault("state", {})["request_id"] = rid
         with origin(address, rid):
             await self.app(scope, receive, send_with_id)
 

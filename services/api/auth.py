@@ -20,6 +20,7 @@ from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy import Engine
 
 from shared import tokens
+from shared.keys import bearer, verified
 from shared.shops import shop_exists
 from shared.tokens import Credential
 
@@ -48,22 +49,15 @@ def unauthorized(why: str) -> HTTPException:
 async def credential(request: Request) -> Credential:
     """The verified bearer token of the request, or 401."""
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
     if not header:
         raise unauthorized("no token: send `Authorization: Bearer <token>` (memberflow tokens "
                            "create)")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer(header)
+    if token is None:
         raise unauthorized("Authorization must be `Bearer <token>`")
-    engine = engine_of(request)
-
-    def check() -> Credential | None:
-        with engine.begin() as conn:
-            return tokens.verify(conn, token.strip())
-
-    found = await asyncio.to_thread(check)
+    found = await verified(engine_of(request), token)
     if found is None:
         raise unauthorized("token unknown, expired or revoked")
-    request.state.credential = found
     return found
 
 

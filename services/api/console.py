@@ -40,6 +40,7 @@ from services.tiering import operations as tiering_ops
 from shared import tokens
 from shared.audit import OperationRefused, audit
 from shared.filters import MemberFilter
+from shared.keys import verified
 from shared.profiles import with_profiles
 from shared.shops import all_shop_ids, shop_configs
 from shared.tokens import Credential
@@ -55,15 +56,7 @@ class SignIn(Exception):
 
 async def _who(request: Request) -> Credential:
     token = request.cookies.get(COOKIE, "")
-    if not token:
-        raise SignIn
-    engine = engine_of(request)
-
-    def check() -> Credential | None:
-        with engine.begin() as conn:
-            return tokens.verify(conn, token)
-
-    found = await asyncio.to_thread(check)
+    found = await verified(engine_of(request), token) if token else None
     if found is None:
         raise SignIn
     return found

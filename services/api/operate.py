@@ -56,14 +56,19 @@ class RulePreview(BaseModel):
                       examples=["spend >= 500 and trades >= 3"])
 
 
-async def _config_body(request: Request, shop_id: str) -> ShopConfig:
-    """A configuration from the body (YAML or JSON), for the path's shop; every problem named."""
+async def _yaml_body(request: Request) -> Any:
+    """The body read as YAML (JSON is YAML too), or a 422 saying it is neither."""
     raw = await request.body()
     try:
-        data = yaml.safe_load(raw.decode("utf-8"))
+        return yaml.safe_load(raw.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RequestRefused("body: not YAML or JSON", [
             {"field": "body", "problem": str(exc)[:300]}]) from None
+
+
+async def _config_body(request: Request, shop_id: str) -> ShopConfig:
+    """A configuration from the body (YAML or JSON), for the path's shop; every problem named."""
+    data = await _yaml_body(request)
     try:
         config = parse(data, "body")
     except ConfigError as exc:
@@ -247,13 +252,9 @@ def router() -> APIRouter:
     async def create_campaign(request: Request, access: Writer) -> dict[str, Any]:
         """Create (or, before it is confirmed, change) a campaign from its definition (YAML or
         JSON: the keys of `examples/campaign.yaml`); audited."""
-        raw = await request.body()
+        data = await _yaml_body(request)
         try:
-            data = yaml.safe_load(raw.decode("utf-8"))
             definition = CampaignDefinition.model_validate(data)
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise RequestRefused("body: not YAML or JSON", [
-                {"field": "body", "problem": str(exc)[:300]}]) from None
         except ValidationError as exc:
             raise RequestRefused(f"{len(exc.errors())} problem(s) in the campaign", [
                 {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]}

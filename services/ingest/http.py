@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.ingest.handlers import Ingestor, Refused, Unavailable
 from shared.events import JsonRejected, Problem, loads_json
-from shared.keys import RateLimits
+from shared.keys import RateLimits, bearer
 from shared.metrics import Metrics
 from shared.tokens import Credential
 
@@ -79,10 +79,10 @@ async def _read_body(request: Request) -> bytes:
 
 async def _key(request: Request, keys: Keys) -> Credential | Response:
     """The request's live key, or the 401 to answer."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    found = await keys(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+    token = bearer(request.headers.get("authorization", ""))
+    found = await keys(token) if token else None
     if found is None:
-        why = ("token unknown, expired or revoked" if token.strip() else
+        why = ("token unknown, expired or revoked" if token else
                "no key: send `Authorization: Bearer <token>` (memberflow tokens create "
                "--rights ingest)")
         return Json({"error": why}, status_code=401,
