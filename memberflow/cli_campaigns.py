@@ -18,8 +18,8 @@ from memberflow.campaign_report import (
     conversions_png,
     write_xlsx,
 )
-from memberflow.cli_common import connection, db_opt, dir_opt, operator_name, settings_from
-from memberflow.cli_tiers import emit
+from memberflow.cli_common import connection, operator_name, settings_from
+from memberflow.cli_options import db_opt, dir_opt, emit
 from services.campaigns import operations
 from services.campaigns.config import CampaignDefinition
 from services.campaigns.operations import FileSender

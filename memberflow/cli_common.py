@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,12 +33,6 @@ def settings_from(kafka_: str | None = None, database_url: str | None = None,
     return Settings(**overrides)
 
 
-kafka_opt = click.option("--kafka", "kafka_", metavar="HOST:PORT",
-                         help="Kafka bootstrap servers (default: $MEMBERFLOW_KAFKA, else embedded)")
-db_opt = click.option("--database-url", metavar="URL",
-                      help="PostgreSQL URL (default: $MEMBERFLOW_DATABASE_URL, else embedded)")
-dir_opt = click.option("--data-dir", type=click.Path(path_type=Path),
-                       help="where the embedded database lives (default: .memberflow)")
 
 
 @contextmanager
@@ -95,10 +88,7 @@ class _Rehearsed(Exception):
         self.result = result
 
 
-dry_run_opt = click.option("--dry-run", is_flag=True,
-                           help="show what would change, change nothing")
-yes_opt = click.option("--yes", is_flag=True,
-                       help="apply a change to a filtered set or --all without asking")
+
 
 
 def carry_out(change: Callable[[Any], R], describe: Callable[[R, bool], str], *,
@@ -131,26 +121,6 @@ def refuse_unknown(shop: str, missing: list[str]) -> None:
     if missing:
         shown = ", ".join(repr(m) for m in missing[:10]) + (", …" if len(missing) > 10 else "")
         raise OperationRefused(f"no member {shown} in shop {shop!r}: nothing was changed")
-
-
-def _width(text: str) -> int:
-    """Columns a string takes in a terminal: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
-
-
-def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
-    """Rows as aligned columns under headers; `columns` is (key, header)."""
-    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in columns] for r in rows]
-    widths = [max([_width(h)] + [_width(c[i]) for c in cells]) for i, (_, h) in
-              enumerate(columns)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v + " " * (w - _width(v)) for v, w in zip(values, widths,
-                                                                     strict=True)).rstrip()
-
-    click.echo(line([h for _, h in columns]))
-    for c in cells:
-        click.echo(line(c))
 
 
 def shop_names(conn: Any, shop: str) -> tuple[dict[int, str], dict[str, str]]:

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from memberflow.cli_common import connection, db_opt, dir_opt, operator_name, settings_from
-from memberflow.cli_tiers import filter_options, member_filter
+from memberflow.cli_common import connection, operator_name, settings_from
+from memberflow.cli_options import db_opt, dir_opt, filter_options
+from memberflow.cli_tiers import member_filter
 from memberflow.exporting import csv_bytes, export_rows, flatten, xlsx_bytes
 from memberflow.importing import import_members
 from shared import profiles

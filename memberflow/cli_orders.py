@@ -8,14 +8,8 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from memberflow.cli_common import (
-    connection,
-    db_opt,
-    dir_opt,
-    kafka_opt,
-    settings_from,
-    with_broker,
-)
+from memberflow.cli_common import connection, settings_from, with_broker
+from memberflow.cli_options import db_opt, dir_opt, kafka_opt
 from memberflow.importing import ImportRefused
 from memberflow.orders_import import group_lines, order_events
 from services.ingest.handlers import Ingestor

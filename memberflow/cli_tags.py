@@ -13,18 +13,21 @@ import click
 from memberflow.cli_common import (
     carry_out,
     connection,
-    db_opt,
-    dir_opt,
-    dry_run_opt,
     load_config,
     operator_name,
-    print_table,
     refuse_unknown,
     settings_from,
     shop_names,
+)
+from memberflow.cli_options import (
+    db_opt,
+    dir_opt,
+    dry_run_opt,
+    filter_options,
+    print_table,
     yes_opt,
 )
-from memberflow.cli_tiers import filter_options, member_filter
+from memberflow.cli_tiers import member_filter
 from memberflow.readmodel import tag_history
 from services.tagging import operations
 from services.tagging.operations import ManualResult, TagOutcome

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import re
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,14 +24,18 @@ from memberflow.abc_report import (
 from memberflow.cli_common import (
     carry_out,
     connection,
-    db_opt,
-    dir_opt,
-    dry_run_opt,
     operator_name,
-    print_table,
     refuse_unknown,
     settings_from,
     shop_names,
+)
+from memberflow.cli_options import (
+    db_opt,
+    dir_opt,
+    dry_run_opt,
+    emit,
+    filter_options,
+    print_table,
     yes_opt,
 )
 from memberflow.readmodel import level_history, member_records
@@ -49,45 +49,6 @@ from shared.shopconfig import ConfigError, parse
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Amount(click.ParamType):
-    """A money amount as people type it: 5000, 5,000 or 5,000.00 (never a float)."""
-
-    name = "amount"
-    _form = re.compile(r"\d{1,3}(,\d{3})+(\.\d{1,2})?|\d+(\.\d{1,2})?")
-
-    def convert(self, value: Any, param: click.Parameter | None,
-                ctx: click.Context | None) -> Decimal:
-        if isinstance(value, Decimal):
-            return value
-        text = str(value).strip()
-        if not self._form.fullmatch(text):
-            self.fail(f"{text!r} is not an amount like 5000, 5,000 or 5,000.00", param, ctx)
-        return Decimal(text.replace(",", ""))
-
-
-def filter_options(func: F) -> F:
-    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days/--tag/--important (AND)."""
-    options = [
-        click.option("--member", "f_member", multiple=True, help="member id (repeatable)"),
-        click.option("--level", "f_level", type=int, multiple=True,
-                     help="members at this level (repeatable)"),
-        click.option("--abc", "f_abc", multiple=True,
-                     type=click.Choice(["A", "B", "C", "none"]),
-                     help="members of this customer ABC class (repeatable; none = unclassified)"),
-        click.option("--min-spend", "f_min", type=Amount(), help="net spend at least this"),
-        click.option("--max-spend", "f_max", type=Amount(), help="net spend at most this"),
-        click.option("--dormant-days", "f_dormant", type=click.IntRange(min=1),
-                     help="no completed trade in this many days (event time)"),
-        click.option("--tag", "f_tag", multiple=True,
-                     help="members holding this tag (repeatable: all of them)"),
-        click.option("--important", "f_important", is_flag=True, default=None,
-                     help="members marked important"),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
 def member_filter(kw: dict[str, Any]) -> MemberFilter:
     """Build the filter from `filter_options` values, removing them from `kw`."""
     return MemberFilter(
@@ -95,19 +56,6 @@ def member_filter(kw: dict[str, Any]) -> MemberFilter:
         abc_classes=tuple(kw.pop("f_abc")), min_spend=kw.pop("f_min"),
         max_spend=kw.pop("f_max"), dormant_days=kw.pop("f_dormant"), tags=tuple(kw.pop("f_tag")),
         important=kw.pop("f_important") or None)
-
-
-def emit(rows: Iterable[dict[str, Any]], columns: Iterable[str], fmt: str,
-         document: Any = None) -> None:
-    """Rows as CSV (lists joined with "|"), or `document` (default: the rows) as JSON, on stdout."""
-    if fmt == "json":
-        click.echo(json.dumps(document if document is not None else list(rows), indent=2,
-                              ensure_ascii=False))
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows({k: "|".join(v) if isinstance(v, list) else v for k, v in row.items()}
-                     for row in rows)
 
 
 @click.group()
@@ -279,12 +227,7 @@ def blacklisted_list(shop: str, fmt: str, database_url: str | None,
     click.echo(f"{len(rows)} blacklisted member(s) in shop {shop}")
 
 
-@click.group()
-def report() -> None:
-    """Reports: customer ABC and product ABC."""
-
-
-@report.command("abc-customers")
+@click.command("abc-customers")
 @click.option("--shop", required=True)
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
 @db_opt
@@ -300,7 +243,7 @@ def report_abc_customers(shop: str, fmt: str, database_url: str | None,
     emit(doc["members"], CUSTOMER_COLUMNS, fmt, doc)
 
 
-@report.command("abc-products")
+@click.command("abc-products")
 @click.option("--shop", required=True)
 @click.option("--days", type=click.IntRange(min=1),
               help="period length in days (default: configured): with neither --from nor --to, "

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from memberflow.cli_common import connection, db_opt, dir_opt, operator_name
+from memberflow.cli_common import connection, operator_name
+from memberflow.cli_options import db_opt, dir_opt
 from shared import tokens
 from shared.audit import OperationRefused
 

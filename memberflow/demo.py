@@ -120,7 +120,8 @@ class DemoKeys:
 
 async def _demo(stack: Stack, sample: Path, serve: bool, keys: DemoKeys) -> None:
     metrics = Metrics()
-    services = Services(stack, list(WORKERS), metrics, http_port=stack.settings.http_port)
+    services = Services(stack, list(WORKERS), metrics, http_port=stack.settings.http_port,
+                        announce=serve)
     await services.start()
     try:
         started = time.monotonic()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from memberflow import local
 from memberflow.database import embedded_or_configured
 from memberflow.readmodel import event_fate, read_member
 from services.campaigns.handlers import APPLIED as CAMPAIGN_CLAIMS
@@ -30,7 +31,7 @@ from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import CLAIMS as TIERING_CLAIMS
 from services.tiering.handlers import TieringHandler
 from services.tiering.operations import resync as tiering_resync
-from shared import kafka, supervise
+from shared import kafka, supervise, tokens
 from shared.config import Settings
 from shared.consumer import BatchWorker, Handler
 from shared.db import make_engine, migrate
@@ -251,7 +252,7 @@ class Services:
 
     def __init__(self, stack: Stack, names: Sequence[str], metrics: Metrics,
                  http_port: int | None = None, *, ticks: bool = False,
-                 processes: bool = False) -> None:
+                 processes: bool = False, announce: bool = False) -> None:
         unknown = [n for n in names if n not in WORKERS]
         if unknown:
             raise ValueError(f"unknown worker(s) {', '.join(unknown)}; known: {', '.join(WORKERS)}")
@@ -274,6 +275,9 @@ class Services:
         self._http: HttpServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_url: str | None = None
+        # Whether to tell other commands on the data dir about this stack (`memberflow.local`).
+        self.announce = announce
+        self._local_token: int | None = None
         self._readiness = Readiness([
             Probe("database", database_check(self.engine)),
             Probe("broker", broker_check(stack.bootstrap))])
@@ -325,10 +329,34 @@ class Services:
             app.state.settings = settings
             self._http = await HttpServer.start(app, settings.http_host, self.http_port)
             self.http_url = self._http.url
+        if self.announce:
+            await asyncio.to_thread(self._announce)
         if self.ticks and settings.tick_seconds > 0:
             self._tasks.append(asyncio.create_task(tick_forever(
                 self.ingestor_for("tick", ticks=True), settings.tick_seconds, self.stop),
                 name="ticker"))
+
+    def _announce(self) -> None:
+        """Record this stack for the other commands on its data dir, with a read-only token
+        for this run (any such token a run that died left behind is revoked first)."""
+        with self.engine.begin() as conn:
+            for (stale,) in conn.exec_driver_sql(
+                    "SELECT id FROM api_tokens WHERE name = %s AND revoked_at IS NULL",
+                    (local.TOKEN_NAME,)).all():
+                tokens.revoke(conn, stale, operator="memberflow up")
+            made = tokens.create(conn, name=local.TOKEN_NAME, shops=None, rights=["read"],
+                                 expires_in=None, operator="memberflow up")
+        self._local_token = made.token_id
+        local.write(self.stack.settings.data_dir / "run", local.Running(
+            os.getpid(), self.stack.bootstrap, self.stack.database_url, self.http_url,
+            made.token if self.http_url else None))
+
+    def _retire(self) -> None:
+        local.remove(self.stack.settings.data_dir / "run")
+        if self._local_token is not None:
+            with self.engine.begin() as conn:
+                tokens.revoke(conn, self._local_token, operator="memberflow up")
+            self._local_token = None
 
     async def _refill(self, refill: Refill) -> None:
         """Publish again what a fresh embedded broker lost (see `Refill`); once per stack."""
@@ -447,6 +475,11 @@ class Services:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.stop()
+        if self.announce and not self._stack_gone:
+            try:
+                await asyncio.to_thread(self._retire)
+            except Exception:   # the database went first: the next start revokes the token
+                log.warning("could not revoke this run's local token", exc_info=True)
         if self.processes is not None:
             await asyncio.to_thread(self.processes.stop, grace_s)
         try:

@@ -24,13 +24,11 @@ from typing import Any
 
 import uvicorn
 
+from shared.trouble import PortBusy as PortBusy  # raised here
+
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0
-
-
-class PortBusy(OSError):
-    """The address is taken (or not ours to bind): says which, and the setting that moves it."""
 
 
 class _Server(uvicorn.Server):

@@ -13,6 +13,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from shared.trouble import BrokerUnreachable as BrokerUnreachable  # raised here
+
 # Tansu holds a group's first JoinGroup for half the session timeout, so short sessions keep
 # start-up quick; requests must outlive that hold.
 SESSION_TIMEOUT_MS = 10_000
@@ -53,10 +55,6 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "request_timeout_ms": REQUEST_TIMEOUT_MS,
         **extra,
     }
-
-
-class BrokerUnreachable(ConnectionError):
-    """No Kafka broker answered at the configured address within the bound."""
 
 
 async def _admin(bootstrap: str, deadline_s: float = 30.0) -> AIOKafkaAdminClient:

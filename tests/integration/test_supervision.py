@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -28,6 +27,7 @@ import pytest
 from shared.db import make_engine
 from shared.embedded import EmbeddedDatabase
 from shared.health import Probe, Readiness, check_database, database_check
+from tests.running import RunningUp, command
 from tests.support import wait_until
 
 GONE_WITHIN_S = 10.0  # the requirement is "a few seconds"; it takes well under one
@@ -43,11 +43,6 @@ def gone(proc: psutil.Process) -> bool:
         return True
 
 
-def command() -> list[str]:
-    script = Path(sys.executable).with_name("memberflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "memberflow"]
-
-
 def storefront_key_for(data_dir: Path) -> str:
     """An ingest key made as an operator would, with the command line, before `up` starts."""
     made = subprocess.run([*command(), "tokens", "create", "--all-shops", "--rights",
@@ -58,35 +53,8 @@ def storefront_key_for(data_dir: Path) -> str:
     return made.stdout.strip().splitlines()[-1]
 
 
-class Up:
-    """`memberflow up --data-dir DIR --http-port 0` as a subprocess."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.log = data_dir.parent / f"{data_dir.name}-up.log"
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("MEMBERFLOW_KAFKA", "MEMBERFLOW_DATABASE_URL")}
-        self.proc = subprocess.Popen(
-            [*command(), "up", "--data-dir", str(data_dir), "--http-port", "0"],
-            stdout=subprocess.PIPE, stderr=self.log.open("ab"), stdin=subprocess.DEVNULL,
-            env=env, text=True)
-        self.lines: list[str] = []
-        assert self.proc.stdout is not None
-        stdout = self.proc.stdout
-        threading.Thread(target=lambda: self.lines.extend(iter(stdout.readline, "")),
-                         daemon=True).start()
-
-    def wait_up(self, deadline_s: float = 90.0) -> str:
-        """Wait for the 'memberflow up:' line; returns the ingest base URL."""
-        def ready() -> str | None:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"up exited with {self.proc.returncode}:\n"
-                                     + "".join(self.lines) + self.log.read_text())
-            line = next((x for x in self.lines if x.startswith("memberflow up:")), None)
-            return None if line is None else line.split("ingest ")[1].split("/v1/")[0]
-        url: str = wait_until(ready, deadline_s=deadline_s, what="memberflow up to start",
-                              interval=0.05)
-        return url
+class Up(RunningUp):
+    """`up`, and what it started."""
 
     def started(self) -> dict[str, psutil.Process]:
         """What it started, by its run file and postmaster.pid."""
@@ -104,16 +72,6 @@ class Up:
             found[f"postgres child {i}"] = child
         assert not any(gone(p) for p in found.values())
         return found
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
