@@ -323,7 +323,8 @@ class Services:
                 readiness=self.readiness,
                 keys=CachedTokens(self.engine, settings.token_cache_seconds),
                 limits=RateLimits(settings.ingest_events_per_second)),
-                self.engine, self.stack.topics, settings.lateness)
+                self.engine, self.stack.topics, settings.lateness,
+                outgoing=settings.data_dir / "outgoing")
             # What re-driving a dead letter from the API publishes with.
             app.state.producer = self.producer
             app.state.settings = settings

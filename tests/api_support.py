@@ -11,6 +11,7 @@ import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -95,8 +96,9 @@ class Answer:
 class ApiServer:
     """`with ApiServer(engine) as api: api.call("GET", "/api/v1/me", token=t)`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, outgoing: Path | None = None) -> None:
         self.engine = engine
+        self.outgoing = outgoing
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -108,7 +110,7 @@ class ApiServer:
                                    member_reader=functools.partial(read_member, self.engine),
                                    event_reader=functools.partial(event_fate, self.engine),
                                    keys=CachedTokens(self.engine, ttl_s=0)),
-                          self.engine, Topics())
+                          self.engine, Topics(), outgoing=self.outgoing)
             return await HttpServer.start(app, "127.0.0.1", 0)
 
         self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -95,11 +96,13 @@ async def _refused(request: Request, exc: Exception) -> Json:
 
 
 def install(app: FastAPI, engine: Engine, topics: Topics,
-            lateness: timedelta = timedelta(hours=24)) -> FastAPI:
-    """Add the admin API and the console to the HTTP application."""
+            lateness: timedelta = timedelta(hours=24), outgoing: Path | None = None) -> FastAPI:
+    """Add the admin API and the console to the HTTP application. `outgoing`: where campaign
+    messages are written when sent (the file sender); without it, sending is refused."""
     app.state.engine = engine
     app.state.topics = topics
     app.state.lateness = lateness
+    app.state.outgoing = outgoing
     app.include_router(admin.router())
     app.include_router(operate.router())
     app.include_router(console.router())

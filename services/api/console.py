@@ -13,6 +13,7 @@ import math
 import tempfile
 import urllib.parse
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -174,27 +175,57 @@ def router() -> APIRouter:
     @console.get("/shops/{shop_id}/members/{member_id}")
     async def member(request: Request, shop_id: str, member_id: str) -> Response:
         access = await _access(request, shop_id)
+        done = CHANGES.get(request.query_params.get("done", ""))
+        return await _member_page(request, access, member_id,
+                                  notice=done[1] if done else None)
 
-        def work(conn: Connection) -> dict[str, Any] | None:
-            rows = member_records(conn, shop_id, MemberFilter(member_ids=(member_id,)))
-            if not rows:
-                return None
-            rows = with_profiles(conn, shop_id, rows, access.may("pii"))
-            config = shop_configs(conn, [shop_id]).get(shop_id)
-            return {"member": rows[0], "config": config[1] if config else None,
-                    "levels": level_history(conn, shop_id, member_id),
-                    "tags": tag_history(conn, shop_id, member_id),
-                    "campaigns": campaign_history(conn, shop_id, member_id)}
+    @console.post("/shops/{shop_id}/members/{member_id}")
+    async def change_member(request: Request, shop_id: str, member_id: str) -> Response:
+        """One change from the member page's forms, by the same use cases as the API
+        (audited with the signed-in token's name); then back to the page."""
+        _same_origin(request)
+        access = await _access(request, shop_id, "write")
+        form = {k: v[0].strip() for k, v in urllib.parse.parse_qs(
+            (await request.body()).decode("utf-8", "replace")).items()}
+        what, reason = form.get("change", ""), form.get("reason", "")
+        if what not in CHANGES:
+            raise HTTPException(422, f"change: {what!r} is not one of {', '.join(CHANGES)}")
+        topics = request.app.state.topics
+        now = datetime.now(UTC)
+        only = MemberFilter(member_ids=(member_id,))
 
-        found = await in_transaction(request, work)
-        if found is None:
+        def work(conn: Connection) -> bool:
+            if not member_records(conn, shop_id, only):
+                return False
+            if not reason:
+                raise OperationRefused("reason: say why (it is recorded with the change)")
+            if what == "level":
+                level = form.get("level", "")
+                if not level.isdigit():
+                    raise OperationRefused(f"level: {level!r} is not a level number")
+                tiering_ops.set_level(conn, topics.member_events, shop_id, only, int(level),
+                                      access.operator, reason, now)
+            elif what in ("tag-add", "tag-remove"):
+                use = tagging_ops.add_to if what == "tag-add" else tagging_ops.remove
+                use(conn, topics.tag_events, shop_id, only, form.get("tag", ""),
+                    access.operator, reason, now)
+            elif what.endswith("blacklist"):
+                tiering_ops.set_blacklist(conn, shop_id, [member_id], what == "blacklist",
+                                          access.operator, reason)
+            else:
+                tagging_ops.set_important(conn, shop_id, [member_id], what == "important",
+                                          access.operator, reason)
+            return True
+
+        try:
+            found = await in_transaction(request, work)
+        except OperationRefused as exc:
+            return await _member_page(request, access, member_id, error=str(exc), status=422)
+        if not found:
             raise HTTPException(404, f"no member {member_id!r} in shop {shop_id!r}")
-        config = found["config"]
-        return _page(request, "member.html", access=access,
-                     shop_name=_shop_name(config, shop_id), m=found["member"],
-                     levels=found["levels"], tag_changes=found["tags"],
-                     campaigns=found["campaigns"], level_names=_ladder(config),
-                     tag_names=_tags(config))
+        return RedirectResponse(
+            f"/console/shops/{urllib.parse.quote(shop_id)}/members/"
+            f"{urllib.parse.quote(member_id)}?done={what}", status_code=303)
 
     @console.get("/shops/{shop_id}/levels")
     async def levels(request: Request, shop_id: str) -> Response:
@@ -281,6 +312,53 @@ def router() -> APIRouter:
         return Response(png, media_type="image/png")
 
     return console
+
+
+# What the member page's forms change, and what the page says once it is done.
+CHANGES = {
+    "level": ("set the level", "Level set."),
+    "blacklist": ("put on the blacklist", "Put on the blacklist."),
+    "unblacklist": ("take off the blacklist", "Taken off the blacklist."),
+    "important": ("mark important", "Marked important."),
+    "unimportant": ("take the important mark off", "Important mark taken off."),
+    "tag-add": ("add the tag", "Tag added."),
+    "tag-remove": ("remove the tag", "Tag removed."),
+}
+
+
+def _same_origin(request: Request) -> None:
+    """A change must come from the console's own pages. The cookie is SameSite=Strict already;
+    a browser's Origin naming another site is refused as well."""
+    sent = request.headers.get("origin")
+    if sent is not None and urllib.parse.urlsplit(sent).netloc != request.url.netloc:
+        raise HTTPException(403, "changes come from the console's own pages only")
+
+
+async def _member_page(request: Request, access: Access, member_id: str, *,
+                       notice: str | None = None, error: str | None = None,
+                       status: int = 200) -> Response:
+    shop_id = access.shop_id
+
+    def work(conn: Connection) -> dict[str, Any] | None:
+        rows = member_records(conn, shop_id, MemberFilter(member_ids=(member_id,)))
+        if not rows:
+            return None
+        rows = with_profiles(conn, shop_id, rows, access.may("pii"))
+        config = shop_configs(conn, [shop_id]).get(shop_id)
+        return {"member": rows[0], "config": config[1] if config else None,
+                "levels": level_history(conn, shop_id, member_id),
+                "tags": tag_history(conn, shop_id, member_id),
+                "campaigns": campaign_history(conn, shop_id, member_id)}
+
+    found = await in_transaction(request, work)
+    if found is None:
+        raise HTTPException(404, f"no member {member_id!r} in shop {shop_id!r}")
+    config = found["config"]
+    return _page(request, "member.html", status=status, access=access,
+                 shop_name=_shop_name(config, shop_id), m=found["member"],
+                 levels=found["levels"], tag_changes=found["tags"],
+                 campaigns=found["campaigns"], level_names=_ladder(config),
+                 tag_names=_tags(config), notice=notice, error=error)
 
 
 def _png(draw: Callable[[Any, Path], None], report: Any) -> bytes:

@@ -25,6 +25,7 @@ from services.api.admin import (
 from services.api.auth import ID_PATTERN, TEXT_PATTERN, Admin, Reader, Writer
 from services.campaigns import operations as campaign_ops
 from services.campaigns.config import CampaignDefinition
+from services.campaigns.operations import FileSender
 from services.tagging import operations as tagging_ops
 from services.tiering import operations as tiering_ops
 from shared.audit import audit
@@ -272,6 +273,24 @@ def router() -> APIRouter:
         done = await in_transaction(request, lambda conn: campaign_ops.confirm(
             conn, topic, access.shop_id, campaign_id, access.operator, datetime.now(UTC)))
         return {"campaign_id": campaign_id, "status": "confirmed", "audience": done.audience}
+
+    @api.post("/shops/{shop_id}/campaigns/{campaign_id}/send", tags=["campaigns"])
+    async def send_campaign(request: Request, access: Writer, campaign_id: Id
+                            ) -> dict[str, Any]:
+        """Send a confirmed campaign to its audience on each of its channels (the file sender:
+        one JSON-lines file per campaign for the delivering system) and record every message
+        sent as an event (audited). A campaign is sent once, within its window."""
+        outgoing = request.app.state.outgoing
+        if outgoing is None:
+            raise HTTPException(503, "this server has no message sender: send with "
+                                     "`memberflow campaigns send`")
+        sender = FileSender(outgoing)
+        topics = request.app.state.topics
+        sent = await in_transaction(request, lambda conn: campaign_ops.send(
+            conn, topics, access.shop_id, campaign_id, sender, access.operator,
+            datetime.now(UTC)))
+        return {"campaign_id": campaign_id, "status": "sent", "messages": sent,
+                "sender": sender.name}
 
     @api.get("/shops/{shop_id}/campaigns/effect", tags=["campaigns"])
     async def effect(request: Request, access: Reader,

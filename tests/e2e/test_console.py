@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,6 +54,17 @@ def shot(driver: object, tmp_path: Path, name: str) -> Path:
         Path(out).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(out) / path.name)
     return path
+
+
+def submit(driver: object, button: object) -> None:
+    """Click a form's button and wait (with a deadline) for the page it leads to."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")  # type: ignore[attr-defined]
+    button.click()  # type: ignore[attr-defined]
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
 
 
 def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: object,
@@ -141,3 +153,75 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         logins = conn.exec_driver_sql("SELECT shop_id, operator, address FROM audit_log "
                                       "WHERE action = 'console.login'").all()
     assert [tuple(r) for r in logins] == [("tea", "token:console-alice", "127.0.0.1")]
+
+
+def test_change_a_member_from_the_console(engine: Engine, browser: object,
+                                          tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = browser
+    with engine.begin() as conn:
+        writer = tokens.create(conn, name="console-bob", shops=[TEA], rights=["read", "write"],
+                               expires_in=None, operator="test").token
+        reader = tokens.create(conn, name="console-eve", shops=[TEA], rights=["read"],
+                               expires_in=None, operator="test").token
+    with ApiServer(engine) as api:
+        form = urllib.parse.urlencode({"change": "blacklist", "reason": "x"}).encode()
+        page = "/console/shops/tea/members/m3"
+        # Read-only, or from another site's page: refused, and nothing changes.
+        for cookie, origin, status in ((reader, None, 403),
+                                       (writer, "http://shop-spam.example", 403)):
+            headers = {"Cookie": f"mf_console={cookie}",
+                       "Content-Type": "application/x-www-form-urlencoded"}
+            if origin:
+                headers["Origin"] = origin
+            assert api.call("POST", page, body=form, headers=headers).status == status
+
+        d.get(api.url + "/console/login")                      # type: ignore[attr-defined]
+        d.find_element(By.ID, "token").send_keys(reader)       # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        d.get(api.url + page)                                  # type: ignore[attr-defined]
+        assert not d.find_elements(By.ID, "changes")           # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-out").click()              # type: ignore[attr-defined]
+
+        d.find_element(By.ID, "token").send_keys(writer)       # type: ignore[attr-defined]
+        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        d.get(api.url + page)                                  # type: ignore[attr-defined]
+        level_form = d.find_element(By.ID, "change-level")     # type: ignore[attr-defined]
+        Select(level_form.find_element(By.NAME, "level")).select_by_visible_text("2 · 金卡")
+        level_form.find_element(By.NAME, "reason").send_keys("年度大客户")
+        submit(d, level_form.find_element(By.TAG_NAME, "button"))
+        assert d.find_element(By.ID, "notice").text == "Level set."  # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "level").text == "金卡"    # type: ignore[attr-defined]
+        assert "年度大客户" in d.find_element(By.ID, "level-history").text  # type: ignore[attr-defined]
+
+        # A reason of spaces passes the browser's check and not the server's: said, nothing done.
+        marks = d.find_element(By.ID, "change-marks")          # type: ignore[attr-defined]
+        marks.find_element(By.NAME, "reason").send_keys("   ")
+        submit(d, marks.find_element(By.CSS_SELECTOR, "button[value=blacklist]"))
+        assert "reason: say why" in d.find_element(By.ID, "error").text  # type: ignore[attr-defined]
+        marks = d.find_element(By.ID, "change-marks")          # type: ignore[attr-defined]
+        marks.find_element(By.NAME, "reason").send_keys("chargebacks")
+        submit(d, marks.find_element(By.CSS_SELECTOR, "button[value=blacklist]"))
+        assert d.find_element(By.ID, "notice").text == "Put on the blacklist."  # type: ignore[attr-defined]
+        assert "blacklisted" in d.find_element(By.ID, "tags").text  # type: ignore[attr-defined]
+
+        for change, notice, held in (("tag-remove", "Tag removed.", False),
+                                     ("tag-add", "Tag added.", True)):
+            tag_form = d.find_element(By.ID, "change-tag")     # type: ignore[attr-defined]
+            Select(tag_form.find_element(By.NAME, "tag")).select_by_visible_text("贵宾茶客")
+            tag_form.find_element(By.NAME, "reason").send_keys("品鉴会")
+            submit(d, tag_form.find_element(By.CSS_SELECTOR, f"button[value={change}]"))
+            assert d.find_element(By.ID, "notice").text == notice  # type: ignore[attr-defined]
+            assert ("贵宾茶客" in d.find_element(By.ID, "tags").text) is held  # type: ignore[attr-defined]
+        shot(d, tmp_path, "console-member-changed")
+
+    with engine.connect() as conn:
+        done = conn.exec_driver_sql(
+            "SELECT action FROM audit_log WHERE shop_id = 'tea' AND operator = "
+            "'token:console-bob' ORDER BY id").scalars().all()
+        member = conn.exec_driver_sql("SELECT level, blacklisted FROM members WHERE shop_id = "
+                                      "'tea' AND member_id = 'm3'").one()
+    assert done == ["console.login", "levels.set", "blacklist.add", "tags.remove", "tags.add"]
+    assert tuple(member) == (2, True)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +33,8 @@ def engine(two_shops: Engine) -> Engine:
 
 
 @pytest.fixture
-def api(engine: Engine) -> Iterator[ApiServer]:
-    with ApiServer(engine) as server:
+def api(engine: Engine, tmp_path: Path) -> Iterator[ApiServer]:
+    with ApiServer(engine, outgoing=tmp_path / "outgoing") as server:
         yield server
 
 
@@ -103,6 +105,7 @@ NEEDS = {
     "GET /api/v1/shops/{shop_id}/campaigns": "read",
     "POST /api/v1/shops/{shop_id}/campaigns": "write",
     "POST /api/v1/shops/{shop_id}/campaigns/{campaign_id}/confirm": "write",
+    "POST /api/v1/shops/{shop_id}/campaigns/{campaign_id}/send": "write",
     "GET /api/v1/shops/{shop_id}/tags": "read",
     "GET /api/v1/shops/{shop_id}/reports/abc-customers": "read",
     "GET /api/v1/shops/{shop_id}/reports/abc-products": "read",
@@ -514,6 +517,16 @@ def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: E
     listed = {c["campaign_id"]: c for c in api.call(
         "GET", "/api/v1/shops/tea/campaigns", token=admin).json}
     assert (listed["spring"]["status"], listed["spring"]["audience"]) == ("confirmed", 4)
+    sent = api.call("POST", "/api/v1/shops/tea/campaigns/spring/send", token=admin)
+    assert sent.json == {"campaign_id": "spring", "status": "sent", "messages": 4,
+                         "sender": "file"}
+    written = (api.outgoing / "tea--spring.jsonl").read_text(encoding="utf-8").splitlines()
+    assert sorted(json.loads(x)["member_id"] for x in written) == ["m1", "m2", "m3", "m4"]
+    twice = api.call("POST", "/api/v1/shops/tea/campaigns/spring/send", token=admin)
+    assert twice.status == 422 and "was sent at" in twice.json["error"]
+    listed = {c["campaign_id"]: c for c in api.call(
+        "GET", "/api/v1/shops/tea/campaigns", token=admin).json}
+    assert listed["spring"]["status"] == "sent"
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_log WHERE action = "
                                     "'config.apply'").scalar() == 1
