@@ -8,14 +8,15 @@ with the token's name, the client's address and the request id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import Connection
 
@@ -205,6 +206,40 @@ Sort = Annotated[str, Query(description="member_id, level, spend, completed_trad
                                         "a leading - sorts descending", max_length=32)]
 
 
+def _imported(done: Any) -> dict[str, Any]:
+    return {"rows": done.rows, "imported_before": done.already,
+            "members_created": done.members_created,
+            "profiles_changed": done.profiles_changed, "regions_set": done.regions_set,
+            "levels_changed": done.levels_changed, "tags_added": done.tags_added,
+            "erased_not_restored": done.erased_skipped}
+
+
+def _refusal(exc: ImportRefused) -> tuple[str, list[dict[str, Any]]]:
+    return str(exc).split(":", 1)[0], [{"line": p.line, "field": p.column, "problem": p.problem}
+                                       for p in exc.problems]
+
+
+async def _streamed(run: Callable[[Callable[[int], None] | None], Awaitable[Any]]
+                    ) -> AsyncIterator[bytes]:
+    """An import's progress as it checks the rows, then its outcome, a JSON line each."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def progress(rows: int) -> None:    # called from the import's thread
+        loop.call_soon_threadsafe(lines.put_nowait, {"checked": rows})
+
+    task = asyncio.ensure_future(run(progress))
+    task.add_done_callback(lambda _: lines.put_nowait(None))
+    while (line := await lines.get()) is not None:
+        yield json.dumps(line).encode() + b"\n"
+    try:
+        last: dict[str, Any] = {"imported": _imported(task.result())}
+    except ImportRefused as exc:
+        error, problems = _refusal(exc)
+        last = {"refused": {"error": error, "problems": problems}}
+    yield json.dumps(last, ensure_ascii=False).encode() + b"\n"
+
+
 def router() -> APIRouter:
     api = APIRouter(prefix="/api/v1")
 
@@ -268,26 +303,30 @@ def router() -> APIRouter:
                           file_name: Annotated[str, Query(
                               pattern=r"^[^/\\]{1,200}\.(csv|xlsx|CSV|XLSX)$",
                               description="the file's name (its extension says its format)")]
-                          ) -> dict[str, Any]:
+                          ) -> Any:
         """Import customers from a CSV or XLSX body: all rows or none, every problem named by
-        line and column (422); the same file again changes nothing (audited)."""
+        line and column (422); the same file again changes nothing (audited).
+
+        With `Accept: application/x-ndjson` the answer streams instead: a line
+        `{"checked": N}` every 10,000 rows, then one last line, `{"imported": {...}}` or
+        `{"refused": {"error": ..., "problems": [...]}}` (nothing imported)."""
         data = await request.body()
         if len(data) > MAX_IMPORT_BYTES:
             raise HTTPException(413, f"body: larger than {MAX_IMPORT_BYTES // 2**20} MiB; "
                                      "split the file")
         topics = request.app.state.topics
+
+        def run(progress: Callable[[int], None] | None) -> Awaitable[Any]:
+            return in_transaction(request, lambda conn: import_members(
+                conn, topics, access.shop_id, file_name, data, access.operator, progress))
+
+        if "application/x-ndjson" in request.headers.get("accept", ""):
+            return StreamingResponse(_streamed(run), media_type="application/x-ndjson")
         try:
-            done = await in_transaction(request, lambda conn: import_members(
-                conn, topics, access.shop_id, file_name, data, access.operator))
+            done = await run(None)
         except ImportRefused as exc:
-            raise RequestRefused(str(exc).split(":", 1)[0], [
-                {"line": p.line, "field": p.column, "problem": p.problem}
-                for p in exc.problems]) from None
-        return {"rows": done.rows, "imported_before": done.already,
-                "members_created": done.members_created,
-                "profiles_changed": done.profiles_changed, "regions_set": done.regions_set,
-                "levels_changed": done.levels_changed, "tags_added": done.tags_added,
-                "erased_not_restored": done.erased_skipped}
+            raise RequestRefused(*_refusal(exc)) from None
+        return _imported(done)
 
     @api.delete("/shops/{shop_id}/members/{member_id}/personal-data", tags=["members"])
     async def erase(request: Request, access: Eraser, member_id: MemberId,

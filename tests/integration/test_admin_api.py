@@ -530,3 +530,27 @@ def test_configuration_tags_and_campaigns_over_the_api(api: ApiServer, engine: E
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM audit_log WHERE action = "
                                     "'config.apply'").scalar() == 1
+
+
+def test_a_large_import_streams_its_progress(api: ApiServer, engine: Engine) -> None:
+    writer = token(engine, [TEA], "read,write", name="importer")
+    ndjson = {"Accept": "application/x-ndjson"}
+    rows = "".join(f"bulk-{i:05d},1380000{i:04d}\n" for i in range(25_000))
+    streamed = api.call("POST", "/api/v1/shops/tea/members/import?file_name=big.csv",
+                        token=writer, body=("member_id,phone\n" + rows).encode(),
+                        headers=ndjson)
+    assert streamed.status == 200
+    assert streamed.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(x) for x in streamed.raw.splitlines()]
+    assert lines[:-1] == [{"checked": 10_000}, {"checked": 20_000}]
+    assert lines[-1]["imported"]["rows"] == lines[-1]["imported"]["members_created"] == 25_000
+
+    # Refused: the problems are the last line, and nothing is imported.
+    bad = api.call("POST", "/api/v1/shops/tea/members/import?file_name=bad.csv", token=writer,
+                   body=b"member_id,phone\nok-1,13800000000\nok-2,call me\n", headers=ndjson)
+    (last,) = [json.loads(x) for x in bad.raw.splitlines()]
+    assert last["refused"]["problems"] == [
+        {"line": 3, "field": "phone", "problem": last["refused"]["problems"][0]["problem"]}]
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM members WHERE shop_id = 'tea' AND "
+                                    "member_id LIKE 'ok-%%'").scalar() == 0
