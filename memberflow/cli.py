@@ -52,10 +52,7 @@ class _Commands(click.Group):
     "demo": "memberflow.cli_stack:demo",
     "config": "memberflow.cli_ops:config",
     "schema": "memberflow.cli_ops:schema",
-    "dead-letters": "memberflow.cli_ops:dead_letters",
     "levels": "memberflow.cli_tiers:levels",
-    "tags": "memberflow.cli_tags:tags",
-    "campaigns": "memberflow.cli_campaigns:campaigns",
     "tokens": "memberflow.cli_tokens:tokens_group",
     "orders": "memberflow.cli_orders:orders",
 })
@@ -68,7 +65,7 @@ def main(verbose: bool) -> None:
 @main.group(cls=_Commands, lazy={
     "list": "memberflow.cli_read:members_list",
     "blacklist": "memberflow.cli_tiers:blacklist",
-    "blacklisted": "memberflow.cli_tiers:blacklisted_list",
+    "blacklisted": "memberflow.cli_read:blacklisted_list",
     "import": "memberflow.cli_members:members_import",
     "export": "memberflow.cli_members:members_export",
     "erase": "memberflow.cli_members:members_erase",
@@ -79,12 +76,44 @@ def members() -> None:
 
 
 @main.group(cls=_Commands, lazy={
-    "abc-customers": "memberflow.cli_tiers:report_abc_customers",
+    "abc-customers": "memberflow.cli_read:report_abc_customers",
     "abc-products": "memberflow.cli_tiers:report_abc_products",
     "campaign": "memberflow.cli_campaigns:report_campaign",
 })
 def report() -> None:
     """Reports: customer ABC, product ABC, a campaign's effect."""
+
+
+
+@main.group(cls=_Commands, lazy={
+    "list": "memberflow.cli_read:tags_list",
+    "add": "memberflow.cli_tags:tags_add",
+    "move": "memberflow.cli_tags:tags_move",
+    "remove": "memberflow.cli_tags:tags_remove",
+    "preview": "memberflow.cli_tags:tags_preview",
+    "history": "memberflow.cli_tags:tags_history",
+})
+def tags() -> None:
+    """Tags: list them, tag members by hand, preview rules, explain a member's tags."""
+
+
+@main.group(cls=_Commands, lazy={
+    "list": "memberflow.cli_read:campaigns_list",
+    "create": "memberflow.cli_campaigns:campaigns_create",
+    "confirm": "memberflow.cli_campaigns:campaigns_confirm",
+    "send": "memberflow.cli_campaigns:campaigns_send",
+})
+def campaigns() -> None:
+    """Campaigns: define, confirm (record the audience), send; see `report campaign`."""
+
+
+
+@main.group("dead-letters", cls=_Commands, lazy={
+    "list": "memberflow.cli_read:dead_letters_list",
+    "redrive": "memberflow.cli_ops:dead_letters_redrive",
+})
+def dead_letters() -> None:
+    """Rejected events parked for an operator."""
 
 
 if __name__ == "__main__":

@@ -28,11 +28,6 @@ from shared.outbound import iso
 from shared.shopconfig import ConfigError, parse
 
 
-@click.group()
-def campaigns() -> None:
-    """Campaigns: define, confirm (record the audience), send; see `report campaign`."""
-
-
 def _definition(path: Path, shop: str) -> CampaignDefinition:
     """One campaign from a YAML file, checked against the shop's rules (e.g. its tags)."""
     try:
@@ -51,7 +46,7 @@ def _definition(path: Path, shop: str) -> CampaignDefinition:
     raise click.ClickException(f"{path}: invalid campaign")  # pragma: no cover
 
 
-@campaigns.command("create")
+@click.command("create")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--shop", required=True)
 @click.option("--operator", help="who (recorded; default: the OS user)")
@@ -72,31 +67,7 @@ def campaigns_create(file: Path, shop: str, operator: str | None, database_url: 
                f"runs {iso(definition.starts_at)} to {iso(definition.ends_at)}")
 
 
-@campaigns.command("list")
-@click.option("--shop", required=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@db_opt
-@dir_opt
-def campaigns_list(shop: str, fmt: str, database_url: str | None,
-                   data_dir: Path | None) -> None:
-    """The shop's campaigns: window, status, audience, channels, offer."""
-    with connection(database_url, data_dir, shop=shop) as conn:
-        rows = operations.listing(conn, shop)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    if not rows:
-        click.echo(f"shop {shop}: no campaigns")
-    for r in rows:
-        window = f"{r['starts_at']} .. {r['ends_at']}" if r["starts_at"] else "(not defined here)"
-        audience = (f"{r['audience']:,} members" if r["audience"] is not None
-                    else "audience not recorded" if r["status"] == "history" else "no audience")
-        click.echo(f"  {r['campaign_id']:<16} {r['status']:<9} {window}  {audience:<22} "
-                   f"{r['messages_sent']:,} sent, {r['messages_clicked']:,} clicked  "
-                   f"{'/'.join(r['channels'])}  {r['offer'] or ''}")
-
-
-@campaigns.command("confirm")
+@click.command("confirm")
 @click.option("--shop", required=True)
 @click.option("--campaign", "campaign_id", required=True)
 @click.option("--operator", help="who (recorded; default: the OS user)")
@@ -116,7 +87,7 @@ def campaigns_confirm(shop: str, campaign_id: str, operator: str | None,
                "recorded; its window and target can no longer change")
 
 
-@campaigns.command("send")
+@click.command("send")
 @click.option("--shop", required=True)
 @click.option("--campaign", "campaign_id", required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),

@@ -17,7 +17,6 @@ from memberflow.cli_common import (
 )
 from memberflow.cli_options import db_opt, dir_opt, kafka_opt
 from memberflow.configure import ConfigResult, apply_shop_config
-from shared import deadletter
 from shared.audit import OperationRefused
 from shared.db import make_engine
 from shared.events import json_schema
@@ -96,34 +95,7 @@ def schema(out: Path | None, outbound: bool) -> None:
         click.echo(doc)
 
 
-@click.group("dead-letters")
-def dead_letters() -> None:
-    """Rejected events parked for an operator."""
-
-
-@dead_letters.command("list")
-@click.option("--limit", type=int, default=50)
-@click.option("--shop", help="only letters naming this shop")
-@click.option("--status", type=click.Choice(["parked", "redriven"]), help="only these")
-@db_opt
-@dir_opt
-def dead_letters_list(limit: int, shop: str | None, status: str | None,
-                      database_url: str | None, data_dir: Path | None) -> None:
-    """Show dead letters, newest first, with their reasons."""
-    with connection(database_url, data_dir) as conn:
-        found = deadletter.listing(conn, shop_id=shop, status=status, limit=limit)
-    for r in found["items"]:
-        about = " ".join(x for x in (f"shop={r['shop_id']}" if r["shop_id"] else "",
-                                     f"event={r['event_id']}" if r["event_id"] else "") if x)
-        click.echo(f"#{r['id']} [{r['status']}] {r['rejected_at'][:19].replace('T', ' ')} "
-                   f"{r['source']} {r['ref']}{' ' + about if about else ''}: {r['reason']}")
-    if not found["items"]:
-        click.echo("no dead letters")
-    elif found["total"] > len(found["items"]):
-        click.echo(f"({len(found['items'])} of {found['total']}; --limit shows more)")
-
-
-@dead_letters.command("redrive")
+@click.command("redrive")
 @click.argument("ids", nargs=-1, type=int, required=True)
 @click.option("--corrected", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="a file with the corrected input (one event as JSON) for the one letter given")

@@ -35,11 +35,6 @@ from shared.audit import OperationRefused
 from shared.filters import MemberFilter
 
 
-@click.group()
-def tags() -> None:
-    """Tags: list them, tag members by hand, preview rules, explain a member's tags."""
-
-
 def _selection(kw: dict[str, Any], everyone: bool) -> MemberFilter:
     selection = member_filter(kw)
     if selection.empty and not everyone:
@@ -81,7 +76,7 @@ _operator = click.option("--operator", help="who (recorded; default: the OS user
 _all = click.option("--all", "everyone", is_flag=True, help="every member of the shop")
 
 
-@tags.command("add")
+@click.command("add")
 @click.argument("tag_id", metavar="TAG")
 @click.option("--shop", required=True)
 @_reason
@@ -101,7 +96,7 @@ def tags_add(shop: str, tag_id: str, reason: str, operator: str | None, everyone
             tag_id=tag_id)
 
 
-@tags.command("move")
+@click.command("move")
 @click.option("--shop", required=True)
 @click.option("--from", "source", required=True, help="the tag the members leave")
 @click.option("--to", "target", required=True, help="the tag they join")
@@ -123,7 +118,7 @@ def tags_move(shop: str, source: str, target: str, reason: str, operator: str | 
             source=source, target=target)
 
 
-@tags.command("remove")
+@click.command("remove")
 @click.argument("tag_id", metavar="TAG")
 @click.option("--shop", required=True)
 @_reason
@@ -143,27 +138,6 @@ def tags_remove(shop: str, tag_id: str, reason: str, operator: str | None, every
             tag_id=tag_id)
 
 
-@tags.command("list")
-@click.option("--shop", required=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@db_opt
-@dir_opt
-def tags_list(shop: str, fmt: str, database_url: str | None, data_dir: Path | None) -> None:
-    """The shop's tag groups and tags: how each is applied and how many members hold it."""
-    with connection(database_url, data_dir, shop=shop) as conn:
-        rows = operations.overview(conn, shop)
-    if rows is None:
-        raise click.ClickException(f"shop {shop!r} has no configuration")
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    click.echo(f"shop {shop}: {len(rows)} of 100 tags")
-    for r in rows:
-        how = "; ".join(r["rules"]) or "by hand"
-        click.echo(f"  {r['tag_id']:<20} {r['name']:<16} {r['group'] or '-':<24} "
-                   f"{r['members']:>8,} members   {how}")
-
-
 def _print_outcomes(shop: str, outcomes: list[TagOutcome], would: bool, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps([o.__dict__ for o in outcomes], indent=2))
@@ -178,7 +152,7 @@ def _print_outcomes(shop: str, outcomes: list[TagOutcome], would: bool, fmt: str
                    f"{verb + ' ' if verb else ''}lose {o.lost:,}")
 
 
-@tags.command("preview")
+@click.command("preview")
 @click.option("--shop", required=True)
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False,
                                                           path_type=Path),
@@ -215,7 +189,7 @@ def tags_preview(shop: str, config_file: Path | None, when: str | None, fmt: str
     _print_outcomes(shop, outcomes, would=True, fmt=fmt)
 
 
-@tags.command("history")
+@click.command("history")
 @click.option("--shop", required=True)
 @click.option("--member", required=True)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")

@@ -12,11 +12,9 @@ import click
 import yaml
 
 from memberflow.abc_report import (
-    CUSTOMER_COLUMNS,
     PRODUCT_COLUMNS,
     BadPeriod,
     NoData,
-    customer_abc,
     pareto_png,
     product_abc,
     product_record,
@@ -206,41 +204,6 @@ def blacklist(shop: str, members: tuple[str, ...], remove: bool, reason: str,
         raise click.ClickException(str(exc)) from None
     click.echo(f"shop {shop}: {n} member(s) {'removed from' if remove else 'added to'} "
                "the blacklist")
-
-
-@click.command("blacklisted")
-@click.option("--shop", required=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@db_opt
-@dir_opt
-def blacklisted_list(shop: str, fmt: str, database_url: str | None,
-                     data_dir: Path | None) -> None:
-    """The shop's blacklisted members, with who put them there, when and why."""
-    with connection(database_url, data_dir, shop=shop) as conn:
-        rows = operations.blacklisted(conn, shop)
-    if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    for r in rows:
-        click.echo(f"{r['member_id']}  since {(r['since'] or '?')[:19]}  by {r['operator'] or '?'}"
-                   f": {r['reason'] or '(no reason recorded)'}")
-    click.echo(f"{len(rows)} blacklisted member(s) in shop {shop}")
-
-
-@click.command("abc-customers")
-@click.option("--shop", required=True)
-@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
-@db_opt
-@dir_opt
-def report_abc_customers(shop: str, fmt: str, database_url: str | None,
-                         data_dir: Path | None) -> None:
-    """Head-count ABC of members by spend over the rolling period (A, B, C; zero spenders apart)."""
-    try:
-        with connection(database_url, data_dir, shop=shop) as conn:
-            doc = customer_abc(conn, shop)
-    except NoData as exc:
-        raise click.ClickException(str(exc)) from None
-    emit(doc["members"], CUSTOMER_COLUMNS, fmt, doc)
 
 
 @click.command("abc-products")

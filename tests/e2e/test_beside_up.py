@@ -20,7 +20,7 @@ from tests.e2e.test_cli import mf, run_example_shop
 from tests.running import RunningUp, command
 from tests.support import wait_until
 
-# Runs `members list` in this interpreter and reports whether it loaded a database driver.
+# Runs a command in this interpreter and reports whether it loaded a database driver.
 LOADED = """
 import sys
 from memberflow.cli import main
@@ -58,14 +58,22 @@ def test_reads_ask_the_running_api_and_answer_as_the_database(
     record = local.running(data)
     assert record is not None and record.pid == running.proc.pid and record.token
 
-    for args in (["--format", "json"], ["--format", "csv"],
-                 ["--min-spend", "1,000", "--format", "csv"], ["--level", "2", "--abc", "A"]):
-        listed = [sys.executable, "-c", LOADED, "members", "list", "--shop", "demo-shop",
-                  "--data-dir", str(data), *args]
+    shop = ["--shop", "demo-shop"]
+    for args in (["members", "list", *shop, "--format", "json"],
+                 ["members", "list", *shop, "--format", "csv"],
+                 ["members", "list", *shop, "--min-spend", "1,000", "--format", "csv"],
+                 ["members", "list", *shop, "--level", "2", "--abc", "A"],
+                 ["members", "blacklisted", *shop], ["members", "blacklisted", *shop,
+                                                      "--format", "json"],
+                 ["tags", "list", *shop], ["tags", "list", *shop, "--format", "json"],
+                 ["campaigns", "list", *shop], ["campaigns", "list", *shop, "--format", "json"],
+                 ["report", "abc-customers", *shop, "--format", "csv"],
+                 ["dead-letters", "list", *shop], ["dead-letters", "list", *shop, "--limit", "1"]):
+        listed = [sys.executable, "-c", LOADED, *args, "--data-dir", str(data)]
         fast = subprocess.run(listed, capture_output=True, text=True, timeout=120, check=False)
         assert fast.returncode == 0, fast.stderr
-        assert json.loads(fast.stderr.strip().splitlines()[-1]) == [], "loaded a driver"
-        assert fast.stdout == direct(data, "members", "list", "--shop", "demo-shop", *args)
+        assert json.loads(fast.stderr.strip().splitlines()[-1]) == [], (args, "loaded a driver")
+        assert fast.stdout == direct(data, *args), args
     assert len(json.loads(direct(data, "members", "list", "--shop", "demo-shop"))) > 100
 
     # An unknown shop is still the database's own error (the API's 404 is not trusted alone).

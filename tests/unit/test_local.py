@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from memberflow import local
-from memberflow.cli_read import COLUMNS, query
+from memberflow.abc_report import CUSTOMER_COLUMNS
+from memberflow.cli_read import ABC_CUSTOMER_COLUMNS, COLUMNS, query
 from memberflow.readmodel import MEMBER_COLUMNS
 
 
@@ -40,7 +41,7 @@ def test_no_http_means_no_answer() -> None:
 
 
 def test_the_list_columns_and_filters_are_the_databases() -> None:
-    assert COLUMNS == MEMBER_COLUMNS
+    assert COLUMNS == MEMBER_COLUMNS and ABC_CUSTOMER_COLUMNS == CUSTOMER_COLUMNS
     from decimal import Decimal
     assert query({"f_member": ("m1",), "f_level": (2,), "f_abc": ("A", "none"),
                   "f_tag": ("vip",), "f_min": Decimal("1000"), "f_max": None,
