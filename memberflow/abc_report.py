@@ -266,10 +266,9 @@ def product_abc(conn: Connection, shop_id: str, first_day: date | None = None,
 
 def pareto_png(report: ProductAbc, path: Path) -> None:
     """The Pareto chart: cumulative item % against cumulative sales %, classes shaded."""
-    import matplotlib
+    from memberflow.charts import pyplot
 
-    matplotlib.use("Agg")  # files only; never a display
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     xs = [0.0] + [float(r.cumulative_items * 100) for r in report.rows]
     ys = [0.0] + [float(r.cumulative_sales * 100) for r in report.rows]
@@ -284,6 +283,15 @@ def pareto_png(report: ProductAbc, path: Path) -> None:
                 ax.axvspan(lo, hi, color=colour, alpha=0.12,
                            label=f"class {cls}: {len(ranks)} items")
         ax.plot(xs, ys, color="#1a237e", linewidth=2)
+        # The A items by name, along the curve (the first 12: more would only overlap).
+        a_items = [r for r in report.rows if r.product_class == "A"]
+        for r in a_items[:12]:
+            ax.annotate(r.sku, (float(r.cumulative_items * 100), float(r.cumulative_sales * 100)),
+                        xytext=(6, -10), textcoords="offset points", fontsize=7,
+                        color="#2e7d32")
+        if len(a_items) > 12:
+            ax.text(1, 2, f"A items: {len(a_items)} (the first 12 named)", fontsize=7,
+                    color="#2e7d32")
         for cut in (report.a_cutoff, report.b_cutoff):
             ax.axhline(float(cut * 100), color="grey", linestyle="--", linewidth=0.8)
         ax.set_xlim(0, 100)

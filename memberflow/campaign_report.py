@@ -201,10 +201,9 @@ _DECIMALS = {"click_rate", "revenue", "conversion_rate", "send_revenue", "revenu
 def conversions_png(report: Report, path: Path) -> None:
     """Orders credited per day and campaign (after a click, after a send); provisional days are
     drawn hollow."""
-    import matplotlib
+    from memberflow.charts import pyplot
 
-    matplotlib.use("Agg")  # files only; never a display
-    from matplotlib import pyplot as plt
+    plt = pyplot()
 
     per: dict[str, dict[date, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     final: dict[tuple[str, date], bool] = {}

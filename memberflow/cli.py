@@ -79,9 +79,16 @@ def members() -> None:
     "abc-customers": "memberflow.cli_read:report_abc_customers",
     "abc-products": "memberflow.cli_tiers:report_abc_products",
     "campaign": "memberflow.cli_campaigns:report_campaign",
+    "levels": "memberflow.cli_analysis:report_levels",
+    "time": "memberflow.cli_analysis:report_time",
+    "amounts": "memberflow.cli_analysis:report_amounts",
+    "counts": "memberflow.cli_analysis:report_counts",
+    "dormant": "memberflow.cli_analysis:report_dormant",
+    "growth": "memberflow.cli_analysis:report_growth",
 })
 def report() -> None:
-    """Reports: customer ABC, product ABC, a campaign's effect."""
+    """Reports: levels, time, amounts, counts, dormant members, growth and churn, customer and
+    product ABC, a campaign's effect."""
 
 
 

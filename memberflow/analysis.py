@@ -1,0 +1,663 @@
+"""Customer analysis (SPEC §4): the level, time, amount, count, dormant and growth reports.
+
+Each report covers a period of the shop's completed trades and is computed by PostgreSQL in
+set-based SQL (no member is loaded into Python); Python only shapes the few rows that come back.
+
+- **Period.** By default the 365 x 24 hours up to the shop's clock, (clock - 365 days, clock];
+  or `days` x 24 hours; or whole shop days (`first_day`, `last_day`, in the shop's time zone),
+  exactly as the product ABC report (`memberflow.abc_report.Period`).
+- **Trades and revenue.** A completed trade counts in the period its `order.completed` is dated
+  in. Revenue is its amount net of what was refunded (`amount - refunded`), the same money as a
+  member's net spend. An *order value* is what the order was completed for (before refunds: the
+  amount a coupon threshold is judged on at checkout).
+- **Buyers** are the members with a completed trade in the period.
+- **Clock.** The shop's clock is the pipeline clock (docs/time.md), as for dormancy tags and ABC
+  classes; days are 24 hours, as in the tag rules.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection
+
+from memberflow.abc_report import NoData, Period, _as_of, _period, day_start
+from services.tiering.levels import discount
+from services.tiering.policy import AbcSettings
+from shared.filters import MemberFilter
+from shared.money import CENT, from_cents
+from shared.shops import shop_configs
+
+DEFAULT_DAYS = 365
+COUNT_BANDS = ((1, 1, "1"), (2, 2, "2"), (3, 3, "3"), (4, 5, "4-5"), (6, 10, "6-10"),
+               (11, None, "11+"))
+PERCENTILES = (Decimal("0.1"), Decimal("0.25"), Decimal("0.5"), Decimal("0.75"),
+               Decimal("0.9"), Decimal("0.99"))
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass
+class Table:
+    """One table of a report: named columns, rows as dicts (money as two-decimal strings), and
+    optionally a totals row (written last in CSV and XLSX)."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any] | None = None
+
+
+@dataclass
+class Analysis:
+    report: str
+    shop_id: str
+    period: Period
+    tables: dict[str, Table]
+    summary: dict[str, Any] = field(default_factory=dict)
+    chart: Callable[[Analysis, Any], None] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"report": self.report, "shop_id": self.shop_id,
+                "period": self.period.to_dict(), "summary": self.summary,
+                **{name: t.rows + ([t.totals] if t.totals else []) for name, t in
+                   self.tables.items()}}
+
+    def csv_text(self) -> str:
+        """Each table under a `# name` line, with its totals row last; the summary first."""
+        out = io.StringIO()
+        out.write(f"# {self.report} report, shop {self.shop_id}: "
+                  f"{self.period.describe()}\n")
+        for key, value in self.summary.items():
+            if not isinstance(value, (dict, list)):
+                out.write(f"# {key}: {value}\n")
+        for name, table in self.tables.items():
+            out.write(f"# {name}\n")
+            writer = csv.DictWriter(out, fieldnames=table.columns, extrasaction="ignore",
+                                    lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(table.rows)
+            if table.totals:
+                writer.writerow(table.totals)
+        return out.getvalue()
+
+    def xlsx_bytes(self) -> bytes:
+        """A sheet per table: headers in words, money and shares as numbers, dates as dates."""
+        from openpyxl import Workbook
+        from openpyxl.styles import Font
+
+        book = Workbook()
+        first = book.active
+        assert first is not None
+        book.remove(first)
+        about = book.create_sheet("about")
+        about.append([f"{self.report} report", self.shop_id])
+        about.append(["period", self.period.describe()])
+        for key, value in self.summary.items():
+            if not isinstance(value, (dict, list)):
+                about.append([words(key), cell(value)])
+        for name, table in self.tables.items():
+            sheet = book.create_sheet(name[:31])
+            sheet.append([words(c) for c in table.columns])
+            for c in sheet[1]:
+                c.font = Font(bold=True)
+            for row in table.rows + ([table.totals] if table.totals else []):
+                sheet.append([cell(row.get(c)) for c in table.columns])
+            if table.totals:
+                for c in sheet[sheet.max_row]:
+                    c.font = Font(bold=True)
+        out = io.BytesIO()
+        book.save(out)
+        return out.getvalue()
+
+    def png(self, path: Path) -> bool:
+        """Draw the report's chart to `path`; False if this report has none."""
+        if self.chart is None:
+            return False
+        from memberflow.charts import pyplot
+
+        plt = pyplot()
+        try:
+            self.chart(self, plt)
+            plt.gcf().savefig(path, format="png", dpi=110)
+        finally:
+            plt.close("all")
+        return True
+
+
+def words(column: str) -> str:
+    return column.replace("_pct", " %").replace("_", " ")
+
+
+def cell(value: Any) -> Any:
+    """A value as a spreadsheet cell: numbers as numbers, ISO dates and times as dates."""
+    if isinstance(value, str):
+        try:
+            return Decimal(value) if value and value[0] in "-0123456789" and "-" not in value[1:] \
+                and ":" not in value else _date(value)
+        except ArithmeticError:
+            return value
+    return value
+
+
+def _date(value: str) -> Any:
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(tzinfo=None)
+    except ValueError:
+        return value
+
+
+def money(cents: int | Decimal | None) -> str:
+    return str(from_cents(int(cents or 0)))
+
+
+def share(part: int, whole: int) -> str:
+    """A percentage with two decimals ("" of nothing)."""
+    if not whole:
+        return ""
+    return str((Decimal(part) * 100 / Decimal(whole)).quantize(CENT, ROUND_HALF_UP))
+
+
+def per(cents: int, n: int) -> str:
+    return str((from_cents(cents) / n).quantize(CENT, ROUND_HALF_UP)) if n else "0.00"
+
+
+# --- the shop and the period ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shop:
+    shop_id: str
+    zone: str
+    configured: bool
+    config: Any
+
+
+def shop_of(conn: Connection, shop_id: str) -> Shop:
+    entry = shop_configs(conn, [shop_id]).get(shop_id)
+    if entry is None:
+        return Shop(shop_id, "UTC", False, None)
+    return Shop(shop_id, entry[1].timezone, True, entry[1])
+
+
+def period_of(conn: Connection, shop: Shop, first_day: date | None = None,
+              last_day: date | None = None, days: int | None = None) -> Period:
+    """The report's period (see the module docstring); NoData before the shop's first order."""
+    settings = AbcSettings.model_validate(
+        {"products": {"period_days": DEFAULT_DAYS}})
+    return _period(conn, shop.shop_id, settings, shop.zone, shop.configured, first_day,
+                   last_day, days)
+
+
+def _bounds(period: Period) -> tuple[str, dict[str, Any]]:
+    """`o.completed_at` within the period, and its parameters."""
+    low = ">=" if period.includes_start else ">"
+    high = "<=" if period.includes_end else "<"
+    return (f"o.completed_at {low} %(p_start)s AND o.completed_at {high} %(p_end)s",
+            {"p_start": period.start, "p_end": period.end})
+
+
+def _orders(period: Period) -> tuple[str, dict[str, Any]]:
+    """The period's completed trades as `o` (FROM clause body), with their parameters."""
+    within, params = _bounds(period)
+    return (f"member_orders o WHERE o.shop_id = %(shop)s AND {within}", params)
+
+
+NET = "(coalesce(o.amount_cents, 0) - coalesce(o.refunded_cents, 0))"
+
+
+# --- level analysis ------------------------------------------------------------------------
+
+
+def level_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+    """Per level (members' current level): members, buyers, completed trades, revenue, its
+    share, AOV and the level's discount; and level changes per month by cause."""
+    orders, params = _orders(period)
+    params |= {"shop": shop.shop_id, "tz": shop.zone}
+    rows = conn.exec_driver_sql(
+        "WITH b AS (SELECT o.member_id, count(*) AS trades, "
+        f"  sum({NET}) AS net FROM {orders} GROUP BY o.member_id) "
+        "SELECT m.level, count(*) AS members, count(b.member_id) AS buyers, "
+        "  coalesce(sum(b.trades), 0) AS trades, coalesce(sum(b.net), 0) AS net "
+        "FROM members m LEFT JOIN b ON b.member_id = m.member_id "
+        "WHERE m.shop_id = %(shop)s GROUP BY m.level ORDER BY m.level", params).all()
+    policy = shop.config.levels if shop.config is not None else None
+    revenue = sum(int(r.net) for r in rows)
+    table = Table(["level", "level_name", "members", "buyers", "completed_trades", "revenue",
+                   "revenue_share_pct", "aov", "discount"], [
+        {"level": r.level, "level_name": (policy.name_of(r.level) if policy and r.level
+                                          else "no level"),
+         "members": r.members, "buyers": r.buyers, "completed_trades": int(r.trades),
+         "revenue": money(r.net), "revenue_share_pct": share(int(r.net), revenue),
+         "aov": per(int(r.net), int(r.trades)), "discount": str(discount(policy, r.level, False))}
+        for r in rows])
+    trades = sum(int(r.trades) for r in rows)
+    table.totals = {"level": "total", "members": sum(r.members for r in rows),
+                    "buyers": sum(r.buyers for r in rows), "completed_trades": trades,
+                    "revenue": money(revenue), "revenue_share_pct": share(revenue, revenue),
+                    "aov": per(revenue, trades)}
+    within = _bounds(period)[0].replace("o.completed_at", "c.effective_from")
+    changes = conn.exec_driver_sql(
+        "SELECT to_char(date_trunc('month', c.effective_from AT TIME ZONE %(tz)s), 'YYYY-MM') "
+        "  AS month, c.cause, count(*) FILTER (WHERE c.new_level > c.old_level) AS up, "
+        "  count(*) FILTER (WHERE c.new_level < c.old_level) AS down, count(*) AS changes "
+        f"FROM level_changes c WHERE c.shop_id = %(shop)s AND {within} "
+        "GROUP BY 1, 2 ORDER BY 1, 2", params).all()
+    return Analysis("levels", shop.shop_id, period, {
+        "levels": table,
+        "level_changes": Table(["month", "cause", "up", "down", "changes"],
+                               [dict(r._mapping) for r in changes])},
+        {"members": table.totals["members"], "buyers": table.totals["buyers"],
+         "completed_trades": trades, "revenue": money(revenue)}, _level_chart)
+
+
+def _level_chart(report: Analysis, plt: Any) -> None:
+    rows = report.tables["levels"].rows
+    labels = [f"{r['level']} {r['level_name']}" for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.bar(labels, [r["members"] for r in rows], color="#5c6bc0")
+    left.set_title("members per level")
+    left.yaxis.get_major_locator().set_params(integer=True)
+    right.bar(labels, [float(r["revenue"]) for r in rows], color="#2e7d32")
+    right.set_title("revenue per level (net of refunds)")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle(f"Levels, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
+
+
+def _span(period: Period) -> str:
+    if period.first_day is not None:
+        return f"{period.first_day} to {period.last_day} ({period.timezone})"
+    return (f"{period.local(period.start):%Y-%m-%d} to {period.local(period.end):%Y-%m-%d} "
+            f"({period.timezone})")
+
+
+# --- time analysis -------------------------------------------------------------------------
+
+
+def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+    """Completed trades and revenue by day of week x hour of day, and by month, in the shop's
+    time zone."""
+    orders, params = _orders(period)
+    params |= {"shop": shop.shop_id, "tz": shop.zone}
+    cells = conn.exec_driver_sql(
+        "SELECT extract(isodow FROM o.completed_at AT TIME ZONE %(tz)s)::int AS dow, "
+        "  extract(hour FROM o.completed_at AT TIME ZONE %(tz)s)::int AS hour, "
+        f"  count(*) AS trades, sum({NET}) AS net FROM {orders} GROUP BY 1, 2", params).all()
+    months = conn.exec_driver_sql(
+        "SELECT to_char(date_trunc('month', o.completed_at AT TIME ZONE %(tz)s), 'YYYY-MM') "
+        f"  AS month, count(*) AS trades, sum({NET}) AS net FROM {orders} "
+        "GROUP BY 1 ORDER BY 1", params).all()
+    grid = {(r.dow, r.hour): (r.trades, int(r.net)) for r in cells}
+    trades = sum(t for t, _ in grid.values())
+    revenue = sum(n for _, n in grid.values())
+    heat = Table(["day_of_week", *[f"h{h:02d}" for h in range(24)], "trades"], [
+        {"day_of_week": WEEKDAYS[d - 1], **{f"h{h:02d}": grid.get((d, h), (0, 0))[0]
+                                            for h in range(24)},
+         "trades": sum(grid.get((d, h), (0, 0))[0] for h in range(24))}
+        for d in range(1, 8)])
+    heat.totals = {"day_of_week": "total", **{
+        f"h{h:02d}": sum(grid.get((d, h), (0, 0))[0] for d in range(1, 8)) for h in range(24)},
+        "trades": trades}
+    by_month = Table(["month", "completed_trades", "revenue", "revenue_share_pct"], [
+        {"month": r.month, "completed_trades": r.trades, "revenue": money(r.net),
+         "revenue_share_pct": share(int(r.net), revenue)} for r in months],
+        {"month": "total", "completed_trades": trades, "revenue": money(revenue),
+         "revenue_share_pct": share(revenue, revenue)})
+    busiest = max(grid.items(), key=lambda kv: (kv[1][0], kv[0]), default=None)
+    peak = max(months, key=lambda r: (r.trades, r.month), default=None)
+    slack = min(months, key=lambda r: (r.trades, r.month), default=None)
+    return Analysis("time", shop.shop_id, period, {"weekday_hour": heat, "months": by_month}, {
+        "timezone": shop.zone, "completed_trades": trades, "revenue": money(revenue),
+        "busiest_hour": (f"{WEEKDAYS[busiest[0][0] - 1]} {busiest[0][1]:02d}:00"
+                         if busiest else None),
+        "peak_month": peak.month if peak else None,
+        "slack_month": slack.month if slack else None}, _time_chart)
+
+
+def _time_chart(report: Analysis, plt: Any) -> None:
+    heat = report.tables["weekday_hour"].rows
+    months = report.tables["months"].rows
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7.5),
+                                      gridspec_kw={"height_ratios": [3, 2]})
+    values = [[r[f"h{h:02d}"] for h in range(24)] for r in heat]
+    image = top.imshow(values, aspect="auto", cmap="YlOrRd")
+    top.set_yticks(range(7), WEEKDAYS)
+    top.set_xticks(range(24), [f"{h:02d}" for h in range(24)])
+    top.set_xlabel(f"hour of day ({report.period.timezone})")
+    top.set_title("completed trades by day of week and hour")
+    fig.colorbar(image, ax=top, label="completed trades")
+    bottom.bar([m["month"] for m in months], [m["completed_trades"] for m in months],
+               color="#5c6bc0")
+    bottom.set_title("completed trades by month")
+    bottom.yaxis.get_major_locator().set_params(integer=True)
+    bottom.tick_params(axis="x", labelrotation=45)
+    fig.suptitle(f"Time, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
+
+
+# --- amount analysis -----------------------------------------------------------------------
+
+
+NICE = (1, 2, 5)
+
+
+def nice_step(span: Decimal, buckets: int = 8) -> Decimal:
+    """A round bucket width (1, 2 or 5 times a power of ten, at least 1) giving about
+    `buckets` buckets over `span`."""
+    if span <= 0:
+        return Decimal(1)
+    raw = span / buckets
+    power = Decimal(1)
+    while power * 10 <= raw:
+        power *= 10
+    for n in NICE:
+        if power * n >= raw:
+            return power * n
+    return power * 10
+
+
+def default_edges(high: Decimal, buckets: int = 8) -> list[Decimal]:
+    """Bucket edges from the data: round steps up to about the 95th percentile, the last
+    bucket open (so one huge order does not squash every other bucket)."""
+    step = nice_step(high, buckets)
+    return [step * i for i in range(1, buckets + 1)]
+
+
+def buckets_of(edges: Sequence[Decimal]) -> list[tuple[Decimal, Decimal | None, str]]:
+    """[0, e1), [e1, e2), ..., [en, ∞), labelled like "100-200" and "800+"."""
+    bounds = [Decimal(0), *edges]
+    out = []
+    for i, low in enumerate(bounds):
+        high = bounds[i + 1] if i + 1 < len(bounds) else None
+        label = f"{low:f}+" if high is None else f"{low:f}-{high:f}"
+        out.append((low, high, label))
+    return out
+
+
+def parse_edges(text: str) -> list[Decimal]:
+    """"50,100,200" -> edges; refused unless positive and rising."""
+    try:
+        edges = [Decimal(x.strip()) for x in text.split(",") if x.strip()]
+    except ArithmeticError:
+        raise ValueError(f"buckets: {text!r} is not a list of amounts like 50,100,200") from None
+    if not edges or any(e <= 0 for e in edges) or edges != sorted(set(edges)):
+        raise ValueError(f"buckets: {text!r} must be positive amounts in rising order")
+    return edges
+
+
+def amount_analysis(conn: Connection, shop: Shop, period: Period,
+                    order_edges: list[Decimal] | None = None,
+                    spend_edges: list[Decimal] | None = None) -> Analysis:
+    """Order values (what each completed trade was for) and buyers' net spend in the period:
+    buckets, mean, median and percentiles."""
+    orders, params = _orders(period)
+    params |= {"shop": shop.shop_id, "q": [float(p) for p in PERCENTILES]}
+    stats = conn.exec_driver_sql(
+        "SELECT count(*) AS n, coalesce(sum(coalesce(o.amount_cents, 0)), 0) AS total, "
+        "  coalesce(sum(" + NET + "), 0) AS net, "
+        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY o.amount_cents) AS q, "
+        "  percentile_cont(0.95) WITHIN GROUP (ORDER BY o.amount_cents) AS p95 "
+        f"FROM {orders}", params).one()
+    spend = conn.exec_driver_sql(
+        f"WITH b AS (SELECT o.member_id, sum({NET}) AS net FROM {orders} GROUP BY o.member_id) "
+        "SELECT count(*) AS n, coalesce(sum(net), 0) AS net, "
+        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY net) AS q, "
+        "  percentile_cont(0.95) WITHIN GROUP (ORDER BY net) AS p95 FROM b", params).one()
+    if not stats.n:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
+    order_edges = order_edges or default_edges(from_cents(int(stats.p95)))
+    spend_edges = spend_edges or default_edges(from_cents(max(int(spend.p95), 1)))
+    order_rows = _bucketed(conn, f"SELECT coalesce(o.amount_cents, 0) AS v FROM {orders}",
+                           params, order_edges)
+    spend_rows = _bucketed(conn, f"SELECT sum({NET}) AS v FROM {orders} GROUP BY o.member_id",
+                           params, spend_edges)
+
+    def figures(row: Any, n: int, total: int) -> dict[str, Any]:
+        return {"count": n, "mean": per(total, n),
+                **{f"p{int(p * 100)}": money(Decimal(q).quantize(Decimal(1), ROUND_HALF_UP))
+                   for p, q in zip(PERCENTILES, row.q or [], strict=False)}}
+
+    order_figures = figures(stats, stats.n, int(stats.total))
+    spend_figures = figures(spend, spend.n, int(spend.net))
+    return Analysis("amounts", shop.shop_id, period, {
+        "order_values": _bucket_table(order_rows, "orders", order_figures["count"]),
+        "buyer_spend": _bucket_table(spend_rows, "buyers", spend_figures["count"]),
+        "figures": Table(["of", "count", "mean", *[f"p{int(p * 100)}" for p in PERCENTILES]], [
+            {"of": "order value", **order_figures}, {"of": "buyer net spend", **spend_figures}])},
+        {"completed_trades": stats.n, "aov": per(int(stats.net), stats.n),
+         "median_order_value": order_figures["p50"], "buyers": spend.n,
+         "order_buckets": ",".join(f"{e:f}" for e in order_edges),
+         "spend_buckets": ",".join(f"{e:f}" for e in spend_edges)}, _amount_chart)
+
+
+def _bucketed(conn: Connection, values_sql: str, params: dict[str, Any],
+              edges: list[Decimal]) -> list[tuple[str, int, int]]:
+    """(label, how many, their sum in cents) per bucket; width_bucket puts a value equal to
+    an edge in the bucket above it."""
+    cents = [int(e * 100) for e in edges]
+    found = {int(b): (int(n), int(s)) for b, n, s in conn.exec_driver_sql(
+        "SELECT width_bucket(v, %(edges)s::bigint[]) AS b, count(*), coalesce(sum(v), 0) "
+        f"FROM ({values_sql}) AS x GROUP BY 1", params | {"edges": cents}).all()}
+    return [(label, *found.get(i, (0, 0))) for i, (_, _, label) in enumerate(buckets_of(edges))]
+
+
+def _bucket_table(rows: list[tuple[str, int, int]], what: str, total: int) -> Table:
+    cumulative = 0
+    out = []
+    for label, n, cents in rows:
+        cumulative += n
+        out.append({"bucket": label, what: n, "share_pct": share(n, total),
+                    "cumulative_pct": share(cumulative, total), "sum": money(cents)})
+    return Table(["bucket", what, "share_pct", "cumulative_pct", "sum"], out,
+                 {"bucket": "total", what: total, "share_pct": share(total, total),
+                  "sum": money(sum(c for _, _, c in rows))})
+
+
+def _amount_chart(report: Analysis, plt: Any) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, name, what, colour in ((left, "order_values", "orders", "#5c6bc0"),
+                                   (right, "buyer_spend", "buyers", "#2e7d32")):
+        rows = report.tables[name].rows
+        ax.bar([r["bucket"] for r in rows], [r[what] for r in rows], color=colour)
+        ax.set_title(f"{words(name)} ({what} per bucket)")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.tick_params(axis="x", labelrotation=35)
+    fig.suptitle(f"Amounts, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
+
+
+# --- count analysis and dormant members ----------------------------------------------------
+
+
+def count_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+    """Buyers by their number of completed trades in the period (1, 2, 3, 4-5, 6-10, 11+), and
+    the repeat rate (buyers with two or more)."""
+    orders, params = _orders(period)
+    params |= {"shop": shop.shop_id}
+    found: dict[int, int] = {int(n): int(c) for n, c in conn.exec_driver_sql(
+        f"SELECT n, count(*) FROM (SELECT count(*) AS n FROM {orders} GROUP BY o.member_id) c "
+        "GROUP BY n", params).all()}
+    buyers = sum(found.values())
+    if not buyers:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
+    rows = []
+    for low, high, label in COUNT_BANDS:
+        n = sum(c for k, c in found.items() if k >= low and (high is None or k <= high))
+        trades = sum(k * c for k, c in found.items() if k >= low and (high is None or k <= high))
+        rows.append({"completed_trades": label, "buyers": n, "share_pct": share(n, buyers),
+                     "trades": trades})
+    repeat = buyers - found.get(1, 0)
+    return Analysis("counts", shop.shop_id, period, {
+        "trade_counts": Table(["completed_trades", "buyers", "share_pct", "trades"], rows, {
+            "completed_trades": "total", "buyers": buyers, "share_pct": share(buyers, buyers),
+            "trades": sum(k * c for k, c in found.items())})},
+        {"buyers": buyers, "repeat_buyers": repeat, "repeat_rate_pct": share(repeat, buyers)},
+        _count_chart)
+
+
+def _count_chart(report: Analysis, plt: Any) -> None:
+    rows = report.tables["trade_counts"].rows
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar([r["completed_trades"] for r in rows], [r["buyers"] for r in rows], color="#5c6bc0")
+    ax.set_xlabel("completed trades in the period")
+    ax.set_ylabel("buyers")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"Trade counts, shop {report.shop_id}: {_span(report.period)}; repeat rate "
+                 f"{report.summary['repeat_rate_pct']}%")
+    fig.tight_layout()
+
+
+def dormant_days(days: int | None, cycle_days: int | None, multiple: Decimal | None) -> int:
+    """N given directly, or as the product's use cycle times a multiple (90 x 2 = 180)."""
+    if (days is None) == (cycle_days is None):
+        raise ValueError("dormant: give the days, or the use cycle (and a multiple, default 2)")
+    if days is not None:
+        return days
+    assert cycle_days is not None
+    n = (Decimal(cycle_days) * (multiple or Decimal(2))).to_integral_value(ROUND_HALF_UP)
+    if n < 1:
+        raise ValueError("dormant: the cycle times the multiple is under one day")
+    return int(n)
+
+
+def dormant_filter(days: int) -> MemberFilter:
+    """Members who bought (net spend > 0) and have not for `days` x 24 hours up to the shop's
+    clock: exactly what `--dormant-days N --min-spend 0.01` selects for tagging or a campaign."""
+    return MemberFilter(dormant_days=days, min_spend=Decimal("0.01"))
+
+
+def dormant_members(conn: Connection, shop: Shop, days: int, limit: int = 1000) -> Analysis:
+    """The dormant members (see `dormant_filter`), biggest spenders first."""
+    from memberflow.readmodel import count_members, member_records
+
+    clock = _as_of(conn, shop.shop_id)
+    selection = dormant_filter(days)
+    total = count_members(conn, shop.shop_id, selection)
+    rows = member_records(conn, shop.shop_id, selection, sort="-spend", limit=limit)
+    for r in rows:
+        last = datetime.fromisoformat(r["last_purchase_at"].replace("Z", "+00:00"))
+        r["days_since_last_purchase"] = int((clock - last) / timedelta(days=1))
+    period = Period.rolling(clock, days, shop.zone, shop.configured)
+    return Analysis("dormant", shop.shop_id, period, {"dormant_members": Table(
+        ["member_id", "level", "level_name", "last_purchase_at", "days_since_last_purchase",
+         "completed_trades", "spend", "abc_class", "tags"], rows)},
+        {"dormant_days": days, "dormant_members": total, "listed": len(rows),
+         "as_of": clock.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+         "tag_them": f"memberflow tags add TAG --shop {shop.shop_id} --reason WHY "
+                     f"--dormant-days {days} --min-spend 0.01",
+         "campaign_target": {"dormant_days": days, "min_spend": "0.01"}})
+
+
+# --- growth and churn ----------------------------------------------------------------------
+
+
+def bucket_starts(period: Period, unit: str) -> list[datetime]:
+    """The UTC instants where the shop's months (or ISO weeks, from Monday) begin, from the one
+    holding the period's start to the one after its end."""
+    zone = ZoneInfo(period.timezone)
+    first = period.local(period.start).date()
+    day = first.replace(day=1) if unit == "month" else first - timedelta(days=first.weekday())
+    last = period.local(period.end).date()
+    out = []
+    while True:
+        out.append(day_start(day, zone))
+        if day > last:
+            return out
+        if unit == "month":
+            day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        else:
+            day += timedelta(days=7)
+
+
+def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "month",
+                    dormant_after: int = 180, lost_after: int = 365) -> Analysis:
+    """Per month (or week) of the period, in the shop's time zone:
+
+    - new: members whose first completed trade ever falls in it;
+    - active: members with a completed trade in it; returning: active, and bought before it;
+    - dormant and lost, at its end (the period's end for the last one): members whose last
+      completed trade by then is at least `dormant_after` (but less than `lost_after`), or at
+      least `lost_after`, 24-hour days old: the dormancy tags' clock and day.
+    """
+    if unit not in ("month", "week"):
+        raise ValueError(f"unit: {unit!r} is not month or week")
+    if not 0 < dormant_after < lost_after:
+        raise ValueError("lost days must be more than dormant days, and both above 0")
+    starts = bucket_starts(period, unit)
+    within, params = _bounds(period)
+    params |= {"shop": shop.shop_id, "tz": shop.zone, "unit": unit, "starts": starts,
+               "dormant": timedelta(days=dormant_after), "lost": timedelta(days=lost_after)}
+    # Each bucket's end: where the next begins, but never after the period's end.
+    ends = [min(s, period.end) for s in starts[1:]]
+    params["ends"] = ends
+    active: dict[datetime, Any] = {r.b: r for r in conn.exec_driver_sql(
+        "WITH f AS (SELECT member_id, min(completed_at) AS first FROM member_orders "
+        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL GROUP BY member_id), "
+        "a AS (SELECT DISTINCT o.member_id, "
+        "  (SELECT max(s) FROM unnest(%(starts)s::timestamptz[]) s WHERE s <= o.completed_at) "
+        f"  AS b FROM member_orders o WHERE o.shop_id = %(shop)s AND {within}) "
+        "SELECT a.b, count(*) AS active, count(*) FILTER (WHERE f.first < a.b) AS returning, "
+        "  count(*) FILTER (WHERE f.first >= a.b) AS new FROM a JOIN f USING (member_id) "
+        "GROUP BY a.b", params).all()}
+    # A member's last trade by an end t is the trade o with o <= t < the next one.
+    states: dict[datetime, Any] = {r.at_end: r for r in conn.exec_driver_sql(
+        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER (PARTITION BY member_id "
+        "  ORDER BY completed_at, order_id) AS next FROM member_orders "
+        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s) "
+        "SELECT t AS at_end, count(*) FILTER (WHERE o.at > t - %(lost)s) AS dormant, "
+        "  count(*) FILTER (WHERE o.at <= t - %(lost)s) AS lost "
+        "FROM unnest(%(ends)s::timestamptz[]) t JOIN o ON o.at <= t - %(dormant)s "
+        "  AND (o.next IS NULL OR o.next > t) GROUP BY t", params).all()}
+    zone = ZoneInfo(shop.zone)
+    rows = []
+    for start, following, end in zip(starts[:-1], starts[1:], ends, strict=True):
+        a, s = active.get(start), states.get(end)
+        local = start.astimezone(zone)
+        rows.append({
+            unit: f"{local:%Y-%m}" if unit == "month" else f"{local:%G-W%V}",
+            "from": period.local(max(start, period.start)).isoformat(),
+            "to": period.local(end).isoformat(),
+            # Cut by the period: its first and last months are often only partly in it.
+            "whole": start >= period.start and end == following,
+            "new": a.new if a else 0, "active": a.active if a else 0,
+            "returning": a.returning if a else 0,
+            "dormant": s.dormant if s else 0, "lost": s.lost if s else 0})
+    return Analysis("growth", shop.shop_id, period, {"growth": Table(
+        [unit, "from", "to", "whole", "new", "active", "returning", "dormant", "lost"], rows)},
+        {"unit": unit, "dormant_after_days": dormant_after, "lost_after_days": lost_after},
+        _growth_chart)
+
+
+def _growth_chart(report: Analysis, plt: Any) -> None:
+    rows = report.tables["growth"].rows
+    unit = report.summary["unit"]
+    labels = [r[unit] for r in rows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+    at = range(len(rows))
+    top.bar(at, [r["returning"] for r in rows], color="#5c6bc0", label="returning")
+    top.bar(at, [r["new"] for r in rows], bottom=[r["returning"] for r in rows],
+            color="#66bb6a", label="new")
+    top.set_title("active members: new and returning")
+    top.legend()
+    bottom.plot(at, [r["dormant"] for r in rows], marker="o", color="#f9a825", label="dormant")
+    bottom.plot(at, [r["lost"] for r in rows], marker="o", color="#c62828", label="lost")
+    bottom.set_title(f"at the end of each {unit}: dormant (no trade for "
+                     f"{report.summary['dormant_after_days']} days) and lost "
+                     f"({report.summary['lost_after_days']} days)")
+    bottom.legend()
+    bottom.set_xticks(list(at), labels, rotation=45)
+    for ax in (top, bottom):
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
+    fig.suptitle(f"Growth and churn, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
