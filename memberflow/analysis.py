@@ -62,9 +62,13 @@ class Analysis:
     tables: dict[str, Table]
     summary: dict[str, Any] = field(default_factory=dict)
     chart: Callable[[Analysis, Any], None] | None = None
+    headline: str | None = None     # what the report covers, when not a period of trades
+
+    def describe(self) -> str:
+        return self.headline or self.period.describe()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"report": self.report, "shop_id": self.shop_id,
+        return {"report": self.report, "shop_id": self.shop_id, "covers": self.describe(),
                 "period": self.period.to_dict(), "summary": self.summary,
                 **{name: t.rows + ([t.totals] if t.totals else []) for name, t in
                    self.tables.items()}}
@@ -72,8 +76,7 @@ class Analysis:
     def csv_text(self) -> str:
         """Each table under a `# name` line, with its totals row last; the summary first."""
         out = io.StringIO()
-        out.write(f"# {self.report} report, shop {self.shop_id}: "
-                  f"{self.period.describe()}\n")
+        out.write(f"# {self.report} report, shop {self.shop_id}: {self.describe()}\n")
         for key, value in self.summary.items():
             if not isinstance(value, (dict, list)):
                 out.write(f"# {key}: {value}\n")
@@ -82,7 +85,7 @@ class Analysis:
             writer = csv.DictWriter(out, fieldnames=table.columns, extrasaction="ignore",
                                     lineterminator="\n")
             writer.writeheader()
-            writer.writerows(table.rows)
+            writer.writerows(_flat(r) for r in table.rows)
             if table.totals:
                 writer.writerow(table.totals)
         return out.getvalue()
@@ -98,7 +101,7 @@ class Analysis:
         book.remove(first)
         about = book.create_sheet("about")
         about.append([f"{self.report} report", self.shop_id])
-        about.append(["period", self.period.describe()])
+        about.append(["covers", self.describe()])
         for key, value in self.summary.items():
             if not isinstance(value, (dict, list)):
                 about.append([words(key), cell(value)])
@@ -108,7 +111,7 @@ class Analysis:
             for c in sheet[1]:
                 c.font = Font(bold=True)
             for row in table.rows + ([table.totals] if table.totals else []):
-                sheet.append([cell(row.get(c)) for c in table.columns])
+                sheet.append([cell(_flat(row).get(c)) for c in table.columns])
             if table.totals:
                 for c in sheet[sheet.max_row]:
                     c.font = Font(bold=True)
@@ -129,6 +132,11 @@ class Analysis:
         finally:
             plt.close("all")
         return True
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    """Lists (a member's tags) as "a|b", as every CSV memberflow writes has them."""
+    return {k: "|".join(v) if isinstance(v, list) else v for k, v in row.items()}
 
 
 def words(column: str) -> str:
@@ -555,7 +563,10 @@ def dormant_members(conn: Connection, shop: Shop, days: int, limit: int = 1000) 
          "as_of": clock.astimezone(UTC).isoformat().replace("+00:00", "Z"),
          "tag_them": f"memberflow tags add TAG --shop {shop.shop_id} --reason WHY "
                      f"--dormant-days {days} --min-spend 0.01",
-         "campaign_target": {"dormant_days": days, "min_spend": "0.01"}})
+         "campaign_target": {"dormant_days": days, "min_spend": "0.01"}},
+        headline=f"members who spent something and completed no trade in the {days} x 24 hours "
+                 f"up to the shop's clock ({period.local(clock).isoformat(sep=' ')}, "
+                 f"{shop.zone})")
 
 
 # --- growth and churn ----------------------------------------------------------------------
@@ -563,15 +574,14 @@ def dormant_members(conn: Connection, shop: Shop, days: int, limit: int = 1000) 
 
 def bucket_starts(period: Period, unit: str) -> list[datetime]:
     """The UTC instants where the shop's months (or ISO weeks, from Monday) begin, from the one
-    holding the period's start to the one after its end."""
+    holding the period's start to the first at or after its end."""
     zone = ZoneInfo(period.timezone)
     first = period.local(period.start).date()
     day = first.replace(day=1) if unit == "month" else first - timedelta(days=first.weekday())
-    last = period.local(period.end).date()
     out = []
     while True:
         out.append(day_start(day, zone))
-        if day > last:
+        if out[-1] >= period.end:
             return out
         if unit == "month":
             day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)

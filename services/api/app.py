@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import admin, console, operate
+from services.api import admin, console, operate, reports
 from services.api.auth import request_id
 from services.ingest.http import Json
 from shared.audit import OperationRefused, origin
@@ -105,6 +105,7 @@ def install(app: FastAPI, engine: Engine, topics: Topics,
     app.state.outgoing = outgoing
     app.include_router(admin.router())
     app.include_router(operate.router())
+    app.include_router(reports.router())
     app.include_router(console.router())
     app.add_exception_handler(console.SignIn, console.sign_in_redirect)
     app.add_exception_handler(RequestValidationError, _validation)

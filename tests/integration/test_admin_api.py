@@ -77,6 +77,8 @@ BODIES: dict[str, Any] = {
     "POST /api/v1/shops/{shop_id}/campaigns": SPRING,
 }
 QUERIES = {
+    "GET /api/v1/shops/{shop_id}/reports/dormant": "?days=30",
+    "GET /api/v1/shops/{shop_id}/reports/dormant.{fmt}": "?days=30",
     "POST /api/v1/shops/{shop_id}/members/import": "?file_name=new.csv",
     "DELETE /api/v1/shops/{shop_id}/members/{member_id}/personal-data": "?reason=asked",
 }
@@ -110,6 +112,10 @@ NEEDS = {
     "GET /api/v1/shops/{shop_id}/reports/abc-customers": "read",
     "GET /api/v1/shops/{shop_id}/reports/abc-products": "read",
     "GET /api/v1/shops/{shop_id}/levels": "read",
+    **{f"GET /api/v1/shops/{{shop_id}}/reports/{name}{suffix}": "read"
+       for name in ("levels", "time", "amounts", "counts", "growth", "dormant")
+       for suffix in ("", ".{fmt}") if (name, suffix) != ("dormant", ".{fmt}")},
+    "GET /api/v1/shops/{shop_id}/reports/dormant.{fmt}": "read,export",
     "GET /api/v1/shops/{shop_id}/campaigns/effect": "read",
     "GET /api/v1/shops/{shop_id}/audit": "admin",
     "GET /api/v1/shops/{shop_id}/tokens": "admin",

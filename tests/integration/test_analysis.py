@@ -1,0 +1,221 @@
+"""The customer analysis reports on a small shop worked by hand, fed through the real pipeline
+(broker, archiver and tiering workers, PostgreSQL), then read as the CLI and the API read them.
+
+The shop (Asia/Shanghai; 银卡 from 100.00 net spend, 金卡 from 500.00); its clock ends at
+2026-07-01 00:00 +08:00, so the default period is 2025-07-01 00:00 (excluded) to then:
+
+| member | completed trades (shop time, amount)                          | net   | level |
+| ------ | ------------------------------------------------------------- | ----- | ----- |
+| a      | Sat 2026-01-10 10:00 300.00; Sun 2026-03-15 10:30 300.00      | 600   | 2     |
+| b      | Mon 2026-06-01 20:00 80.00, 30.00 of it refunded              | 50    | 0     |
+| c      | Sat 2026-06-20 09:00 120.00                                   | 120   | 1     |
+| d      | Sun 2025-06-01 10:00 200.00 (before the period)               | 200   | 1     |
+| e      | Sun 2026-02-01 12:00 and 18:00, Wed 2026-04-01 12:00, 40.00 each | 120 | 1     |
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import Engine
+
+from memberflow import analysis
+from memberflow.configure import apply_shop_config
+from memberflow.runtime import Stack
+from shared import tokens
+from shared.db import make_engine
+from shared.shopconfig import parse
+from tests.api_support import ApiServer
+from tests.e2e.test_cli import mf
+from tests.support import pipeline
+
+SHOP = "ana"
+CLOCK = datetime.fromisoformat("2026-07-01T00:00:00+08:00")
+TRADES = {  # member: [(completed at, amount, refunded)]
+    "a": [("2026-01-10T10:00:00+08:00", "300.00", None),
+          ("2026-03-15T10:30:00+08:00", "300.00", None)],
+    "b": [("2026-06-01T20:00:00+08:00", "80.00", "30.00")],
+    "c": [("2026-06-20T09:00:00+08:00", "120.00", None)],
+    "d": [("2025-06-01T10:00:00+08:00", "200.00", None)],
+    "e": [("2026-02-01T12:00:00+08:00", "40.00", None), ("2026-02-01T18:00:00+08:00", "40.00",
+                                                          None),
+          ("2026-04-01T12:00:00+08:00", "40.00", None)],
+}
+
+
+def events() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for member, trades in TRADES.items():
+        for i, (at, amount, refunded) in enumerate(trades):
+            done = datetime.fromisoformat(at)
+            order = {"order_id": f"{member}-{i}", "amount": amount}
+
+            def event(kind: str, when: datetime, payload: dict[str, Any],
+                      member: str = member, i: int = i) -> dict[str, Any]:
+                return {"event_id": f"{member}-{i}-{kind}", "type": kind, "schema_version": 1,
+                        "shop_id": SHOP, "member_id": member, "occurred_at": when.isoformat(),
+                        "payload": payload}
+            out += [event("order.placed", done - timedelta(hours=1), {
+                        **order, "items": [{"sku": "tea", "qty": 1, "unit_price": amount}]}),
+                    event("order.completed", done, order)]
+            if refunded:
+                out.append(event("order.refunded", done + timedelta(days=1),
+                                 {"order_id": order["order_id"], "amount": refunded}))
+    return out
+
+
+@pytest.fixture
+def engine(stack: Stack) -> Iterator[Engine]:
+    engine = make_engine(stack.database_url, pool_size=2)
+    with engine.begin() as conn:
+        apply_shop_config(conn, stack.topics, parse({
+            "shop_id": SHOP, "name": "茶室", "levels": {"basis": "amount", "ladder": [
+                {"name": "银卡", "threshold": "100.00", "discount": "0.98"},
+                {"name": "金卡", "threshold": "500.00", "discount": "0.95"}]}}),
+            "test", datetime(2025, 1, 1, tzinfo=UTC))
+    report = pipeline(stack, events(), as_of=CLOCK)
+    assert report.accepted == len(events()) and not report.rejected
+    yield engine
+    engine.dispose()
+
+
+def build(engine: Engine, make: Any, **period: Any) -> analysis.Analysis:
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        built: analysis.Analysis = make(conn, shop, analysis.period_of(conn, shop, **period))
+        return built
+
+
+def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) -> None:
+    levels = build(engine, analysis.level_analysis)
+    assert levels.period.to_dict()["from"] == "2025-07-01T00:00:00+08:00"
+    assert [(r["level"], r["level_name"], r["members"], r["buyers"], r["completed_trades"],
+             r["revenue"], r["revenue_share_pct"], r["aov"], r["discount"])
+            for r in levels.tables["levels"].rows] == [
+        (0, "no level", 1, 1, 1, "50.00", "5.62", "50.00", "1.00"),
+        (1, "银卡", 3, 2, 4, "240.00", "26.97", "60.00", "0.98"),
+        (2, "金卡", 1, 1, 2, "600.00", "67.42", "300.00", "0.95")]
+    assert levels.tables["levels"].totals == {
+        "level": "total", "members": 5, "buyers": 4, "completed_trades": 7,
+        "revenue": "890.00", "revenue_share_pct": "100.00", "aov": "127.14"}
+    # d's level change (2025-06) is before the period; a rose twice.
+    assert [(r["month"], r["cause"], r["up"], r["down"]) for r in
+            levels.tables["level_changes"].rows] == [
+        ("2026-01", "auto", 1, 0), ("2026-03", "auto", 1, 0), ("2026-04", "auto", 1, 0),
+        ("2026-06", "auto", 1, 0)]
+
+    time = build(engine, analysis.time_analysis)
+    heat = {r["day_of_week"]: r for r in time.tables["weekday_hour"].rows}
+    assert (heat["Sat"]["h10"], heat["Sat"]["h09"], heat["Sun"]["h10"], heat["Sun"]["h12"],
+            heat["Sun"]["h18"], heat["Mon"]["h20"], heat["Wed"]["h12"]) == (1,) * 7
+    assert sum(r["trades"] for r in heat.values()) == 7
+    assert [(m["month"], m["completed_trades"], m["revenue"]) for m in
+            time.tables["months"].rows] == [
+        ("2026-01", 1, "300.00"), ("2026-02", 2, "80.00"), ("2026-03", 1, "300.00"),
+        ("2026-04", 1, "40.00"), ("2026-06", 2, "170.00")]
+    assert (time.summary["peak_month"], time.summary["slack_month"]) == ("2026-06", "2026-01")
+
+    counts = build(engine, analysis.count_analysis)
+    assert [(r["completed_trades"], r["buyers"]) for r in counts.tables["trade_counts"].rows] == [
+        ("1", 2), ("2", 1), ("3", 1), ("4-5", 0), ("6-10", 0), ("11+", 0)]
+    assert counts.summary["repeat_rate_pct"] == "50.00"
+
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        amounts = analysis.amount_analysis(conn, shop, analysis.period_of(conn, shop),
+                                           [Decimal(50), Decimal(100), Decimal(200)])
+    assert [(r["bucket"], r["orders"], r["sum"]) for r in
+            amounts.tables["order_values"].rows] == [
+        ("0-50", 3, "120.00"), ("50-100", 1, "80.00"), ("100-200", 1, "120.00"),
+        ("200+", 2, "600.00")]
+    assert (amounts.summary["aov"], amounts.summary["median_order_value"]) == ("127.14", "80.00")
+    assert amounts.summary["spend_buckets"] == "100,200,300,400,500,600,700,800"
+    spend = {r["bucket"]: r["buyers"] for r in amounts.tables["buyer_spend"].rows}
+    assert (spend["0-100"], spend["100-200"], spend["600-700"]) == (1, 2, 1)
+
+    growth = build(engine, analysis.growth_analysis)
+    months = {r["month"]: r for r in growth.tables["growth"].rows}
+    assert (min(months), max(months), len(months)) == ("2025-07", "2026-06", 12)
+    assert all(r["whole"] for r in months.values())
+    assert [(m, r["new"], r["active"], r["returning"]) for m, r in months.items()
+            if r["active"]] == [("2026-01", 1, 1, 0), ("2026-02", 1, 1, 0),
+                                ("2026-03", 0, 1, 1), ("2026-04", 0, 1, 1),
+                                ("2026-06", 2, 2, 0)]
+    # d bought 2025-06-01 10:00: dormant (180 days) from the end of 2025-11, still not lost
+    # (365 days) at the end of 2026-05 (364.6 days), lost at the end of 2026-06.
+    assert [m for m, r in months.items() if r["dormant"]] == [
+        "2025-11", "2025-12", "2026-01", "2026-02", "2026-03", "2026-04", "2026-05"]
+    assert [m for m, r in months.items() if r["lost"]] == ["2026-06"]
+
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        dormant = analysis.dormant_members(
+            conn, shop, analysis.dormant_days(None, 45, Decimal(2)))
+    assert [(r["member_id"], r["days_since_last_purchase"]) for r in
+            dormant.tables["dormant_members"].rows] == [("a", 107), ("d", 394), ("e", 90)]
+    assert dormant.summary["campaign_target"] == {"dormant_days": 90, "min_spend": "0.01"}
+
+    # Shop days instead: February alone.
+    february = build(engine, analysis.count_analysis, first_day=datetime(2026, 2, 1).date(),
+                     last_day=datetime(2026, 2, 28).date())
+    assert february.summary == {"buyers": 1, "repeat_buyers": 1, "repeat_rate_pct": "100.00"}
+
+    # Every format, as an operator opens it.
+    text = levels.csv_text()
+    assert "total,,5,4,7,890.00,100.00,127.14," in text and "# level_changes" in text
+    book = load_workbook(io.BytesIO(growth.xlsx_bytes()))
+    sheet = book["growth"]
+    assert [c.value for c in sheet[1]][:5] == ["month", "from", "to", "whole", "new"]
+    assert isinstance(sheet["B2"].value, datetime)
+    for report in (levels, time, counts, amounts, growth):
+        chart = tmp_path / f"{report.report}.png"
+        assert report.png(chart) and chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_reports_from_the_command_line_and_the_api(stack: Stack, engine: Engine,
+                                                       tmp_path: Path) -> None:
+    url = ["--database-url", stack.database_url]
+    out = mf("report", "counts", "--shop", SHOP, *url, "--format", "json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["summary"]["repeat_rate_pct"] == "50.00"
+    out = mf("report", "dormant", "--shop", SHOP, "--cycle-days", "45", *url, "--format", "csv",
+             cwd=tmp_path)
+    assert out.returncode == 0 and "\na,2,金卡," in out.stdout, out.stderr
+    bad = mf("report", "amounts", "--shop", SHOP, "--order-buckets", "100,50", *url,
+             cwd=tmp_path)
+    assert bad.returncode == 2 and "rising order" in bad.stderr
+    xlsx = mf("report", "levels", "--shop", SHOP, *url, "--format", "xlsx", cwd=tmp_path)
+    assert xlsx.returncode == 2 and "--out" in xlsx.stderr
+    none = mf("report", "levels", "--shop", SHOP, *url, "--from", "2024-01-01", "--to",
+              "2024-01-31", "--format", "csv", cwd=tmp_path)
+    assert none.returncode == 0 and "total,,5,0,0,0.00,,0.00," in none.stdout
+
+    with engine.begin() as conn:
+        reader = tokens.create(conn, name="analyst", shops=[SHOP], rights=["read"],
+                               expires_in=None, operator="test").token
+        exporter = tokens.create(conn, name="exporter", shops=[SHOP], rights=["read", "export"],
+                                 expires_in=None, operator="test").token
+    with ApiServer(engine) as api:
+        base = f"/api/v1/shops/{SHOP}/reports"
+        growth = api.call("GET", f"{base}/growth?unit=week&days=30", token=reader)
+        assert growth.status == 200 and growth.json["summary"]["unit"] == "week"
+        png = api.call("GET", f"{base}/time.png", token=reader)
+        assert png.status == 200 and png.raw[:4] == b"\x89PNG"
+        assert api.call("GET", f"{base}/amounts?order_buckets=x", token=reader).status == 422
+        assert api.call("GET", f"{base}/levels?from=2026-02-01&to=2026-01-01",
+                        token=reader).status == 422
+        assert api.call("GET", f"{base}/dormant.csv?days=90", token=reader).status == 403
+        listed = api.call("GET", f"{base}/dormant.csv?days=90", token=exporter)
+        assert listed.status == 200 and "\na,2,金卡," in listed.text
+    with engine.connect() as conn:
+        exported = conn.exec_driver_sql(
+            "SELECT operator FROM audit_log WHERE action = 'members.export'").scalars().all()
+    assert exported == ["token:exporter"]
