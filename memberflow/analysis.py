@@ -671,3 +671,106 @@ def _growth_chart(report: Analysis, plt: Any) -> None:
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
     fig.suptitle(f"Growth and churn, shop {report.shop_id}: {_span(report.period)}")
     fig.tight_layout()
+
+
+# --- RFM -----------------------------------------------------------------------------------
+
+
+def rfm_scored_sql(values: str) -> str:
+    """Scores for the rows of `values` (a query with member_id, r, f, m: r the negated days,
+    see `services.tiering.rfm`): each dimension's distinct quartile edges, then
+    1 + the number of edges a value is above."""
+    def scored(col: str) -> str:
+        return (f"1 + (SELECT count(DISTINCT x) FROM unnest(e.{col}) x WHERE v.{col} > x) "
+                f"AS {col}_score")
+    return (f"WITH v AS ({values}), e AS (SELECT "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY r) AS r, "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY f) AS f, "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY m) AS m FROM v) "
+            f"SELECT v.*, {scored('r')}, {scored('f')}, {scored('m')}, e.r AS r_edges, "
+            "  e.f AS f_edges, e.m AS m_edges FROM v, e")
+
+
+def rfm_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+    """Buyers' RFM scores over the period, their segments (the shop's map), and the R x F grid.
+    Recency counts to the period's end (the shop's clock by default)."""
+    from services.tiering.rfm import DEFAULT_SEGMENTS, segment_sql
+
+    segments = shop.config.rfm.segments if shop.config is not None else list(DEFAULT_SEGMENTS)
+    orders, params = _orders(period)
+    values = (
+        "SELECT o.member_id, "
+        "  -floor(extract(epoch FROM (%(p_end)s - max(o.completed_at))) / 86400)::bigint AS r, "
+        "  count(DISTINCT (o.completed_at AT TIME ZONE %(tz)s)::date) AS f, "
+        f"  round(sum({NET})::numeric / count(DISTINCT (o.completed_at AT TIME ZONE %(tz)s)"
+        "::date))::bigint AS m, "
+        f"  count(*) AS trades, sum({NET}) AS spend FROM {orders} GROUP BY o.member_id")
+    case, names = segment_sql(segments, "r_score", "f_score", "m_score")
+    rows = conn.exec_driver_sql(
+        f"WITH s AS ({rfm_scored_sql(values)}) "
+        f"SELECT {case} AS segment, r_score, f_score, count(*) AS buyers, sum(trades) AS trades, "
+        "  sum(spend) AS spend, min(r_edges) AS r_edges, min(f_edges) AS f_edges, "
+        "  min(m_edges) AS m_edges FROM s GROUP BY 1, 2, 3",
+        params | names | {"shop": shop.shop_id, "tz": shop.zone}).all()
+    if not rows:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
+    buyers = sum(r.buyers for r in rows)
+    spend = sum(int(r.spend) for r in rows)
+    order = [s.id for s in segments]
+    by_segment: dict[str, list[int]] = {}
+    grid = {(r, f): 0 for r in range(1, 5) for f in range(1, 5)}
+    for r in rows:
+        figures = by_segment.setdefault(r.segment, [0, 0, 0])
+        figures[0] += r.buyers
+        figures[1] += int(r.trades)
+        figures[2] += int(r.spend)
+        grid[(r.r_score, r.f_score)] += r.buyers
+    names_of = {s.id: s.name for s in segments}
+    table = Table(["segment", "name", "buyers", "share_pct", "spend", "spend_share_pct",
+                   "trades", "aov"], [
+        {"segment": sid, "name": names_of.get(sid, "others"), "buyers": n,
+         "share_pct": share(n, buyers), "spend": money(cents),
+         "spend_share_pct": share(cents, spend), "trades": trades, "aov": per(cents, trades)}
+        for sid, (n, trades, cents) in sorted(
+            by_segment.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)],
+        {"segment": "total", "buyers": buyers, "share_pct": share(buyers, buyers),
+         "spend": money(spend), "spend_share_pct": share(spend, spend),
+         "trades": sum(v[1] for v in by_segment.values()),
+         "aov": per(spend, sum(v[1] for v in by_segment.values()))})
+    first = rows[0]
+    return Analysis("rfm", shop.shop_id, period, {
+        "segments": table,
+        "recency_frequency": Table(["r_score", *[f"f{f}" for f in range(1, 5)]], [
+            {"r_score": r, **{f"f{f}": grid[(r, f)] for f in range(1, 5)}}
+            for r in range(4, 0, -1)])},
+        {"buyers": buyers,
+         # Recency's edges back in days (it is scored on its negation).
+         "recency_edges_days": ", ".join(str(-x) for x in sorted(set(first.r_edges),
+                                                                 reverse=True)),
+         "frequency_edges_days": ", ".join(str(x) for x in sorted(set(first.f_edges))),
+         "monetary_edges": ", ".join(money(x) for x in sorted(set(first.m_edges)))},
+        _rfm_chart)
+
+
+def _rfm_chart(report: Analysis, plt: Any) -> None:
+    grid = report.tables["recency_frequency"].rows
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8),
+                                      gridspec_kw={"width_ratios": [1, 1.3]})
+    values = [[row[f"f{f}"] for f in range(1, 5)] for row in grid]
+    image = left.imshow(values, cmap="Blues")
+    left.set_xticks(range(4), ["F1", "F2", "F3", "F4"])
+    left.set_yticks(range(4), ["R4", "R3", "R2", "R1"])
+    darkest = max(max(row) for row in values) or 1
+    for y, row in enumerate(values):
+        for x, n in enumerate(row):
+            left.text(x, y, f"{n:,}", ha="center", va="center", fontsize=9,
+                      color="white" if n > darkest / 2 else "black")
+    left.set_title("buyers by recency (R4: most recent) and frequency")
+    fig.colorbar(image, ax=left)
+    rows = report.tables["segments"].rows
+    right.barh([r["name"] for r in rows][::-1], [r["buyers"] for r in rows][::-1],
+               color="#5c6bc0")
+    right.set_title("buyers per segment")
+    right.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(f"RFM, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()

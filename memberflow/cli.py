@@ -85,10 +85,11 @@ def members() -> None:
     "counts": "memberflow.cli_analysis:report_counts",
     "dormant": "memberflow.cli_analysis:report_dormant",
     "growth": "memberflow.cli_analysis:report_growth",
+    "rfm": "memberflow.cli_analysis:report_rfm",
 })
 def report() -> None:
-    """Reports: levels, time, amounts, counts, dormant members, growth and churn, customer and
-    product ABC, a campaign's effect."""
+    """Reports: levels, time, amounts, counts, dormant members, growth and churn, RFM, customer
+    and product ABC, a campaign's effect."""
 
 
 

@@ -117,6 +117,15 @@ def report_counts(**kw: Any) -> None:
     _run(count_analysis, **kw)
 
 
+@click.command("rfm")
+@_common
+def report_rfm(**kw: Any) -> None:
+    """Buyers' recency, frequency and monetary scores (1-4, from the shop's quartiles), their
+    segments by the shop's map, and the R x F grid."""
+    from memberflow.analysis import rfm_analysis
+    _run(rfm_analysis, **kw)
+
+
 @click.command("growth")
 @_common
 @click.option("--unit", type=click.Choice(["month", "week"]), default="month")

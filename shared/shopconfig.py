@@ -25,6 +25,7 @@ from services.campaigns.config import CampaignDefinition, campaign_problems
 from services.tagging.config import Tagging
 from services.tagging.rules import RuleError, compile_rule
 from services.tiering.policy import AbcSettings, LevelPolicy
+from services.tiering.rfm import RfmSettings
 from shared.config_types import RuleBroken
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
@@ -51,6 +52,8 @@ class ShopConfig(BaseModel):
     levels: LevelPolicy | None = Field(
         None, description="membership levels; without it every member stays at level 0")
     abc: AbcSettings = AbcSettings()
+    rfm: RfmSettings = Field(default_factory=RfmSettings,
+                             description="the RFM segment map (see services/tiering/rfm.py)")
     tagging: Tagging = Field(default_factory=Tagging,
                              description="tag groups, tags and the rules that apply them")
     campaigns: list[CampaignDefinition] = Field(

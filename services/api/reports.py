@@ -114,6 +114,8 @@ def router() -> APIRouter:
         lambda: analysis.time_analysis)
     add("counts", "Buyers by number of completed trades; the repeat rate",
         lambda: analysis.count_analysis)
+    add("rfm", "Buyers' RFM scores and segments (the shop's map), and the R x F grid",
+        lambda: analysis.rfm_analysis)
 
     def amounts(order_buckets: Annotated[str | None, Query(
                     max_length=500, description="bucket edges, e.g. 50,100,200")] = None,

@@ -24,12 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openpyxl import load_workbook
 from sqlalchemy import Engine
 
 from memberflow import analysis
 from memberflow.configure import apply_shop_config
 from memberflow.runtime import Stack
+from services.tiering import rfm
 from shared import tokens
 from shared.db import make_engine
 from shared.shopconfig import parse
@@ -163,6 +166,18 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
             dormant.tables["dormant_members"].rows] == [("a", 107), ("d", 394), ("e", 90)]
     assert dormant.summary["campaign_target"] == {"dormant_days": 90, "min_spend": "0.01"}
 
+    segmented = build(engine, analysis.rfm_analysis)
+    # R days 107 (a), 29 (b), 10 (c), 90 (e); F days 2, 1, 1, 2; M per day 300, 50, 120, 60.
+    assert segmented.summary == {"buyers": 4, "recency_edges_days": "29, 90, 107",
+                           "frequency_edges_days": "1, 2",
+                           "monetary_edges": "50.00, 60.00, 120.00"}
+    assert [(r["segment"], r["buyers"], r["spend"]) for r in segmented.tables["segments"].rows] == [
+        ("new", 1, "120.00"), ("potential", 1, "50.00"), ("at-risk", 1, "120.00"),
+        ("lost", 1, "600.00")]
+    assert [[row[f"f{f}"] for f in range(1, 5)] for row in
+            segmented.tables["recency_frequency"].rows] == [[1, 0, 0, 0], [1, 0, 0, 0],
+                                                      [0, 1, 0, 0], [0, 1, 0, 0]]
+
     # Shop days instead: February alone.
     february = build(engine, analysis.count_analysis, first_day=datetime(2026, 2, 1).date(),
                      last_day=datetime(2026, 2, 28).date())
@@ -175,7 +190,7 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
     sheet = book["growth"]
     assert [c.value for c in sheet[1]][:5] == ["month", "from", "to", "whole", "new"]
     assert isinstance(sheet["B2"].value, datetime)
-    for report in (levels, time, counts, amounts, growth):
+    for report in (levels, time, counts, amounts, growth, segmented):
         chart = tmp_path / f"{report.report}.png"
         assert report.png(chart) and chart.read_bytes()[:4] == b"\x89PNG"
 
@@ -219,3 +234,36 @@ def test_the_reports_from_the_command_line_and_the_api(stack: Stack, engine: Eng
         exported = conn.exec_driver_sql(
             "SELECT operator FROM audit_log WHERE action = 'members.export'").scalars().all()
     assert exported == ["token:exporter"]
+
+
+def test_the_shop_edits_its_segment_map(stack: Stack, engine: Engine) -> None:
+    with engine.begin() as conn:
+        apply_shop_config(conn, stack.topics, parse({
+            "shop_id": SHOP, "name": "茶室", "rfm": {"segments": [
+                {"id": "big", "name": "大客户", "m": "4"},
+                {"id": "recent", "name": "近期", "r": "3-4"}]}}), "test", datetime.now(UTC))
+    segmented = build(engine, analysis.rfm_analysis)
+    assert [(r["segment"], r["name"], r["buyers"]) for r in segmented.tables["segments"].rows] == [
+        ("big", "大客户", 1), ("recent", "近期", 2), ("others", "others", 1)]
+    with pytest.raises(ValueError, match="not a score"):
+        parse({"shop_id": SHOP, "name": "x", "rfm": {"segments": [
+            {"id": "bad", "name": "x", "r": "5"}]}})
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(-400, 400), min_size=1, max_size=40))
+def test_the_sql_scores_as_the_documented_rule(database_url: str, values: list[int]) -> None:
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(analysis.rfm_scored_sql(
+                "SELECT i AS member_id, x AS r, x AS f, x AS m "
+                "FROM unnest(%(xs)s::bigint[]) WITH ORDINALITY AS u(x, i)"),
+                {"xs": values}).all()
+    finally:
+        engine.dispose()
+    found = rfm.edges(values)
+    assert sorted(set(rows[0].f_edges)) == found
+    assert {(r.member_id, r.f_score) for r in rows} == {
+        (i, rfm.score(x, found)) for i, x in enumerate(values, start=1)}
