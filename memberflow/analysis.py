@@ -63,6 +63,7 @@ class Analysis:
     summary: dict[str, Any] = field(default_factory=dict)
     chart: Callable[[Analysis, Any], None] | None = None
     headline: str | None = None     # what the report covers, when not a period of trades
+    extra: Any = None               # what the chart draws beyond the tables
 
     def describe(self) -> str:
         return self.headline or self.period.describe()
@@ -773,4 +774,56 @@ def _rfm_chart(report: Analysis, plt: Any) -> None:
     right.set_title("buyers per segment")
     right.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(f"RFM, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
+
+
+# --- coupon suggestion ---------------------------------------------------------------------
+
+
+def coupon_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+    """Suggested "满 X 减 Y" coupons from the period's order values (`memberflow.coupons`)."""
+    from memberflow.coupons import suggest
+
+    orders, params = _orders(period)
+    histogram = {int(v): int(n) for v, n in conn.exec_driver_sql(
+        "SELECT floor(coalesce(o.amount_cents, 0) / 100.0)::bigint AS v, count(*) "
+        f"FROM {orders} GROUP BY 1", params | {"shop": shop.shop_id}).all()}
+    if not histogram:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
+    found = suggest(histogram)
+    total = sum(histogram.values())
+    report = Analysis("coupons", shop.shop_id, period, {"suggestions": Table(
+        ["coupon", "threshold", "face_value", "discount_pct", "just_below_pct",
+         "at_or_above_pct", "lift", "given_away", "net"], [s.to_dict() for s in found])},
+        {"orders": total, "how": "thresholds: round values between the 25th and 90th "
+         "percentile of order values; face value: at most 6% of the threshold (1-2-5 series); "
+         "just below: orders from 80% of the threshold up to it; lift: what they would add "
+         "reaching it (upper bound); given away: the face value on every order at or above it "
+         "and on every lifted one; net = lift - given away; the best three by net"},
+        _coupon_chart)
+    report.extra = histogram
+    return report
+
+
+def _coupon_chart(report: Analysis, plt: Any) -> None:
+    from memberflow.coupons import percentile
+
+    histogram: dict[int, int] = report.extra
+    top = percentile(histogram, Decimal("0.99"))
+    width = max(1, int(nice_step(Decimal(top), 80)))
+    bins: dict[int, int] = {}
+    for value, n in histogram.items():
+        if value <= top:
+            bins[value // width * width] = bins.get(value // width * width, 0) + n
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    ax.bar(list(bins), list(bins.values()), width=width, align="edge", color="#90a4ae")
+    for i, s in enumerate(report.tables["suggestions"].rows):
+        ax.axvline(s["threshold"], color="#c62828", linewidth=1.5)
+        # Staggered: thresholds close together would write over each other.
+        ax.text(s["threshold"], ax.get_ylim()[1] * (0.95 - 0.09 * i), f" {s['coupon']}",
+                color="#c62828", va="top", fontsize=10)
+    ax.set_xlabel(f"order value (buckets of {width}; up to the 99th percentile)")
+    ax.set_ylabel("orders")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"Coupon suggestion, shop {report.shop_id}: {_span(report.period)}")
     fig.tight_layout()

@@ -86,9 +86,11 @@ def members() -> None:
     "dormant": "memberflow.cli_analysis:report_dormant",
     "growth": "memberflow.cli_analysis:report_growth",
     "rfm": "memberflow.cli_analysis:report_rfm",
+    "coupons": "memberflow.cli_analysis:report_coupons",
 })
 def report() -> None:
-    """Reports: levels, time, amounts, counts, dormant members, growth and churn, RFM, customer
+    """Reports: levels, time, amounts, counts, dormant members, growth and churn, RFM, coupon
+    suggestion, customer
     and product ABC, a campaign's effect."""
 
 

@@ -126,6 +126,14 @@ def report_rfm(**kw: Any) -> None:
     _run(rfm_analysis, **kw)
 
 
+@click.command("coupons")
+@_common
+def report_coupons(**kw: Any) -> None:
+    """Suggested "满 X 减 Y" coupons from the order values, with how each was chosen."""
+    from memberflow.analysis import coupon_analysis
+    _run(coupon_analysis, **kw)
+
+
 @click.command("growth")
 @_common
 @click.option("--unit", type=click.Choice(["month", "week"]), default="month")

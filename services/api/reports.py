@@ -116,6 +116,8 @@ def router() -> APIRouter:
         lambda: analysis.count_analysis)
     add("rfm", "Buyers' RFM scores and segments (the shop's map), and the R x F grid",
         lambda: analysis.rfm_analysis)
+    add("coupons", "Suggested coupons (Y off X) from the order values, and how",
+        lambda: analysis.coupon_analysis)
 
     def amounts(order_buckets: Annotated[str | None, Query(
                     max_length=500, description="bucket edges, e.g. 50,100,200")] = None,

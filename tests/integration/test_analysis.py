@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from openpyxl import load_workbook
 from sqlalchemy import Engine
 
-from memberflow import analysis
+from memberflow import analysis, coupons
 from memberflow.configure import apply_shop_config
 from memberflow.runtime import Stack
 from services.tiering import rfm
@@ -178,6 +178,12 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
             segmented.tables["recency_frequency"].rows] == [[1, 0, 0, 0], [1, 0, 0, 0],
                                                       [0, 1, 0, 0], [0, 1, 0, 0]]
 
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        suggested = analysis.coupon_analysis(conn, shop, analysis.period_of(conn, shop))
+    assert [s["coupon"] for s in suggested.tables["suggestions"].rows] == [
+        s.label for s in coupons.suggest({300: 2, 80: 1, 120: 1, 40: 3})]
+
     # Shop days instead: February alone.
     february = build(engine, analysis.count_analysis, first_day=datetime(2026, 2, 1).date(),
                      last_day=datetime(2026, 2, 28).date())
@@ -190,7 +196,7 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
     sheet = book["growth"]
     assert [c.value for c in sheet[1]][:5] == ["month", "from", "to", "whole", "new"]
     assert isinstance(sheet["B2"].value, datetime)
-    for report in (levels, time, counts, amounts, growth, segmented):
+    for report in (levels, time, counts, amounts, growth, segmented, suggested):
         chart = tmp_path / f"{report.report}.png"
         assert report.png(chart) and chart.read_bytes()[:4] == b"\x89PNG"
 
