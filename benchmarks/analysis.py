@@ -1,0 +1,96 @@
+"""Every customer-analysis report on one large shop (figures printed, never asserted).
+
+    python benchmarks/analysis.py [--members 1000000] [--runs 2]
+
+A fresh embedded PostgreSQL 16 database gets the bulk-loaded shop of benchmarks/tiers.py
+(members with their completed orders over 400 days: 2.5 orders per member, lognormal amounts,
+~8% refunded in part or whole), a shop configuration with a four-level ladder (so every member
+has a level name), a level for each member by spend, and the pipeline clock at the newest
+order. Each report is then built as `memberflow report NAME --shop S` builds it (the default
+period: the 365 days up to the clock), `--runs` times; the first run reads from a cold cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from tiers import SHOP, load_shop
+from workload import fresh_database, postgres
+
+from memberflow import analysis
+from memberflow.configure import apply_shop_config
+from shared.shopconfig import parse
+from shared.topics import Topics
+
+LADDER = {"basis": "amount", "ladder": [
+    {"name": "银卡", "threshold": "200.00", "discount": "0.98"},
+    {"name": "金卡", "threshold": "500.00", "discount": "0.95"},
+    {"name": "铂金卡", "threshold": "1000.00", "discount": "0.92"},
+    {"name": "钻石卡", "threshold": "3000.00", "discount": "0.88"}]}
+
+
+def prepare(engine: Engine, members: int) -> tuple[int, int, float]:
+    loaded = load_shop(engine, members)
+    with engine.begin() as conn:
+        apply_shop_config(conn, Topics(), parse({"shop_id": SHOP, "name": "基准店",
+                                                 "levels": LADDER}),
+                          "bench", datetime.now(UTC))
+        conn.exec_driver_sql(
+            "INSERT INTO stream_clocks (consumer, topic, partition, clock) "
+            "VALUES ('tiering', 'memberflow.orders', 0, %s)", (loaded.as_of,))
+    return loaded.members, loaded.orders, loaded.load_s
+
+
+def build(engine: Engine, name: str) -> tuple[float, Any]:
+    makers: dict[str, Any] = {
+        "levels": analysis.level_analysis, "time": analysis.time_analysis,
+        "amounts": analysis.amount_analysis, "counts": analysis.count_analysis,
+        "growth": analysis.growth_analysis, "rfm": analysis.rfm_analysis,
+        "coupons": analysis.coupon_analysis}
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        if name == "dormant":
+            report = analysis.dormant_members(conn, shop, 180)
+        else:
+            report = makers[name](conn, shop, analysis.period_of(conn, shop))
+    return time.perf_counter() - started, report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, postgres(Path(tmp)) as db:
+        _, engine = fresh_database(db, "analysis")
+        members, orders, load_s = prepare(engine, args.members)
+        print(f"shop: {members:,} members, {orders:,} completed orders (loaded in "
+              f"{load_s:.1f} s); the 365 days up to the clock; each report {args.runs} runs")
+        print(f"{'report':<10} {'runs (s)':<22} answer")
+        for name in ("levels", "time", "amounts", "counts", "dormant", "growth", "rfm",
+                     "coupons"):
+            runs = []
+            for _ in range(args.runs):
+                seconds, report = build(engine, name)
+                runs.append(seconds)
+            first = next(iter(report.tables.values()))
+            print(f"{name:<10} {' / '.join(f'{s:.2f}' for s in runs):<22} "
+                  f"{len(first.rows)} rows; {_gist(report.summary)}")
+        engine.dispose()
+
+
+def _gist(summary: dict[str, Any]) -> str:
+    shown = [f"{k} {v}" for k, v in summary.items()
+             if not isinstance(v, (dict, list)) and len(str(v)) < 40][:3]
+    return ", ".join(shown)
+
+
+if __name__ == "__main__":
+    main()
