@@ -311,6 +311,34 @@ def router() -> APIRouter:
             raise HTTPException(404, str(exc)) from None
         return Response(png, media_type="image/png")
 
+    @console.get("/shops/{shop_id}/analysis/{name}")
+    async def analysis_page(request: Request, shop_id: str, name: str) -> Response:
+        """One customer-analysis report over the last 365 days (or ?days=N): its figures,
+        its tables and its chart; the dormant list for ?days (default 180)."""
+        access = await _access(request, shop_id)
+        try:
+            made = await _analysis(request, shop_id, name)
+        except NoData as exc:
+            return _page(request, "analysis.html", access=access, shop_name=shop_id,
+                         report_name=name, reports=ANALYSES, report=None, none_yet=str(exc),
+                         days="")
+        return _page(request, "analysis.html", access=access, shop_name=shop_id,
+                     report_name=name, reports=ANALYSES, report=made, none_yet=None,
+                     days=request.query_params.get("days", ""))
+
+    @console.get("/shops/{shop_id}/analysis/{name}/chart.png")
+    async def analysis_chart(request: Request, shop_id: str, name: str) -> Response:
+        await _access(request, shop_id)
+        try:
+            made = await _analysis(request, shop_id, name)
+        except NoData as exc:
+            raise HTTPException(404, str(exc)) from None
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "chart.png"
+            if not await asyncio.to_thread(made.png, path):
+                raise HTTPException(404, f"the {name} report has no chart")
+            return Response(path.read_bytes(), media_type="image/png")
+
     return console
 
 
@@ -400,6 +428,34 @@ def _tags(config: Any) -> dict[str, str]:
     if config is None or config.tagging is None:
         return {}
     return {t.id: t.name for t in config.tagging.tags}
+
+
+ANALYSES = {"levels": "Levels", "time": "Time", "amounts": "Amounts", "counts": "Counts",
+            "growth": "Growth and churn", "rfm": "RFM", "coupons": "Coupons",
+            "dormant": "Dormant members"}
+
+
+async def _analysis(request: Request, shop_id: str, name: str) -> Any:
+    from memberflow import analysis
+
+    builders = {"levels": analysis.level_analysis, "time": analysis.time_analysis,
+                "amounts": analysis.amount_analysis, "counts": analysis.count_analysis,
+                "growth": analysis.growth_analysis, "rfm": analysis.rfm_analysis,
+                "coupons": analysis.coupon_analysis}
+    if name not in ANALYSES:
+        raise HTTPException(404, f"no report {name!r}")
+    text = request.query_params.get("days", "").strip()
+    if text and not (text.isdigit() and 1 <= int(text) <= 3660):
+        raise HTTPException(422, f"days: {text!r} is not a number of days from 1 to 3660")
+    days = int(text) if text else None
+
+    def work(conn: Connection) -> Any:
+        shop = analysis.shop_of(conn, shop_id)
+        if name == "dormant":
+            return analysis.dormant_members(conn, shop, days or 180, limit=200)
+        return builders[name](conn, shop, analysis.period_of(conn, shop, days=days))
+
+    return await in_transaction(request, work)
 
 
 async def sign_in_redirect(request: Request, exc: Exception) -> Response:

@@ -138,6 +138,9 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
 
         d.find_element(By.LINK_TEXT, "Reports").click()        # type: ignore[attr-defined]
         assert "no order events yet" in d.find_element(By.ID, "no-data").text  # type: ignore[attr-defined]
+        d.find_element(By.LINK_TEXT, "Growth and churn").click()  # type: ignore[attr-defined]
+        assert d.find_element(By.ID, "report-title").text == "Growth and churn"  # type: ignore[attr-defined]
+        assert "no order events yet" in d.find_element(By.ID, "no-data").text  # type: ignore[attr-defined]
 
         # Another shop's member: the same answer as no such shop.
         d.get(api.url + "/console/shops/coffee/members/c1")     # type: ignore[attr-defined]

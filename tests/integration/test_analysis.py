@@ -236,6 +236,20 @@ def test_the_reports_from_the_command_line_and_the_api(stack: Stack, engine: Eng
         assert api.call("GET", f"{base}/dormant.csv?days=90", token=reader).status == 403
         listed = api.call("GET", f"{base}/dormant.csv?days=90", token=exporter)
         assert listed.status == 200 and "\na,2,金卡," in listed.text
+        # The console shows each report with its chart.
+        cookie = {"Cookie": f"mf_console={reader}"}
+        page = api.call("GET", f"/console/shops/{SHOP}/analysis/rfm", headers=cookie)
+        assert page.status == 200 and 'id="table-segments"' in page.text
+        assert "Potential" in page.text and "29, 90, 107" in page.text
+        chart = api.call("GET", f"/console/shops/{SHOP}/analysis/rfm/chart.png", headers=cookie)
+        assert chart.status == 200 and chart.raw[:4] == b"\x89PNG"
+        dormant = api.call("GET", f"/console/shops/{SHOP}/analysis/dormant?days=90",
+                           headers=cookie)
+        assert f'href="/console/shops/{SHOP}/members/a"' in dormant.text
+        assert api.call("GET", f"/console/shops/{SHOP}/analysis/nope",
+                        headers=cookie).status == 404
+        assert api.call("GET", f"/console/shops/{SHOP}/analysis/time?days=x",
+                        headers=cookie).status == 422
     with engine.connect() as conn:
         exported = conn.exec_driver_sql(
             "SELECT operator FROM audit_log WHERE action = 'members.export'").scalars().all()
