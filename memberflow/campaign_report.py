@@ -81,11 +81,13 @@ class Report:
     timezone: str
     settled_until: datetime | None    # figures of events before this can no longer change
     rows: list[Row]
+    models: list[dict[str, Any]] = field(default_factory=list)   # see `attribution_models`
 
     def to_dict(self) -> dict[str, Any]:
         return {"shop_id": self.shop_id, "timezone": self.timezone,
                 "settled_until": iso(self.settled_until) if self.settled_until else None,
-                "rows": [r.record() for r in self.rows], "totals": self.totals()}
+                "rows": [r.record() for r in self.rows], "totals": self.totals(),
+                "attribution_models": self.models}
 
     def totals(self) -> list[dict[str, Any]]:
         """One line per campaign over all its days and channels."""
@@ -159,7 +161,55 @@ def campaign_report(conn: Connection, shop_id: str, campaign_id: str | None,
                                                         store.DEFAULT_SEND_WINDOW))
         day_end = datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
         r.final = settled is not None and day_end + max(click, send) <= settled
-    return Report(shop_id, zone, settled, [rows[k] for k in sorted(rows)])
+    return Report(shop_id, zone, settled, [rows[k] for k in sorted(rows)],
+                  attribution_models(conn, shop_id, campaign_id))
+
+
+def attribution_models(conn: Connection, shop_id: str, campaign_id: str | None
+                       ) -> list[dict[str, Any]]:
+    """The orders credited after a click, under three models side by side, per campaign.
+
+    - last click (what is credited): the member's latest click within its campaign's click
+      window before the order;
+    - first click: the earliest of those clicks;
+    - linear: each of those clicks gets an equal share of the order (fractions of orders).
+
+    The clicks considered are the same for all three: every click of the member whose
+    campaign's click window (default 48 hours) still covered the order when it converted.
+    """
+    rows = conn.exec_driver_sql(
+        "WITH o AS (SELECT order_id, member_id, converted_at, campaign_id, "
+        "    GREATEST(COALESCE(completed_cents, paid_cents) - refunded_cents, 0) AS value "
+        "  FROM campaign_orders WHERE shop_id = %(s)s AND credit_kind = 'click' "
+        "    AND campaign_id IS NOT NULL), "
+        "k AS (SELECT o.order_id, o.value, c.campaign_id, "
+        "    count(*) OVER (PARTITION BY o.order_id) AS n, row_number() OVER ("
+        "      PARTITION BY o.order_id ORDER BY c.clicked_at, c.event_id) AS nth "
+        "  FROM o JOIN campaign_clicks c ON c.shop_id = %(s)s AND c.member_id = o.member_id "
+        "    AND c.clicked_at <= o.converted_at "
+        "  LEFT JOIN campaigns g ON g.shop_id = c.shop_id AND g.campaign_id = c.campaign_id "
+        "  WHERE o.converted_at <= c.clicked_at + make_interval(secs => "
+        "    COALESCE(g.click_window_s, %(w)s))), "
+        "last AS (SELECT campaign_id, count(*) AS orders, sum(value) AS value FROM o "
+        "  GROUP BY 1), "
+        "other AS (SELECT campaign_id, count(*) FILTER (WHERE nth = 1) AS first_orders, "
+        "    COALESCE(sum(value) FILTER (WHERE nth = 1), 0) AS first_value, "
+        "    sum(1.0 / n) AS linear_orders, sum(value::numeric / n) AS linear_value "
+        "  FROM k GROUP BY 1) "
+        "SELECT campaign_id, COALESCE(last.orders, 0) AS last_orders, "
+        "  COALESCE(last.value, 0) AS last_value, COALESCE(first_orders, 0) AS first_orders, "
+        "  COALESCE(first_value, 0) AS first_value, COALESCE(linear_orders, 0) AS linear_orders,"
+        "  COALESCE(linear_value, 0) AS linear_value "
+        "FROM last FULL JOIN other USING (campaign_id) ORDER BY campaign_id",
+        {"s": shop_id, "w": int(store.DEFAULT_CLICK_WINDOW.total_seconds())}).all()
+    return [{"campaign_id": r.campaign_id,
+             "last_click_orders": r.last_orders,
+             "last_click_revenue": str(from_cents(int(r.last_value))),
+             "first_click_orders": r.first_orders,
+             "first_click_revenue": str(from_cents(int(r.first_value))),
+             "linear_orders": str(Decimal(r.linear_orders).quantize(CENT)),
+             "linear_revenue": str((Decimal(r.linear_value) / 100).quantize(CENT))}
+            for r in rows if campaign_id is None or r.campaign_id == campaign_id]
 
 
 def write_xlsx(report: Report, path: Path) -> None:

@@ -28,7 +28,9 @@ def _shop_clock_sql() -> str:
     """The shop's clock in SQL: the one place the filters spell it. It is the pipeline clock
     (docs/time.md: the newest event time read, ticks included), or the database's now() for a
     state that has read nothing yet."""
-    return "COALESCE(pipeline_clock(), now())"
+    # A scalar subquery: evaluated once per statement (an InitPlan). Called bare, the function
+    # (an aggregate over the partitions' clocks) ran once per member: 5 s over 1M members.
+    return "(SELECT COALESCE(pipeline_clock(), now()))"
 
 
 def _dormant_sql(days: int) -> tuple[str, dict[str, Any]]:

@@ -105,15 +105,3 @@ def score(value: int, found_edges: Sequence[int]) -> int:
 def segment_of(r: int, f: int, m: int, segments: Sequence[Segment]) -> str:
     return next((s.id for s in segments if s.holds(r, f, m)), OTHERS)
 
-
-def segment_sql(segments: Sequence[Segment], r: str, f: str, m: str
-                ) -> tuple[str, dict[str, str]]:
-    """A CASE expression naming the first matching segment (psycopg named parameters)."""
-    parts, params = [], {"seg_others": OTHERS}
-    for i, s in enumerate(segments):
-        tests = [f"{col} BETWEEN {lo} AND {hi}" for col, (lo, hi) in
-                 ((r, s.bounds("r")), (f, s.bounds("f")), (m, s.bounds("m")))
-                 if (lo, hi) != (1, 4)]
-        parts.append(f"WHEN {' AND '.join(tests) or 'true'} THEN %(seg_{i})s")
-        params[f"seg_{i}"] = s.id
-    return f"CASE {' '.join(parts)} ELSE %(seg_others)s END", params
