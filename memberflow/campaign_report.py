@@ -17,7 +17,6 @@ day already reported final. Credits stay exact; only the label was early.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -249,40 +248,51 @@ _DECIMALS = {"click_rate", "revenue", "conversion_rate", "send_revenue", "revenu
 
 
 def conversions_png(report: Report, path: Path) -> None:
-    """Orders credited per day and campaign (after a click, after a send); provisional days are
-    drawn hollow."""
+    """Orders credited per day, a panel per channel: bars stacked by credit (after a click,
+    after a mere send), summed over the campaigns shown; provisional days hatched."""
     from memberflow.charts import pyplot
 
     plt = pyplot()
-
-    per: dict[str, dict[date, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    final: dict[tuple[str, date], bool] = {}
-    for r in report.rows:
-        counts = per[r.campaign_id][r.day]
-        counts[0] += r.orders
-        counts[1] += r.send_orders
-        final[(r.campaign_id, r.day)] = final.get((r.campaign_id, r.day), True) and r.final
+    channels = sorted({r.channel for r in report.rows})
     first = min(r.day for r in report.rows)
     last = max(r.day for r in report.rows)
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for campaign, days in sorted(per.items()):
-        xs = sorted(days)
-        ys = [sum(days[d]) for d in xs]
-        at = [(d - first).days for d in xs]
-        line = ax.plot(at, ys, label=campaign)[0]
-        color = line.get_color()
-        for x, n, y in zip(xs, at, ys, strict=True):
-            ax.plot([n], [y], "o", color=color,
-                    markerfacecolor=color if final[(campaign, x)] else "white")
-    span = (last - first).days
-    ticks = list(range(0, span + 1, max(1, span // 10)))
-    ax.set_xticks(ticks, [(first + timedelta(days=t)).isoformat() for t in ticks])
-    ax.set_title(f"Campaign conversions per day, shop {report.shop_id} "
-                 "(hollow: provisional)")
-    ax.set_xlabel(f"day ({report.timezone})")
-    ax.set_ylabel("orders credited (after click + after send)")
-    ax.legend()
-    fig.autofmt_xdate()
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    # Over two months of days, weeks (from Monday) keep the bars wide enough to see.
+    weekly = len(days) > 62
+    if weekly:
+        days = sorted({d - timedelta(days=d.weekday()) for d in days})
+    fig, axes = plt.subplots(len(channels), 1, figsize=(11, 2.8 + 2.2 * len(channels)),
+                             sharex=True, squeeze=False)
+    for ax, channel in zip(axes[:, 0], channels, strict=True):
+        clicks = dict.fromkeys(days, 0)
+        sends = dict.fromkeys(days, 0)
+        final = dict.fromkeys(days, True)
+        for r in report.rows:
+            if r.channel == channel:
+                day = r.day - timedelta(days=r.day.weekday()) if weekly else r.day
+                clicks[day] += r.orders
+                sends[day] += r.send_orders
+                final[day] = final[day] and r.final
+        at = list(range(len(days)))
+        hatch = ["" if final[d] else "//" for d in days]
+        ax.bar(at, [clicks[d] for d in days], color="#1565c0", hatch=hatch,
+               label="after a click (credited)", edgecolor="white")
+        ax.bar(at, [sends[d] for d in days], bottom=[clicks[d] for d in days],
+               color="#90caf9", hatch=hatch, label="after a send, no click", edgecolor="white")
+        ax.set_ylabel(f"{channel}: orders")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))
+        ax.legend(loc="upper right", fontsize=8)
+    step = max(1, len(days) // 12)
+    axes[-1, 0].set_xticks(list(range(0, len(days), step)),
+                           [d.isoformat() for d in days[::step]], rotation=30)
+    axes[-1, 0].set_xlabel(f"{'week from' if weekly else 'day'} ({report.timezone}); hatched: "
+                           "provisional, may still change")
+    campaigns = sorted({r.campaign_id for r in report.rows})
+    shown = ", ".join(campaigns[:4]) + (f" and {len(campaigns) - 4} more"
+                                        if len(campaigns) > 4 else "")
+    unit = "week" if weekly else "day"
+    fig.suptitle(f"Orders credited per {unit}, shop {report.shop_id}: {shown}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -254,15 +254,18 @@ def router() -> APIRouter:
         def work(conn: Connection) -> dict[str, Any]:
             configs = shop_configs(conn, [shop_id])
             try:
-                totals = campaign_report(conn, shop_id, None, lateness).totals()
+                report = campaign_report(conn, shop_id, None, lateness)
+                totals, models = report.totals(), report.models
             except NoCampaigns:
-                totals = []
+                totals, models = [], []
             return {"listed": campaign_ops.listing(conn, shop_id), "totals": totals,
+                    "models": models,
                     "config": configs[shop_id][1] if shop_id in configs else None}
 
         found = await in_transaction(request, work)
         return _page(request, "campaigns.html", access=access, campaigns=found["listed"],
-                     totals=found["totals"], shop_name=_shop_name(found["config"], shop_id))
+                     totals=found["totals"], models=found["models"],
+                     shop_name=_shop_name(found["config"], shop_id))
 
     @console.get("/shops/{shop_id}/campaigns/effect.png")
     async def effect_chart(request: Request, shop_id: str) -> Response:

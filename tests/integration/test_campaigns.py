@@ -161,6 +161,14 @@ def test_hand_worked_credits_report_and_the_lateness_bound(stack: Stack,
     assert rows[("c-48", "unknown", "2026-06-01")]["clicked"] == 1   # the stranger's click
     assert rows[("c-48", "sms", "2026-06-06")]["status"] == "provisional"
     assert report.settled_until == T0 + 4 * 24 * H  # the newest event less the bound
+    # The models side by side: o-compete (50.00) was clicked in c-48, then in c-24.
+    assert report.models == [
+        {"campaign_id": "c-24", "last_click_orders": 1, "last_click_revenue": "50.00",
+         "first_click_orders": 0, "first_click_revenue": "0.00", "linear_orders": "0.50",
+         "linear_revenue": "25.00"},
+        {"campaign_id": "c-48", "last_click_orders": 3, "last_click_revenue": "270.00",
+         "first_click_orders": 4, "first_click_revenue": "320.00", "linear_orders": "3.50",
+         "linear_revenue": "295.00"}]
 
     published = [e for e in unique_by_id(read_topic(stack, stack.topics.credit_events))
                  if e["type"] == "campaign.order_credited"]
