@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Only for its CDNOW data set, which a test fits the models on (its own code is not used).
+	$(BIN)/python -m pip install --quiet --no-deps 'lifetimes==0.11.3'
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)  ## sample shop through the embedded pipeline, summary, /metrics until Ctrl-C
