@@ -52,7 +52,7 @@ def build(engine: Engine, name: str) -> tuple[float, Any]:
         "levels": analysis.level_analysis, "time": analysis.time_analysis,
         "amounts": analysis.amount_analysis, "counts": analysis.count_analysis,
         "growth": analysis.growth_analysis, "rfm": analysis.rfm_analysis,
-        "coupons": analysis.coupon_analysis}
+        "coupons": analysis.coupon_analysis, "predicted": analysis.predicted_value}
     started = time.perf_counter()
     with engine.connect() as conn:
         shop = analysis.shop_of(conn, SHOP)
@@ -75,7 +75,7 @@ def main() -> None:
               f"{load_s:.1f} s); the 365 days up to the clock; each report {args.runs} runs")
         print(f"{'report':<10} {'runs (s)':<22} answer")
         for name in ("levels", "time", "amounts", "counts", "dormant", "growth", "rfm",
-                     "coupons"):
+                     "coupons", "predicted"):
             runs = []
             for _ in range(args.runs):
                 seconds, report = build(engine, name)

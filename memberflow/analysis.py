@@ -879,3 +879,109 @@ def _coupon_chart(report: Analysis, plt: Any) -> None:
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(f"Coupon suggestion, shop {report.shop_id}: {_span(report.period)}")
     fig.tight_layout()
+
+
+# --- predicted value -----------------------------------------------------------------------
+
+P_ALIVE_BANDS = (Decimal("0.1"), Decimal("0.3"), Decimal("0.5"), Decimal("0.7"), Decimal("0.9"))
+
+
+def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: int = 90,
+                    max_p_alive: Decimal | None = None, min_spend: Decimal | None = None,
+                    limit: int = 1000) -> Analysis:
+    """Per buyer of the period: the probability of still being an active customer, expected
+    purchases in the next `horizon_days`, and their expected value (BG/NBD x Gamma-Gamma,
+    `services.tiering.clv`, fitted on this shop's buyers of the period).
+
+    A buyer's summary: x = purchase days after the first, t_x and T = days from the first
+    purchase to the last and to the period's end (in weeks for the models), m = their mean
+    net spend per repeat purchase day. The fit reads the buyers grouped by equal summaries;
+    the predictions go back to PostgreSQL, which ranks the buyers (biggest expected value
+    first) among those with `max_p_alive` / `min_spend` (net, in the period) if given.
+    """
+    import numpy as np
+
+    from services.tiering import clv
+
+    orders, params = _orders(period)
+    params |= {"shop": shop.shop_id, "tz": shop.zone}
+    summary = (
+        "SELECT member_id, count(*) - 1 AS x, "
+        "  floor(extract(epoch FROM (max(last) - min(first))) / 86400)::int AS t_x, "
+        "  floor(extract(epoch FROM (%(p_end)s - min(first))) / 86400)::int AS t_big, "
+        "  sum(net) AS spend, "
+        "  CASE WHEN count(*) > 1 THEN (sum(net) - (array_agg(net ORDER BY day))[1]) "
+        "    / (count(*) - 1) END AS m "
+        "FROM (SELECT o.member_id, (o.completed_at AT TIME ZONE %(tz)s)::date AS day, "
+        f"  min(o.completed_at) AS first, max(o.completed_at) AS last, sum({NET}) AS net "
+        f"  FROM {orders} GROUP BY 1, 2) d GROUP BY member_id")
+    groups = conn.exec_driver_sql(
+        f"SELECT x, t_x, t_big, count(*) FROM ({summary}) s GROUP BY 1, 2, 3", params).all()
+    if not groups:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
+    x, t_x, t_big, weight = (np.array([float(g[i]) for g in groups]) for i in range(4))
+    repeat = conn.exec_driver_sql(
+        f"SELECT x, m / 100.0, count(*) FROM ({summary}) s WHERE x > 0 AND m > 0 "
+        "GROUP BY 1, 2", params).all()
+    try:
+        purchases = clv.fit_bgnbd(x, t_x / 7, t_big / 7, weight)
+        values = clv.fit_gamma_gamma([float(r[0]) for r in repeat],
+                                     [float(r[1]) for r in repeat],
+                                     [float(r[2]) for r in repeat])
+    except clv.TooLittleData as exc:
+        raise NoData(f"shop {shop.shop_id!r}: {exc}") from None
+    alive = purchases.p_alive(x, t_x / 7, t_big / 7)
+    expected = purchases.expected_purchases(horizon_days / 7, x, t_x / 7, t_big / 7)
+    # Back to PostgreSQL: each summary's predictions, joined to its buyers there.
+    params |= {"gx": [int(v) for v in x], "gtx": [int(v) for v in t_x],
+               "gt": [int(v) for v in t_big], "alive": [float(v) for v in alive],
+               "expected": [float(v) for v in expected], "p": values.p, "q": values.q,
+               "g": values.gamma * 100, "pop_m": values.p * values.gamma * 100 / (values.q - 1),
+               "max_alive": float(max_p_alive) if max_p_alive is not None else 2.0,
+               "min_spend": int(min_spend * 100) if min_spend is not None else None,
+               "limit": limit}
+    scored = (
+        f"WITH s AS ({summary}), g AS (SELECT * FROM unnest(%(gx)s::int[], %(gtx)s::int[], "
+        "  %(gt)s::int[], %(alive)s::float8[], %(expected)s::float8[]) "
+        "  AS g(x, t_x, t_big, alive, expected)), "
+        "v AS (SELECT s.member_id, s.x, s.t_x, s.t_big, s.spend, g.alive, g.expected, "
+        "  g.expected * CASE WHEN s.x > 0 AND s.m > 0 "
+        "    THEN %(p)s * (%(g)s + s.x * s.m) / (%(p)s * s.x + %(q)s - 1) "
+        "    ELSE %(pop_m)s END AS value "
+        "  FROM s JOIN g USING (x, t_x, t_big)) ")
+    chosen = ("v.alive <= %(max_alive)s AND "
+              "(%(min_spend)s::bigint IS NULL OR v.spend >= %(min_spend)s::bigint)")
+    rows = conn.exec_driver_sql(
+        scored + f"SELECT v.*, count(*) OVER () AS chosen FROM v WHERE {chosen} "
+        "ORDER BY v.value DESC, v.member_id LIMIT %(limit)s", params).all()
+    bands = conn.exec_driver_sql(
+        scored + "SELECT width_bucket(v.alive, %(bands)s::float8[]) AS band, count(*), "
+        "  sum(v.expected), sum(v.value) FROM v GROUP BY 1",
+        params | {"bands": [float(b) for b in P_ALIVE_BANDS]}).all()
+    edges = [Decimal(0), *P_ALIVE_BANDS, Decimal(1)]
+    by_band = {int(b): (int(n), float(e), float(val)) for b, n, e, val in bands}
+    buyers = sum(n for n, _, _ in by_band.values())
+    band_rows = []
+    for i in range(len(edges) - 1):
+        n, e, val = by_band.get(i, (0, 0.0, 0.0))
+        band_rows.append({"p_alive": f"{edges[i]}-{edges[i + 1]}", "buyers": n,
+                          "share_pct": share(n, buyers),
+                          "expected_purchases": f"{e:.1f}", "expected_value": money(round(val))})
+    return Analysis("predicted", shop.shop_id, period, {
+        "members": Table(["member_id", "p_alive", "expected_purchases", "expected_value",
+                          "repeat_days", "days_first_to_last", "days_since_first", "spend"], [
+            {"member_id": r.member_id, "p_alive": f"{r.alive:.3f}",
+             "expected_purchases": f"{r.expected:.3f}", "expected_value": money(round(r.value)),
+             "repeat_days": r.x, "days_first_to_last": r.t_x, "days_since_first": r.t_big,
+             "spend": money(r.spend)} for r in rows]),
+        "p_alive_bands": Table(["p_alive", "buyers", "share_pct", "expected_purchases",
+                                "expected_value"], band_rows)},
+        {"horizon_days": horizon_days, "buyers": buyers,
+         "chosen": rows[0].chosen if rows else 0, "listed": len(rows),
+         "bg_nbd": (f"r {purchases.r:.4f}, alpha {purchases.alpha:.4f}, a {purchases.a:.4f}, "
+                    f"b {purchases.b:.4f} (weeks)"),
+         "gamma_gamma": f"p {values.p:.4f}, q {values.q:.4f}, gamma {values.gamma:.4f}",
+         "fit": ("a parameter lies at the edge of the search: these buyers do not behave as "
+                 "the models assume, read the predictions with care"
+                 if purchases.at_limit or values.at_limit else "good"),
+         "expected_purchases": f"{float(np.sum(expected * weight)):.1f}"})

@@ -87,10 +87,11 @@ def members() -> None:
     "growth": "memberflow.cli_analysis:report_growth",
     "rfm": "memberflow.cli_analysis:report_rfm",
     "coupons": "memberflow.cli_analysis:report_coupons",
+    "predicted": "memberflow.cli_analysis:report_predicted",
 })
 def report() -> None:
     """Reports: levels, time, amounts, counts, dormant members, growth and churn, RFM, coupon
-    suggestion, customer
+    suggestion, predicted value, customer
     and product ABC, a campaign's effect."""
 
 

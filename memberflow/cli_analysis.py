@@ -134,6 +134,24 @@ def report_coupons(**kw: Any) -> None:
     _run(coupon_analysis, **kw)
 
 
+@click.command("predicted")
+@_common
+@click.option("--horizon", "horizon_days", type=click.IntRange(1, 3650), default=90,
+              show_default=True, help="predict this many days ahead")
+@click.option("--max-p-alive", type=click.FloatRange(0, 1),
+              help="list only buyers at most this likely to be still active (e.g. 0.3)")
+@click.option("--min-spend", type=Amount(), help="... who spent at least this in the period")
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+def report_predicted(horizon_days: int, max_p_alive: float | None, min_spend: Decimal | None,
+                     limit: int, **kw: Any) -> None:
+    """Per buyer: the probability of being still active, expected purchases and expected value
+    in the horizon (BG/NBD and Gamma-Gamma fitted on the shop's buyers of the period)."""
+    from memberflow.analysis import predicted_value
+    cap = Decimal(str(max_p_alive)) if max_p_alive is not None else None
+    _run(lambda conn, shop, period: predicted_value(conn, shop, period, horizon_days, cap,
+                                                    min_spend, limit), **kw)
+
+
 @click.command("growth")
 @_common
 @click.option("--unit", type=click.Choice(["month", "week"]), default="month")

@@ -130,6 +130,18 @@ def router() -> APIRouter:
     add("amounts", "Order values and buyers' spend in buckets, mean, median, percentiles",
         amounts)
 
+    def predicted(horizon: Annotated[int, Query(ge=1, le=3650)] = 90,
+                  max_p_alive: Annotated[Decimal | None, Query(ge=0, le=1, max_digits=4,
+                                                               decimal_places=3)] = None,
+                  min_spend: Annotated[Decimal | None, Query(ge=0, max_digits=14,
+                                                             decimal_places=2)] = None,
+                  limit: Annotated[int, Query(ge=1, le=100_000)] = 1000) -> Build:
+        return lambda conn, shop, period: analysis.predicted_value(
+            conn, shop, period, horizon, max_p_alive, min_spend, limit)
+
+    add("predicted", "Per buyer: probability still active, expected purchases and value "
+        "(BG/NBD, Gamma-Gamma)", predicted)
+
     def growth(unit: Literal["month", "week"] = "month",
                dormant_after: Annotated[int, Query(ge=1, le=36_500)] = 180,
                lost_after: Annotated[int, Query(ge=2, le=36_500)] = 365) -> Build:

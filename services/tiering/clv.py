@@ -22,14 +22,15 @@ A fit is refused with too few buyers: numbers from a handful of customers would 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, special
 
 MIN_BUYERS = 200          # buyers the BG/NBD fit needs
 MIN_REPEAT_BUYERS = 50    # buyers with a repeat purchase, for either model
+BOUNDS = (-12.0, 12.0)    # the search space of each parameter's logarithm
 
 
 class TooLittleData(ValueError):
@@ -42,6 +43,7 @@ class BgNbd:
     alpha: float
     a: float
     b: float
+    at_limit: bool = False
 
     def p_alive(self, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> np.ndarray:
         """The probability that each buyer is still alive at T."""
@@ -65,6 +67,7 @@ class GammaGamma:
     p: float
     q: float
     gamma: float
+    at_limit: bool = False
 
     def expected_value(self, x: np.ndarray, m: np.ndarray) -> np.ndarray:
         """E[value of a purchase | x repeat purchases of mean m] (FH 2013, equation 5)."""
@@ -87,8 +90,8 @@ def _bgnbd_ll(params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray,
     return -float(np.sum(weight * ll))
 
 
-def fit_bgnbd(x: Sequence[float], t_x: Sequence[float], T: Sequence[float],
-              weight: Sequence[float] | None = None) -> BgNbd:
+def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike,
+              weight: ArrayLike | None = None) -> BgNbd:
     """Maximum-likelihood BG/NBD parameters; `weight` counts buyers sharing a summary."""
     xs, txs, Ts = np.asarray(x, float), np.asarray(t_x, float), np.asarray(T, float)
     w = np.ones_like(xs) if weight is None else np.asarray(weight, float)
@@ -99,10 +102,10 @@ def fit_bgnbd(x: Sequence[float], t_x: Sequence[float], T: Sequence[float],
             f"needs at least {MIN_BUYERS:,} buyers and {MIN_REPEAT_BUYERS:,} repeat buyers in "
             "the period (a longer period or more history gives more)")
     found = optimize.minimize(_bgnbd_ll, np.zeros(4), args=(xs, txs, Ts, w),
-                              method="Nelder-Mead",
+                              method="Nelder-Mead", bounds=[BOUNDS] * 4,
                               options={"maxiter": 8000, "xatol": 1e-7, "fatol": 1e-9})
     r, alpha, a, b = np.exp(found.x)
-    return BgNbd(float(r), float(alpha), float(a), float(b))
+    return BgNbd(float(r), float(alpha), float(a), float(b), _at_limit(found.x))
 
 
 def _gg_ll(params: np.ndarray, x: np.ndarray, m: np.ndarray, weight: np.ndarray) -> float:
@@ -113,8 +116,8 @@ def _gg_ll(params: np.ndarray, x: np.ndarray, m: np.ndarray, weight: np.ndarray)
     return -float(np.sum(weight * ll))
 
 
-def fit_gamma_gamma(x: Sequence[float], m: Sequence[float],
-                    weight: Sequence[float] | None = None) -> GammaGamma:
+def fit_gamma_gamma(x: ArrayLike, m: ArrayLike,
+                    weight: ArrayLike | None = None) -> GammaGamma:
     """Maximum-likelihood Gamma-Gamma parameters from repeat buyers (x >= 1, mean value m)."""
     xs, ms = np.asarray(x, float), np.asarray(m, float)
     w = np.ones_like(xs) if weight is None else np.asarray(weight, float)
@@ -124,7 +127,13 @@ def fit_gamma_gamma(x: Sequence[float], m: Sequence[float],
             f"{int(w[keep].sum()):,} repeat buyers with spend: the value model needs at least "
             f"{MIN_REPEAT_BUYERS:,}")
     found = optimize.minimize(_gg_ll, np.zeros(3), args=(xs[keep], ms[keep], w[keep]),
-                              method="Nelder-Mead",
+                              method="Nelder-Mead", bounds=[BOUNDS] * 3,
                               options={"maxiter": 8000, "xatol": 1e-7, "fatol": 1e-9})
     p, q, g = np.exp(found.x)
-    return GammaGamma(float(p), float(q), float(g))
+    return GammaGamma(float(p), float(q), float(g), _at_limit(found.x))
+
+
+def _at_limit(log_params: np.ndarray) -> bool:
+    """Whether the best fit lies at the edge of the search: the data do not pin the model
+    down (a shop whose buyers do not behave as the model assumes), said with the figures."""
+    return bool(np.any(np.abs(log_params) > BOUNDS[1] - 0.01))

@@ -113,7 +113,8 @@ NEEDS = {
     "GET /api/v1/shops/{shop_id}/reports/abc-products": "read",
     "GET /api/v1/shops/{shop_id}/levels": "read",
     **{f"GET /api/v1/shops/{{shop_id}}/reports/{name}{suffix}": "read"
-       for name in ("levels", "time", "amounts", "counts", "growth", "rfm", "coupons", "dormant")
+       for name in ("levels", "time", "amounts", "counts", "growth", "rfm", "coupons", "predicted",
+                    "dormant")
        for suffix in ("", ".{fmt}") if (name, suffix) != ("dormant", ".{fmt}")},
     "GET /api/v1/shops/{shop_id}/reports/dormant.{fmt}": "read,export",
     "GET /api/v1/shops/{shop_id}/campaigns/effect": "read",

@@ -184,6 +184,12 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
     assert [s["coupon"] for s in suggested.tables["suggestions"].rows] == [
         s.label for s in coupons.suggest({300: 2, 80: 1, 120: 1, 40: 3})]
 
+    # Five buyers are far too few to fit the predicted-value models: refused, saying so.
+    with engine.connect() as conn, pytest.raises(analysis.NoData,
+                                                 match="at least 200 buyers"):
+        shop = analysis.shop_of(conn, SHOP)
+        analysis.predicted_value(conn, shop, analysis.period_of(conn, shop))
+
     # Shop days instead: February alone.
     february = build(engine, analysis.count_analysis, first_day=datetime(2026, 2, 1).date(),
                      last_day=datetime(2026, 2, 28).date())
