@@ -222,12 +222,15 @@ def write_xlsx(report: Report, path: Path) -> None:
     for sheet, title, records in sheets:
         assert sheet is not None
         sheet.title = title
-        sheet.append(list(COLUMNS))
+        sheet.append([c.replace("_", " ") for c in COLUMNS])     # headers in words
         for cell in sheet[1]:
             cell.font = Font(bold=True)
         for rec in records:
-            sheet.append([Decimal(rec[c]) if c in _DECIMALS and rec[c] is not None else rec[c]
-                          for c in COLUMNS])
+            sheet.append([Decimal(rec[c]) if c in _DECIMALS and rec[c] is not None
+                          else date.fromisoformat(rec[c]) if c == "day" and rec[c]
+                          else rec[c] for c in COLUMNS])
+        for cell in sheet["C"][1:]:         # the day, a date
+            cell.number_format = "yyyy-mm-dd"
         for column in ("J", "M", "N"):    # revenue, send revenue, revenue per message
             for cell in sheet[column][1:]:
                 cell.number_format = "#,##0.00"
@@ -235,6 +238,15 @@ def write_xlsx(report: Report, path: Path) -> None:
             for cell in sheet[column][1:]:
                 cell.number_format = "0.00%"
         sheet.freeze_panes = "A2"
+    if report.models:
+        models = book.create_sheet("attribution models")
+        keys = list(report.models[0])
+        models.append([k.replace("_", " ") for k in keys])
+        for cell in models[1]:
+            cell.font = Font(bold=True)
+        for m in report.models:
+            models.append([m[k] if k == "campaign_id" or isinstance(m[k], int)
+                           else Decimal(m[k]) for k in keys])
     notes = book.create_sheet("about")
     notes.append(["shop", report.shop_id])
     notes.append(["time zone of days", report.timezone])

@@ -33,11 +33,14 @@ def test_define_confirm_send_and_report(tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(cli("report", "campaign", "--shop", "demo-shop",
                                                "--campaign", "cmp-02", "--format", "csv"))))
     assert rows and {r["campaign_id"] for r in rows} == {"cmp-02"}
+    assert [r["channel"] for r in rows if not r["day"]] == ["all"]    # the totals row
     cli("report", "campaign", "--shop", "demo-shop", "--format", "xlsx", "--out",
         str(tmp_path / "effect.xlsx"), "--chart", str(tmp_path / "effect.png"))
     book = load_workbook(tmp_path / "effect.xlsx")
-    assert book.sheetnames == ["by day", "totals", "about"]
+    assert book.sheetnames[:2] == ["by day", "totals"] and book.sheetnames[-1] == "about"
     assert book["by day"].max_row == len(report["rows"]) + 1
+    assert book["by day"]["C1"].value == "day" and book["by day"]["E1"].value == "sent"
+    assert isinstance(book["by day"]["C2"].value, datetime)       # a date, not text
     assert (tmp_path / "effect.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # A new campaign for big spenders, running now: draft, confirmed, sent.
