@@ -13,6 +13,7 @@ The product report covers one of two kinds of period, and says which, with its e
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -283,15 +284,14 @@ def pareto_png(report: ProductAbc, path: Path) -> None:
                 ax.axvspan(lo, hi, color=colour, alpha=0.12,
                            label=f"class {cls}: {len(ranks)} items")
         ax.plot(xs, ys, color="#1a237e", linewidth=2)
-        # The A items by name, along the curve (the first 12: more would only overlap).
-        a_items = [r for r in report.rows if r.product_class == "A"]
-        for r in a_items[:12]:
-            ax.annotate(r.sku, (float(r.cumulative_items * 100), float(r.cumulative_sales * 100)),
-                        xytext=(6, -10), textcoords="offset points", fontsize=7,
-                        color="#2e7d32")
-        if len(a_items) > 12:
-            ax.text(1, 2, f"A items: {len(a_items)} (the first 12 named)", fontsize=7,
-                    color="#2e7d32")
+        # The A items by name, in a box where the curve leaves room (the first 12 of them).
+        a_items = [r.sku for r in report.rows if r.product_class == "A"]
+        if a_items:
+            named = ", ".join(a_items[:12]) + (f", and {len(a_items) - 12} more"
+                                                if len(a_items) > 12 else "")
+            ax.text(20, 40, "\n".join(textwrap.wrap(f"A items: {named}", 48)), fontsize=8,
+                    color="#1b5e20", va="bottom",
+                    bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#2e7d32"})
         for cut in (report.a_cutoff, report.b_cutoff):
             ax.axhline(float(cut * 100), color="grey", linestyle="--", linewidth=0.8)
         ax.set_xlim(0, 100)
