@@ -56,6 +56,13 @@ def shot(driver: object, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def token_for(engine: Engine, name: str, *rights: str) -> str:
+    """A token for the tea shop, as an operator is given one."""
+    with engine.begin() as conn:
+        return tokens.create(conn, name=name, shops=[TEA], rights=list(rights),
+                             expires_in=None, operator="test").token
+
+
 def submit(driver: object, button: object) -> None:
     """Click a form's button and wait (with a deadline) for the page it leads to."""
     from selenium.webdriver.common.by import By
@@ -73,9 +80,7 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d = browser
-    with engine.begin() as conn:
-        token = tokens.create(conn, name="console-alice", shops=[TEA], rights=["read", "write"],
-                              expires_in=None, operator="test").token
+    token = token_for(engine, "console-alice", "read", "write")
     with ApiServer(engine) as api:
         # A level set by hand, so the member has a history to show.
         changed = api.call("POST", "/api/v1/shops/tea/levels", token=token,
@@ -164,11 +169,8 @@ def test_change_a_member_from_the_console(engine: Engine, browser: object,
     from selenium.webdriver.support.ui import Select
 
     d = browser
-    with engine.begin() as conn:
-        writer = tokens.create(conn, name="console-bob", shops=[TEA], rights=["read", "write"],
-                               expires_in=None, operator="test").token
-        reader = tokens.create(conn, name="console-eve", shops=[TEA], rights=["read"],
-                               expires_in=None, operator="test").token
+    writer = token_for(engine, "console-bob", "read", "write")
+    reader = token_for(engine, "console-eve", "read")
     with ApiServer(engine) as api:
         form = urllib.parse.urlencode({"change": "blacklist", "reason": "x"}).encode()
         page = "/console/shops/tea/members/m3"
