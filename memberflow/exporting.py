@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
@@ -36,14 +38,31 @@ def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode("utf-8-sig")
 
 
+MONEY = {"discount", "spend", "aov", "gross", "refunded"}
+TIMES = {"first_purchase_at", "last_purchase_at"}
+
+
+def _cell(column: str, value: Any) -> Any:
+    """Money as a number, times as date-times (UTC), the rest (ids, phones) as text."""
+    if value is None or value == "":
+        return None
+    if column in MONEY:
+        return Decimal(value)
+    if column in TIMES:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
+    return value
+
+
 def xlsx_bytes(rows: list[dict[str, Any]]) -> bytes:
+    """Headers in words (times in UTC), money as numbers, purchase times as date-times."""
     from openpyxl import Workbook
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet("members")
-    sheet.append(list(EXPORT_COLUMNS))
+    sheet.append([c.replace("_", " ") + (" (UTC)" if c in TIMES else "")
+                  for c in EXPORT_COLUMNS])
     for r in rows:
-        sheet.append([r.get(c) for c in EXPORT_COLUMNS])
+        sheet.append([_cell(c, r.get(c)) for c in EXPORT_COLUMNS])
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +25,12 @@ from typing import Any
 
 RECORD = "up.record"   # JSON; not *.json, which names the supervisor's run files
 TOKEN_NAME = "memberflow up: local read commands"
+
+
+def token_name(data_dir: Path) -> str:
+    """The run token's name: per machine and data dir, so that the stale tokens a start
+    revokes are its own data dir's, never those of another process on the same database."""
+    return f"{TOKEN_NAME} ({socket.gethostname()}:{data_dir.resolve()})"[:100]
 
 
 @dataclass(frozen=True)

@@ -343,9 +343,10 @@ class Services:
         with self.engine.begin() as conn:
             for (stale,) in conn.exec_driver_sql(
                     "SELECT id FROM api_tokens WHERE name = %s AND revoked_at IS NULL",
-                    (local.TOKEN_NAME,)).all():
+                    (local.token_name(self.stack.settings.data_dir),)).all():
                 tokens.revoke(conn, stale, operator="memberflow up")
-            made = tokens.create(conn, name=local.TOKEN_NAME, shops=None, rights=["read"],
+            made = tokens.create(conn, name=local.token_name(self.stack.settings.data_dir),
+                                 shops=None, rights=["read"],
                                  expires_in=None, operator="memberflow up")
         self._local_token = made.token_id
         local.write(self.stack.settings.data_dir / "run", local.Running(

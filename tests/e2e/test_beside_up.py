@@ -104,7 +104,7 @@ def test_reads_ask_the_running_api_and_answer_as_the_database(
     assert not record_file.exists()
     listed = mf("tokens", "list", "--data-dir", str(data), "--format", "json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    (made,) = [t for t in json.loads(listed.stdout) if t["name"] == local.TOKEN_NAME]
+    (made,) = [t for t in json.loads(listed.stdout) if t["name"] == local.token_name(data)]
     assert made["status"] == "revoked"
     again = mf("members", "list", "--shop", "demo-shop", "--data-dir", str(data), cwd=tmp_path)
     assert again.returncode == 0 and len(json.loads(again.stdout)) > 100

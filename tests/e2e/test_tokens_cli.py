@@ -86,7 +86,7 @@ def test_import_export_and_erase_from_the_command_line(tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     header, *rows = load_workbook(out).active.iter_rows(values_only=True)
     record = dict(zip(header, rows[0], strict=True))
-    assert len(rows) == 1 and record["phone"] == "138****5678" and record["level_name"] == "银卡"
+    assert len(rows) == 1 and record["phone"] == "138****5678" and record["level name"] == "银卡"
     plain = mf("members", "export", "--shop", "tea", "--unmasked", "--member", "c2", *data,
                cwd=tmp_path)
     assert "13900001111" in plain.stdout and "赵六" in plain.stdout
