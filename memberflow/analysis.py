@@ -422,26 +422,29 @@ def amount_analysis(conn: Connection, shop: Shop, period: Period,
     """Order values (what each completed trade was for) and buyers' net spend in the period:
     buckets, mean, median and percentiles."""
     orders, params = _orders(period)
-    params |= {"shop": shop.shop_id, "q": [float(p) for p in PERCENTILES]}
+    # One sort per population: the 95th percentile (for the default buckets) rides along last.
+    params |= {"shop": shop.shop_id, "q": [float(p) for p in PERCENTILES] + [0.95]}
     stats = conn.exec_driver_sql(
         "SELECT count(*) AS n, coalesce(sum(coalesce(o.amount_cents, 0)), 0) AS total, "
         "  coalesce(sum(" + NET + "), 0) AS net, "
-        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY o.amount_cents) AS q, "
-        "  percentile_cont(0.95) WITHIN GROUP (ORDER BY o.amount_cents) AS p95 "
+        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY o.amount_cents) AS q "
         f"FROM {orders}", params).one()
+    # Each buyer's net spend once, for this transaction: its figures and its buckets read it.
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE amount_buyers ON COMMIT DROP AS "
+                         f"SELECT o.member_id, sum({NET}) AS net FROM {orders} "
+                         "GROUP BY o.member_id", params)
     spend = conn.exec_driver_sql(
-        f"WITH b AS (SELECT o.member_id, sum({NET}) AS net FROM {orders} GROUP BY o.member_id) "
         "SELECT count(*) AS n, coalesce(sum(net), 0) AS net, "
-        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY net) AS q, "
-        "  percentile_cont(0.95) WITHIN GROUP (ORDER BY net) AS p95 FROM b", params).one()
+        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY net) AS q "
+        "FROM amount_buyers",
+        params).one()
     if not stats.n:
         raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
-    order_edges = order_edges or default_edges(from_cents(int(stats.p95)))
-    spend_edges = spend_edges or default_edges(from_cents(max(int(spend.p95), 1)))
+    order_edges = order_edges or default_edges(from_cents(int(stats.q[-1])))
+    spend_edges = spend_edges or default_edges(from_cents(max(int(spend.q[-1]), 1)))
     order_rows = _bucketed(conn, f"SELECT coalesce(o.amount_cents, 0) AS v FROM {orders}",
                            params, order_edges)
-    spend_rows = _bucketed(conn, f"SELECT sum({NET}) AS v FROM {orders} GROUP BY o.member_id",
-                           params, spend_edges)
+    spend_rows = _bucketed(conn, "SELECT net AS v FROM amount_buyers", params, spend_edges)
 
     def figures(row: Any, n: int, total: int) -> dict[str, Any]:
         return {"count": n, "mean": per(total, n),
