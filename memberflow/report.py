@@ -96,6 +96,7 @@ def summary(conn: Connection, shop_id: str, pipe: PipelineFigures) -> str:
     lines += _tiers(conn, shop_id)
     lines += _tags(conn, shop_id)
     lines += _campaigns(conn, shop_id)
+    lines += _analysis(conn, shop_id)
     if parked:
         lines += ["", "Dead letters (memberflow dead-letters list shows all)"]
         lines += [f"  {r.source_ref}: {r.reason}" for r in parked]
@@ -168,6 +169,26 @@ def _tags(conn: Connection, shop_id: str) -> list[str]:
     lines.append("  tag changes           " + (", ".join(f"{n:,} {c}" for c, n in changes)
                                              or "none"))
     return lines
+
+
+def _analysis(conn: Connection, shop_id: str) -> list[str]:
+    """RFM segments and the coupon suggestion of the last 365 days, in short."""
+    from memberflow import analysis
+    from memberflow.abc_report import NoData
+
+    try:
+        shop = analysis.shop_of(conn, shop_id)
+        period = analysis.period_of(conn, shop)
+        rfm = analysis.rfm_analysis(conn, shop, period)
+        coupons = analysis.coupon_analysis(conn, shop, period)
+    except NoData:
+        return []
+    segments = ", ".join(f"{r['name']} {r['buyers']:,}" for r in rfm.tables["segments"].rows)
+    offers = ", ".join(r["coupon"] for r in coupons.tables["suggestions"].rows)
+    return ["", "Customer analysis, last 365 days (memberflow report levels, time, amounts, "
+                "counts, dormant, growth, rfm, coupons, predicted)",
+            f"  RFM segments          {segments}",
+            f"  coupons suggested     {offers or 'none'}"]
 
 
 def _campaigns(conn: Connection, shop_id: str) -> list[str]:
