@@ -48,18 +48,13 @@ def prepare(engine: Engine, members: int) -> tuple[int, int, float]:
 
 
 def build(engine: Engine, name: str) -> tuple[float, Any]:
-    makers: dict[str, Any] = {
-        "levels": analysis.level_analysis, "time": analysis.time_analysis,
-        "amounts": analysis.amount_analysis, "counts": analysis.count_analysis,
-        "growth": analysis.growth_analysis, "rfm": analysis.rfm_analysis,
-        "coupons": analysis.coupon_analysis, "predicted": analysis.predicted_value}
     started = time.perf_counter()
     with engine.connect() as conn:
         shop = analysis.shop_of(conn, SHOP)
         if name == "dormant":
             report = analysis.dormant_members(conn, shop, 180)
         else:
-            report = makers[name](conn, shop, analysis.period_of(conn, shop))
+            report = analysis.BY_PERIOD[name](conn, shop, analysis.period_of(conn, shop))
     return time.perf_counter() - started, report
 
 

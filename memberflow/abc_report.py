@@ -57,7 +57,8 @@ def _shop(conn: Connection, shop_id: str) -> tuple[AbcSettings, str, bool]:
     return entry[1].abc, entry[1].timezone, True
 
 
-def _as_of(conn: Connection, shop_id: str) -> datetime:
+def shop_clock(conn: Connection, shop_id: str) -> datetime:
+    """The shop's clock, where its reports end; NoData before its first order event."""
     end = abc_store.watermark(conn, shop_id)
     if end is None:
         raise NoData(f"shop {shop_id!r} has no order events yet")
@@ -67,7 +68,7 @@ def _as_of(conn: Connection, shop_id: str) -> datetime:
 def customer_abc(conn: Connection, shop_id: str) -> dict[str, Any]:
     """Head-count ABC of the shop's members over the period ending at its latest event time."""
     settings = _shop(conn, shop_id)[0].customers
-    as_of = _as_of(conn, shop_id)
+    as_of = shop_clock(conn, shop_id)
     rows = abc_store.ranking(conn, shop_id, as_of, settings)
     zero = abc_store.zero_spenders(conn, shop_id, as_of, settings)
     a_size, ab_size = class_sizes(len(rows), settings.a_share, settings.b_share)
@@ -213,18 +214,20 @@ def _product_sales(conn: Connection, shop_id: str, period: Period) -> dict[str, 
     return {sku: int(total) for sku, total in rows}
 
 
-def _period(conn: Connection, shop_id: str, settings: AbcSettings, zone: str, configured: bool,
-            first_day: date | None, last_day: date | None, days: int | None) -> Period:
-    """The period the options name (see the module docstring).
+def report_period(conn: Connection, shop_id: str, default_days: int, zone: str,
+                  configured: bool, first_day: date | None, last_day: date | None,
+                  days: int | None) -> Period:
+    """The period the options name (see the module docstring); `default_days` when they name
+    none.
 
-    No day: the `days` (default: configured) x 24 hours up to the shop's clock. Both days: those
+    No day: the `days` (default: `default_days`) x 24 hours up to the shop's clock. Both days: those
     shop days. One day and `days`: that many shop days from `first_day` or up to `last_day`.
-    Only `last_day`: the configured number of shop days up to it. Only `first_day`: the shop
+    Only `last_day`: `default_days` shop days up to it. Only `first_day`: the shop
     days from it to the day of the shop's clock.
     """
-    length = days or settings.products.period_days
+    length = days or default_days
     if first_day is None and last_day is None:
-        return Period.rolling(_as_of(conn, shop_id), length, zone, configured)
+        return Period.rolling(shop_clock(conn, shop_id), length, zone, configured)
     if first_day is not None and last_day is not None:
         if days is not None:
             raise BadPeriod("give the first and the last day, or one of them and a number of "
@@ -236,7 +239,7 @@ def _period(conn: Connection, shop_id: str, settings: AbcSettings, zone: str, co
     elif days is not None:
         last_day = _shift(first_day, days - 1)
     else:
-        last_day = _as_of(conn, shop_id).astimezone(ZoneInfo(zone)).date()
+        last_day = shop_clock(conn, shop_id).astimezone(ZoneInfo(zone)).date()
         if last_day < first_day:
             raise BadPeriod(f"the first day ({first_day}) is after the shop's clock "
                             f"(its day {last_day}, {zone})")
@@ -253,12 +256,13 @@ def _shift(day: date, days: int) -> date:
 
 def product_abc(conn: Connection, shop_id: str, first_day: date | None = None,
                 last_day: date | None = None, days: int | None = None) -> ProductAbc:
-    """Revenue ABC of items sold in the completed trades of a period (see `_period`).
+    """Revenue ABC of items sold in the completed trades of a period (see `report_period`).
 
     By default the period is the configured number of days up to the shop's clock.
     """
     settings, zone, configured = _shop(conn, shop_id)
-    period = _period(conn, shop_id, settings, zone, configured, first_day, last_day, days)
+    period = report_period(conn, shop_id, settings.products.period_days, zone, configured,
+                           first_day, last_day, days)
     products = settings.products
     rows = classify_products(_product_sales(conn, shop_id, period),
                              products.a_cutoff, products.b_cutoff)

@@ -29,9 +29,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from memberflow.abc_report import NoData, Period, _as_of, _period, day_start
+from memberflow.abc_report import NoData, Period, day_start, report_period, shop_clock
 from services.tiering.levels import discount
-from services.tiering.policy import AbcSettings
 from shared.filters import MemberFilter
 from shared.money import CENT, from_cents
 from shared.shops import shop_configs
@@ -120,19 +119,27 @@ class Analysis:
         book.save(out)
         return out.getvalue()
 
-    def png(self, path: Path) -> bool:
-        """Draw the report's chart to `path`; False if this report has none."""
+    def png_bytes(self) -> bytes | None:
+        """The report's chart as PNG; None if this report has none."""
         if self.chart is None:
-            return False
+            return None
         from memberflow.charts import pyplot
 
         plt = pyplot()
+        out = io.BytesIO()
         try:
             self.chart(self, plt)
-            plt.gcf().savefig(path, format="png", dpi=110)
+            plt.gcf().savefig(out, format="png", dpi=110)
         finally:
             plt.close("all")
-        return True
+        return out.getvalue()
+
+    def png(self, path: Path) -> bool:
+        """Draw the report's chart to `path`; False if this report has none."""
+        drawn = self.png_bytes()
+        if drawn is not None:
+            path.write_bytes(drawn)
+        return drawn is not None
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:
@@ -200,10 +207,8 @@ def shop_of(conn: Connection, shop_id: str) -> Shop:
 def period_of(conn: Connection, shop: Shop, first_day: date | None = None,
               last_day: date | None = None, days: int | None = None) -> Period:
     """The report's period (see the module docstring); NoData before the shop's first order."""
-    settings = AbcSettings.model_validate(
-        {"products": {"period_days": DEFAULT_DAYS}})
-    return _period(conn, shop.shop_id, settings, shop.zone, shop.configured, first_day,
-                   last_day, days)
+    return report_period(conn, shop.shop_id, DEFAULT_DAYS, shop.zone, shop.configured,
+                         first_day, last_day, days)
 
 
 def _bounds(period: Period) -> tuple[str, dict[str, Any]]:
@@ -564,7 +569,7 @@ def dormant_members(conn: Connection, shop: Shop, days: int, limit: int = 1000) 
     """The dormant members (see `dormant_filter`), biggest spenders first."""
     from memberflow.readmodel import count_members, member_records
 
-    clock = _as_of(conn, shop.shop_id)
+    clock = shop_clock(conn, shop.shop_id)
     selection = dormant_filter(days)
     total = count_members(conn, shop.shop_id, selection)
     rows = member_records(conn, shop.shop_id, selection, sort="-spend", limit=limit)
@@ -1000,3 +1005,11 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
                  "the models assume, read the predictions with care"
                  if purchases.at_limit or values.at_limit else "good"),
          "expected_purchases": f"{float(np.sum(expected * weight)):.1f}"})
+
+
+# Every report over a period with its default settings, by the name `memberflow report` gives it
+# (the dormant list, over no period, apart).
+BY_PERIOD: dict[str, Callable[[Connection, Shop, Period], Analysis]] = {
+    "levels": level_analysis, "time": time_analysis, "amounts": amount_analysis,
+    "counts": count_analysis, "growth": growth_analysis, "rfm": rfm_analysis,
+    "coupons": coupon_analysis, "predicted": predicted_value}

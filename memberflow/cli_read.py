@@ -24,13 +24,20 @@ def asked(shop: str, data_dir: Path | None, database_url: str | None, path: str,
     """The running API's answer for the shop's `path`, or None: no stack runs on the data dir,
     a database is named (it is read directly), or the API cannot answer (the database then
     says why, in the command's own words)."""
+    stack = _stack(data_dir, database_url)
+    return None if stack is None else _ask(stack, shop, path, params or [])
+
+
+def _stack(data_dir: Path | None, database_url: str | None) -> local.Running | None:
+    """The stack to ask: none when a database is named (it is read directly)."""
     if database_url or os.environ.get("MEMBERFLOW_DATABASE_URL"):
         return None
-    stack = local.running(local.data_dir_from(data_dir))
-    if stack is None:
-        return None
-    return local.get(stack, f"/api/v1/shops/{urllib.parse.quote(shop, safe='')}{path}",
-                     params or [])
+    return local.running(local.data_dir_from(data_dir))
+
+
+def _ask(stack: local.Running, shop: str, path: str, params: list[tuple[str, str]]
+         ) -> Any | None:
+    return local.get(stack, f"/api/v1/shops/{urllib.parse.quote(shop, safe='')}{path}", params)
 
 
 def read(shop: str, data_dir: Path | None, database_url: str | None, path: str,
@@ -75,12 +82,14 @@ def query(kw: dict[str, Any]) -> list[tuple[str, str]]:
 def from_running(shop: str, data_dir: Path | None, database_url: str | None,
                  kw: dict[str, Any]) -> list[dict[str, Any]] | None:
     """Every matching member, page by page from the running API (see `asked`)."""
+    stack = _stack(data_dir, database_url)
+    if stack is None:
+        return None
     rows: list[dict[str, Any]] = []
     params = query(kw)
     while True:
-        page = asked(shop, data_dir, database_url, "/members",
-                     [*params, ("sort", "member_id"), ("limit", str(PAGE)),
-                      ("offset", str(len(rows)))])
+        page = _ask(stack, shop, "/members", [*params, ("sort", "member_id"),
+                                              ("limit", str(PAGE)), ("offset", str(len(rows)))])
         if page is None:
             return None
         rows += [{c: item[c] for c in COLUMNS} for item in page["items"]]

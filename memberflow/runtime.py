@@ -340,13 +340,13 @@ class Services:
     def _announce(self) -> None:
         """Record this stack for the other commands on its data dir, with a read-only token
         for this run (any such token a run that died left behind is revoked first)."""
+        name = local.token_name(self.stack.settings.data_dir)
         with self.engine.begin() as conn:
             for (stale,) in conn.exec_driver_sql(
                     "SELECT id FROM api_tokens WHERE name = %s AND revoked_at IS NULL",
-                    (local.token_name(self.stack.settings.data_dir),)).all():
+                    (name,)).all():
                 tokens.revoke(conn, stale, operator="memberflow up")
-            made = tokens.create(conn, name=local.token_name(self.stack.settings.data_dir),
-                                 shops=None, rights=["read"],
+            made = tokens.create(conn, name=name, shops=None, rights=["read"],
                                  expires_in=None, operator="memberflow up")
         self._local_token = made.token_id
         local.write(self.stack.settings.data_dir / "run", local.Running(

@@ -336,11 +336,10 @@ def router() -> APIRouter:
             made = await _analysis(request, shop_id, name)
         except NoData as exc:
             raise HTTPException(404, str(exc)) from None
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "chart.png"
-            if not await asyncio.to_thread(made.png, path):
-                raise HTTPException(404, f"the {name} report has no chart")
-            return Response(path.read_bytes(), media_type="image/png")
+        drawn = await asyncio.to_thread(made.png_bytes)
+        if drawn is None:
+            raise HTTPException(404, f"the {name} report has no chart")
+        return Response(drawn, media_type="image/png")
 
     return console
 
@@ -441,10 +440,6 @@ ANALYSES = {"levels": "Levels", "time": "Time", "amounts": "Amounts", "counts": 
 async def _analysis(request: Request, shop_id: str, name: str) -> Any:
     from memberflow import analysis
 
-    builders = {"levels": analysis.level_analysis, "time": analysis.time_analysis,
-                "amounts": analysis.amount_analysis, "counts": analysis.count_analysis,
-                "growth": analysis.growth_analysis, "rfm": analysis.rfm_analysis,
-                "coupons": analysis.coupon_analysis}
     if name not in ANALYSES:
         raise HTTPException(404, f"no report {name!r}")
     text = request.query_params.get("days", "").strip()
@@ -456,7 +451,7 @@ async def _analysis(request: Request, shop_id: str, name: str) -> Any:
         shop = analysis.shop_of(conn, shop_id)
         if name == "dormant":
             return analysis.dormant_members(conn, shop, days or 180, limit=200)
-        return builders[name](conn, shop, analysis.period_of(conn, shop, days=days))
+        return analysis.BY_PERIOD[name](conn, shop, analysis.period_of(conn, shop, days=days))
 
     return await in_transaction(request, work)
 

@@ -8,11 +8,10 @@ else the 365 days up to the shop's clock. The dormant list names members: readin
 
 from __future__ import annotations
 
-import tempfile
+import inspect
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -53,11 +52,10 @@ def _file(report: analysis.Analysis, fmt: str) -> Response:
     elif fmt == "xlsx":
         body = report.xlsx_bytes()
     else:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "chart.png"
-            if not report.png(path):
-                raise HTTPException(404, f"the {report.report} report has no chart")
-            body = path.read_bytes()
+        drawn = report.png_bytes()
+        if drawn is None:
+            raise HTTPException(404, f"the {report.report} report has no chart")
+        body = drawn
     name = f"{report.shop_id}-{report.report}.{fmt}"
     return Response(body, media_type=TYPES[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
@@ -194,8 +192,6 @@ def router() -> APIRouter:
 
 def _with_params(route: Callable[..., Any], build: Callable[..., Any]) -> Any:
     """The route's signature with the builder's own query parameters in place of `**extra`."""
-    import inspect
-
     own = [p for p in inspect.signature(route).parameters.values()
            if p.kind is not inspect.Parameter.VAR_KEYWORD]
     extra = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
