@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from memberflow.abc_report import NoData, Period, day_start, report_period, shop_clock
+from services.tiering import rfm
 from services.tiering.levels import discount
 from shared.filters import MemberFilter
 from shared.money import CENT, from_cents
@@ -225,7 +226,7 @@ def _orders(period: Period) -> tuple[str, dict[str, Any]]:
     return (f"member_orders o WHERE o.shop_id = %(shop)s AND {within}", params)
 
 
-NET = "(coalesce(o.amount_cents, 0) - coalesce(o.refunded_cents, 0))"
+NET = rfm.NET
 
 
 # --- level analysis ------------------------------------------------------------------------
@@ -713,26 +714,6 @@ def _growth_chart(report: Analysis, plt: Any) -> None:
 # --- RFM -----------------------------------------------------------------------------------
 
 
-def rfm_scored_sql(values: str, outer: str = "SELECT v.*, {scores}, e.r AS r_edges, "
-                   "e.f AS f_edges, e.m AS m_edges FROM v, e") -> str:
-    """Scores for the rows of `values` (a query with member_id, r, f, m: r the negated days,
-    see `services.tiering.rfm`): each dimension's distinct quartile edges (`e`), then
-    1 + the number of edges a value is above. `outer` selects from `v` and `e`; `{scores}`
-    in it stands for the three scores."""
-    def scored(col: str) -> str:
-        # The edges come in rising order (percentiles of rising fractions): an edge equal to
-        # the one before it is not counted again.
-        e = f"e.{col}"
-        return (f"1 + (v.{col} > {e}[1])::int + (v.{col} > {e}[2] AND {e}[2] > {e}[1])::int "
-                f"+ (v.{col} > {e}[3] AND {e}[3] > {e}[2])::int AS {col}_score")
-    scores = f"{scored('r')}, {scored('f')}, {scored('m')}"
-    return (f"WITH v AS MATERIALIZED ({values}), e AS (SELECT "
-            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY r) AS r, "
-            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY f) AS f, "
-            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY m) AS m FROM v) "
-            + outer.format(scores=scores))
-
-
 @dataclass(frozen=True)
 class _Scored:
     segment: str
@@ -749,28 +730,19 @@ class _Scored:
 def rfm_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     """Buyers' RFM scores over the period, their segments (the shop's map), and the R x F grid.
     Recency counts to the period's end (the shop's clock by default)."""
-    from services.tiering.rfm import DEFAULT_SEGMENTS, segment_of
-
-    segments = shop.config.rfm.segments if shop.config is not None else list(DEFAULT_SEGMENTS)
+    segments = shop.config.rfm.segments if shop.config is not None else list(
+        rfm.DEFAULT_SEGMENTS)
     orders, params = _orders(period)
-    # Per member and purchase day first (one time-zone conversion per trade), then per member.
-    values = (
-        "SELECT member_id, "
-        "  -floor(extract(epoch FROM (%(p_end)s - max(last))) / 86400)::bigint AS r, "
-        "  count(*) AS f, round(sum(net)::numeric / count(*))::bigint AS m, "
-        "  sum(trades) AS trades, sum(net) AS spend "
-        "FROM (SELECT o.member_id, (o.completed_at AT TIME ZONE %(tz)s)::date AS day, "
-        f"  max(o.completed_at) AS last, count(*) AS trades, sum({NET}) AS net FROM {orders} "
-        "  GROUP BY 1, 2) d GROUP BY member_id")
+    values = rfm.values_sql(orders, NET)
     # Grouped by the 64 possible score triples: a few dozen rows reach Python, each named by
     # the shop's segment map.
     conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")   # that grouping sorts ~1M rows
-    grouped = conn.exec_driver_sql(rfm_scored_sql(values, (
+    grouped = conn.exec_driver_sql(rfm.scored_sql(values, (
         "SELECT g.*, e.r AS r_edges, e.f AS f_edges, e.m AS m_edges FROM ("
         "  SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "
         "    sum(spend) AS spend FROM (SELECT v.trades, v.spend, {scores} FROM v, e) s "
         "  GROUP BY 1, 2, 3) g, e")), params | {"shop": shop.shop_id, "tz": shop.zone}).all()
-    rows = [_Scored(segment_of(r.r_score, r.f_score, r.m_score, segments), r.r_score,
+    rows = [_Scored(rfm.segment_of(r.r_score, r.f_score, r.m_score, segments), r.r_score,
                     r.f_score, r.buyers, r.trades, r.spend, r.r_edges, r.f_edges, r.m_edges)
             for r in grouped]
     if not rows:
@@ -907,68 +879,20 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
     the predictions go back to PostgreSQL, which ranks the buyers (biggest expected value
     first) among those with `max_p_alive` / `min_spend` (net, in the period) if given.
     """
-    import numpy as np
-
-    from services.tiering import clv
+    from services.tiering import clv, scores_store
 
     orders, params = _orders(period)
     params |= {"shop": shop.shop_id, "tz": shop.zone}
-    summary = (
-        "SELECT member_id, count(*) - 1 AS x, "
-        "  floor(extract(epoch FROM (max(last) - min(first))) / 86400)::int AS t_x, "
-        "  floor(extract(epoch FROM (%(p_end)s - min(first))) / 86400)::int AS t_big, "
-        "  sum(net) AS spend, "
-        "  CASE WHEN count(*) > 1 THEN (sum(net) - (array_agg(net ORDER BY day))[1]) "
-        "    / (count(*) - 1) END AS m "
-        "FROM (SELECT o.member_id, (o.completed_at AT TIME ZONE %(tz)s)::date AS day, "
-        f"  min(o.completed_at) AS first, max(o.completed_at) AS last, sum({NET}) AS net "
-        f"  FROM {orders} GROUP BY 1, 2) d GROUP BY member_id")
-    # The buyers' summaries once, for this transaction: the fit, the predictions and the list
-    # all read them.
-    conn.exec_driver_sql("CREATE TEMPORARY TABLE predicted_buyers ON COMMIT DROP AS "
-                         f"{summary}", params)
-    conn.exec_driver_sql("ANALYZE predicted_buyers")
-    groups = conn.exec_driver_sql(
-        "SELECT x, t_x, t_big, count(*) FROM predicted_buyers GROUP BY 1, 2, 3").all()
-    if not groups:
-        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
-    x, t_x, t_big, weight = (np.array([float(g[i]) for g in groups]) for i in range(4))
-    # The fit reads summaries in whole weeks, as the papers do: a few thousand distinct ones
-    # instead of one per day pair, which makes the fit a matter of seconds at a million buyers.
-    weekly = conn.exec_driver_sql(
-        "SELECT x, round(t_x / 7.0), round(t_big / 7.0), count(*) FROM predicted_buyers "
-        "GROUP BY 1, 2, 3").all()
-    wx, wtx, wt, ww = (np.array([float(g[i]) for g in weekly]) for i in range(4))
-    repeat = conn.exec_driver_sql(
-        "SELECT x, greatest(round(m / 100.0), 1), count(*) FROM predicted_buyers "
-        "WHERE x > 0 AND m > 0 GROUP BY 1, 2").all()     # mean values in whole units: the same
     try:
-        purchases = clv.fit_bgnbd(wx, wtx, wt, ww)
-        values = clv.fit_gamma_gamma([float(r[0]) for r in repeat],
-                                     [float(r[1]) for r in repeat],
-                                     [float(r[2]) for r in repeat])
+        fitted = scores_store.fit(conn, orders, params, horizon_days)
+    except scores_store.NoBuyers:
+        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period") from None
     except clv.TooLittleData as exc:
         raise NoData(f"shop {shop.shop_id!r}: {exc}") from None
-    alive = purchases.p_alive(x, t_x / 7, t_big / 7)
-    expected = purchases.expected_purchases(horizon_days / 7, x, t_x / 7, t_big / 7)
-    # Back to PostgreSQL: each summary's predictions, joined to its buyers there.
-    params |= {"gx": [int(v) for v in x], "gtx": [int(v) for v in t_x],
-               "gt": [int(v) for v in t_big], "alive": [float(v) for v in alive],
-               "expected": [float(v) for v in expected], "p": values.p, "q": values.q,
-               "g": values.gamma * 100, "pop_m": values.p * values.gamma * 100 / (values.q - 1),
-               "max_alive": float(max_p_alive) if max_p_alive is not None else 2.0,
+    purchases, values = fitted.purchases, fitted.values
+    params |= {"max_alive": float(max_p_alive) if max_p_alive is not None else 2.0,
                "min_spend": int(min_spend * 100) if min_spend is not None else None,
                "limit": limit}
-    conn.exec_driver_sql(
-        "CREATE TEMPORARY TABLE predicted_values ON COMMIT DROP AS "
-        "WITH g AS (SELECT * FROM unnest(%(gx)s::int[], %(gtx)s::int[], "
-        "  %(gt)s::int[], %(alive)s::float8[], %(expected)s::float8[]) "
-        "  AS g(x, t_x, t_big, alive, expected)) "
-        "SELECT s.member_id, s.x, s.t_x, s.t_big, s.spend, g.alive, g.expected, "
-        "  g.expected * CASE WHEN s.x > 0 AND s.m > 0 "
-        "    THEN %(p)s * (%(g)s + s.x * s.m) / (%(p)s * s.x + %(q)s - 1) "
-        "    ELSE %(pop_m)s END AS value "
-        "FROM predicted_buyers s JOIN g USING (x, t_x, t_big)", params)
     chosen = ("v.alive <= %(max_alive)s AND "
               "(%(min_spend)s::bigint IS NULL OR v.spend >= %(min_spend)s::bigint)")
     rows = conn.exec_driver_sql(
@@ -1003,8 +927,8 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
          "gamma_gamma": f"p {values.p:.4f}, q {values.q:.4f}, gamma {values.gamma:.4f}",
          "fit": ("a parameter lies at the edge of the search: these buyers do not behave as "
                  "the models assume, read the predictions with care"
-                 if purchases.at_limit or values.at_limit else "good"),
-         "expected_purchases": f"{float(np.sum(expected * weight)):.1f}"})
+                 if fitted.at_limit else "good"),
+         "expected_purchases": f"{fitted.expected_total:.1f}"})
 
 
 # Every report over a period with its default settings, by the name `memberflow report` gives it

@@ -46,7 +46,8 @@ class Amount(click.ParamType):
 
 
 def filter_options(func: F) -> F:
-    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days/--tag/--important (AND)."""
+    """--member/--level/--abc/--min-spend/--max-spend/--dormant-days/--tag/--important/
+    --rfm-segment/--max-p-alive/--min-expected-value (AND)."""
     options = [
         click.option("--member", "f_member", multiple=True, help="member id (repeatable)"),
         click.option("--level", "f_level", type=int, multiple=True,
@@ -62,6 +63,13 @@ def filter_options(func: F) -> F:
                      help="members holding this tag (repeatable: all of them)"),
         click.option("--important", "f_important", is_flag=True, default=None,
                      help="members marked important"),
+        click.option("--rfm-segment", "f_rfm", multiple=True,
+                     help="members in this RFM segment (repeatable: any of them; none = no "
+                          "purchase in the RFM period)"),
+        click.option("--max-p-alive", "f_alive", type=click.FloatRange(0, 1),
+                     help="predicted probability of being active at most this (e.g. 0.3)"),
+        click.option("--min-expected-value", "f_value", type=Amount(),
+                     help="predicted value over the shop's horizon at least this"),
     ]
     for option in reversed(options):
         func = option(func)

@@ -59,7 +59,8 @@ def read(shop: str, data_dir: Path | None, database_url: str | None, path: str,
 # importing it would load what this module exists to avoid).
 COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted", "important",
            "abc_class", "tags", "completed_trades", "spend", "aov", "gross", "refunded",
-           "first_purchase_at", "last_purchase_at", "region")
+           "first_purchase_at", "last_purchase_at", "region", "rfm_segment", "rfm_r", "rfm_f",
+           "rfm_m", "p_alive", "expected_purchases", "expected_value")
 PAGE = 500   # the API's largest page
 
 
@@ -70,8 +71,10 @@ def query(kw: dict[str, Any]) -> list[tuple[str, str]]:
     params += [("level", str(n)) for n in kw["f_level"]]
     params += [("abc", c) for c in kw["f_abc"]]
     params += [("tag", t) for t in kw["f_tag"]]
+    params += [("rfm_segment", s) for s in kw["f_rfm"]]
     for key, name in (("f_min", "min_spend"), ("f_max", "max_spend"),
-                      ("f_dormant", "dormant_days")):
+                      ("f_dormant", "dormant_days"), ("f_alive", "max_p_alive"),
+                      ("f_value", "min_expected_value")):
         if kw[key] is not None:
             params.append((name, str(kw[key])))
     if kw["f_important"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,12 @@ def member_filter(kw: dict[str, Any]) -> MemberFilter:
         member_ids=tuple(kw.pop("f_member")), levels=tuple(kw.pop("f_level")),
         abc_classes=tuple(kw.pop("f_abc")), min_spend=kw.pop("f_min"),
         max_spend=kw.pop("f_max"), dormant_days=kw.pop("f_dormant"), tags=tuple(kw.pop("f_tag")),
-        important=kw.pop("f_important") or None)
+        important=kw.pop("f_important") or None, rfm_segments=tuple(kw.pop("f_rfm")),
+        max_p_alive=_decimal(kw.pop("f_alive")), min_expected_value=kw.pop("f_value"))
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 @click.group()

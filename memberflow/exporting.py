@@ -38,7 +38,8 @@ def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     return out.getvalue().encode("utf-8-sig")
 
 
-MONEY = {"discount", "spend", "aov", "gross", "refunded"}
+MONEY = {"discount", "spend", "aov", "gross", "refunded", "p_alive", "expected_purchases",
+         "expected_value"}   # and the model's figures: numbers
 TIMES = {"first_purchase_at", "last_purchase_at"}
 
 

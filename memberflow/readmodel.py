@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -15,13 +16,17 @@ from shared.shops import shop_configs
 
 MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted", "important",
                   "abc_class", "tags", "completed_trades", "spend", "aov", "gross", "refunded",
-                  "first_purchase_at", "last_purchase_at", "region")
+                  "first_purchase_at", "last_purchase_at", "region", "rfm_segment", "rfm_r",
+                  "rfm_f", "rfm_m", "p_alive", "expected_purchases", "expected_value")
 
 
 # What a member list can be sorted by (a leading "-": descending); ties go by member id.
 SORTS = {"member_id": "m.member_id", "level": "m.level", "spend": "m.spend_cents",
          "completed_trades": "m.completed_trades", "first_purchase_at": "m.first_purchase_at",
-         "last_purchase_at": "m.last_purchase_at", "abc_class": "m.abc_class"}
+         "last_purchase_at": "m.last_purchase_at", "abc_class": "m.abc_class",
+         # Joined in beside the member's row: named by their output names.
+         "rfm_segment": "rfm_segment", "p_alive": "p_alive",
+         "expected_value": "expected_value_cents"}
 
 
 def order_clause(sort: str) -> str:
@@ -49,7 +54,10 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
     `limit` from `offset` if given.
 
     Money is a two-decimal string, times are UTC. `discount` is the price factor the member's
-    next order gets under the shop's current level policy.
+    next order gets under the shop's current level policy. The RFM scores and segment and the
+    predicted value (probability of being active, expected purchases and their value over the
+    shop's horizon) are tiering's last recompute and fit (`services.tiering.scores_store`);
+    none for a member who bought nothing in the shop's RFM period.
     """
     entry = shop_configs(conn, [shop_id]).get(shop_id)
     policy = entry[1].levels if entry else None
@@ -64,9 +72,17 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
     rows = conn.exec_driver_sql(
         "SELECT member_id, level, blacklisted, important, abc_class, completed_trades, "
         "spend_cents, gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region, "
+        "rfm_segment, r_score, f_score, m_score, p_alive, expected_purchases, "
+        "expected_value_cents, "
         "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
         "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
-        f"FROM (SELECT * FROM members m WHERE {where} ORDER BY {order}{page}) m "
+        "FROM (SELECT m.*, r.segment AS rfm_segment, r.r_score, r.f_score, r.m_score, "
+        "  p.p_alive, p.expected_purchases, p.expected_value_cents "
+        "  FROM members m LEFT JOIN member_rfm r ON r.shop_id = m.shop_id "
+        "    AND r.member_id = m.member_id "
+        "  LEFT JOIN member_predictions p ON p.shop_id = m.shop_id "
+        "    AND p.member_id = m.member_id "
+        f"  WHERE {where} ORDER BY {order}{page}) m "
         f"ORDER BY {order}", params).all()
     return [
         {
@@ -88,9 +104,22 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
             "first_purchase_at": iso(r.first_purchase_at),
             "last_purchase_at": iso(r.last_purchase_at),
             "region": r.region,
+            "rfm_segment": r.rfm_segment,
+            "rfm_r": r.r_score,
+            "rfm_f": r.f_score,
+            "rfm_m": r.m_score,
+            "p_alive": _fixed(r.p_alive, "0.001"),
+            "expected_purchases": _fixed(r.expected_purchases, "0.001"),
+            "expected_value": (str(from_cents(r.expected_value_cents))
+                               if r.expected_value_cents is not None else None),
         }
         for r in rows
     ]
+
+
+def _fixed(value: float | None, places: str) -> str | None:
+    """A model's figure as text with a fixed number of decimals (never a float's noise)."""
+    return None if value is None else str(Decimal(value).quantize(Decimal(places)))
 
 
 def read_member(engine: Engine, shop_id: str, member_id: str) -> dict[str, Any] | None:

@@ -27,6 +27,7 @@ from services.ingest.handlers import Ingestor
 from services.ingest.recovery import refill_where, republish
 from services.ingest.ticker import tick_forever
 from services.tagging.handlers import TaggingHandler
+from services.tiering import scores_store
 from services.tiering.abc_store import stale_shops
 from services.tiering.handlers import CLAIMS as TIERING_CLAIMS
 from services.tiering.handlers import TieringHandler
@@ -417,10 +418,11 @@ class Services:
             await asyncio.sleep(0.2)
 
     def _settled(self) -> bool:
-        """No timed work outstanding: no stale customer ABC classes, no unrelayed messages of
-        the workers running here."""
+        """No timed work outstanding: no stale customer ABC classes, RFM scores or predictions,
+        no unrelayed messages of the workers running here."""
         with self.engine.connect() as conn:
-            if "tiering" in self.names and stale_shops(conn):
+            if "tiering" in self.names and (stale_shops(conn)
+                                            or scores_store.stale_shops(conn)):
                 return False
             return all(pending_count(conn, n) == 0 for n in self.names)
 

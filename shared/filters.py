@@ -1,5 +1,5 @@
 """Member selections an operator acts on: by id, level, ABC class, spend, dormancy, blacklist,
-tags and the important mark.
+tags, the important mark, RFM segment and predicted value.
 
 One filter type serves listing, manual level changes and (later) tagging and campaign targets, so
 "the members I listed" and "the members I changed" are the same set.
@@ -59,6 +59,9 @@ class MemberFilter:
     blacklisted: bool | None = None
     tags: tuple[str, ...] = ()               # holding every one of these tags
     important: bool | None = None
+    rfm_segments: tuple[str, ...] = ()       # segment ids, or "none": no purchase in the period
+    max_p_alive: Decimal | None = None       # predicted probability of being active, at most
+    min_expected_value: Decimal | None = None  # predicted value over the horizon, at least
 
     @property
     def empty(self) -> bool:
@@ -104,4 +107,25 @@ class MemberFilter:
         if self.important is not None:
             parts.append("m.important = %(f_important)s")
             params["f_important"] = self.important
+        if self.rfm_segments:
+            named = [s for s in self.rfm_segments if s != "none"]
+            clause = ("EXISTS (SELECT 1 FROM member_rfm r WHERE r.shop_id = m.shop_id "
+                      "AND r.member_id = m.member_id AND r.segment = ANY(%(f_rfm)s))")
+            if "none" in self.rfm_segments:
+                clause = (f"({clause} OR NOT EXISTS (SELECT 1 FROM member_rfm r "
+                          "WHERE r.shop_id = m.shop_id AND r.member_id = m.member_id))")
+            parts.append(clause)
+            params["f_rfm"] = named
+        if self.max_p_alive is not None or self.min_expected_value is not None:
+            # Members without a prediction (no purchase in the period, or a shop too small to
+            # fit) are not selected: nothing is known of them.
+            parts.append(
+                "EXISTS (SELECT 1 FROM member_predictions p WHERE p.shop_id = m.shop_id "
+                "AND p.member_id = m.member_id "
+                "AND (%(f_alive)s::float8 IS NULL OR p.p_alive <= %(f_alive)s::float8) "
+                "AND (%(f_value)s::bigint IS NULL OR p.expected_value_cents >= %(f_value)s))")
+            params["f_alive"] = (float(self.max_p_alive) if self.max_p_alive is not None
+                                 else None)
+            params["f_value"] = (to_cents(self.min_expected_value)
+                                 if self.min_expected_value is not None else None)
         return " AND ".join(parts), params

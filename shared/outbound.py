@@ -14,6 +14,7 @@ content: a retried batch republishes byte-identical messages, and a reader drops
 | `member.figures_changed` | member-events | tiering | inbound event changing a member's figures |
 | `member.level_changed` | member-events | tiering | level change (trade, policy, operator) |
 | `member.abc_changed` | member-events | tiering | class change at a recompute |
+| `member.rfm_changed` | member-events | tiering | RFM score or segment change at a recompute |
 | `stream.clock` | member-events | tiering | move of a partition's clock (to that partition) |
 | `member.state` | member-events | tiering | member, when readers are brought back in step |
 | `member.tags_changed` | tag-events | tagging | triggering event, or instant a time rule turned |
@@ -159,6 +160,7 @@ class StatePayload(Figures, frozen=True, kw_only=True):
 
     level: int
     abc_class: AbcClass | None
+    rfm_segment: str | None = None
     clock: Annotated[datetime | None, Meta(description="the clock of the member's stream when "
                                                        "taken")]
 
@@ -205,6 +207,27 @@ class AbcPayload(_Model, frozen=True, kw_only=True):
 class AbcChanged(_MemberEvent, frozen=True, kw_only=True):
     type: Literal["member.abc_changed"] = "member.abc_changed"
     payload: AbcPayload
+
+
+Score = Annotated[int, Meta(ge=1, le=4)]
+
+
+class RfmPayload(_Model, frozen=True, kw_only=True):
+    _times: ClassVar[tuple[str, ...]] = ("as_of",)
+
+    old_segment: Annotated[str | None, Meta(description="none: not a buyer of the period")]
+    new_segment: Annotated[str | None, Meta(description="the segment id in the shop's map; "
+                                                        "none: no longer a buyer of the period")]
+    r_score: Score | None
+    f_score: Score | None
+    m_score: Score | None
+    as_of: Time
+    period_days: int
+
+
+class RfmChanged(_MemberEvent, frozen=True, kw_only=True):
+    type: Literal["member.rfm_changed"] = "member.rfm_changed"
+    payload: RfmPayload
 
 
 class TagEntry(_Model, frozen=True, kw_only=True):
@@ -269,12 +292,13 @@ class StreamClock(_Model, frozen=True, kw_only=True):
 
 
 OutboundModel: TypeAlias = (FiguresChanged | MemberState | LevelChanged | AbcChanged
-                            | TagsChanged | OrderCredited | StreamClock)
+                            | RfmChanged | TagsChanged | OrderCredited | StreamClock)
 MODELS: dict[str, type[OutboundModel]] = {
     "member.figures_changed": FiguresChanged,
     "member.state": MemberState,
     "member.level_changed": LevelChanged,
     "member.abc_changed": AbcChanged,
+    "member.rfm_changed": RfmChanged,
     "member.tags_changed": TagsChanged,
     "campaign.order_credited": OrderCredited,
     "stream.clock": StreamClock,

@@ -97,6 +97,15 @@ class Member(BaseModel):
     first_purchase_at: str | None
     last_purchase_at: str | None
     region: str | None
+    rfm_segment: str | None = Field(None, description="RFM segment id; none: no purchase in "
+                                                      "the shop's RFM period")
+    rfm_r: int | None = None
+    rfm_f: int | None = None
+    rfm_m: int | None = None
+    p_alive: str | None = Field(None, description="predicted probability of being active")
+    expected_purchases: str | None = Field(None, description="predicted purchases over the "
+                                                             "shop's horizon")
+    expected_value: str | None = Field(None, description="predicted value over the horizon")
     name: str | None = Field(None, description="personal data: masked unless the token has pii")
     phone: str | None = Field(None, description="personal data: masked unless the token has pii")
     address: str | None = Field(None,
@@ -137,13 +146,20 @@ class MemberQuery(BaseModel):
     tag: list[Id] = Field(default_factory=list)
     important: bool | None = None
     blacklisted: bool | None = None
+    rfm_segment: list[Id] = Field(default_factory=list,
+                                  description='RFM segment ids (any of them); "none": no '
+                                              "purchase in the RFM period")
+    max_p_alive: Decimal | None = Field(None, ge=0, le=1, decimal_places=4)
+    min_expected_value: Decimal | None = Field(None, ge=0, max_digits=14, decimal_places=2)
 
     def selection(self, member_ids: list[str] | tuple[str, ...] = ()) -> MemberFilter:
         return MemberFilter(member_ids=tuple(member_ids), levels=tuple(self.level),
                             abc_classes=tuple(self.abc), min_spend=self.min_spend,
                             max_spend=self.max_spend, dormant_days=self.dormant_days,
                             blacklisted=self.blacklisted, tags=tuple(self.tag),
-                            important=self.important)
+                            important=self.important, rfm_segments=tuple(self.rfm_segment),
+                            max_p_alive=self.max_p_alive,
+                            min_expected_value=self.min_expected_value)
 
 
 class LevelSet(BaseModel):
@@ -194,15 +210,21 @@ def member_query(
     tag: Annotated[list[Id], Query()] = [],  # noqa: B006
     important: bool | None = None,
     blacklisted: bool | None = None,
+    rfm_segment: Annotated[list[Id], Query()] = [],  # noqa: B006
+    max_p_alive: Annotated[Decimal | None, Query(ge=0, le=1, decimal_places=4)] = None,
+    min_expected_value: Annotated[Decimal | None,
+                                  Query(ge=0, max_digits=14, decimal_places=2)] = None,
 ) -> MemberQuery:
     return MemberQuery(level=level, abc=abc, min_spend=min_spend, max_spend=max_spend,
                        dormant_days=dormant_days, tag=tag, important=important,
-                       blacklisted=blacklisted)
+                       blacklisted=blacklisted, rfm_segment=rfm_segment,
+                       max_p_alive=max_p_alive, min_expected_value=min_expected_value)
 
 
 Filters = Annotated[MemberQuery, Depends(member_query)]
 Sort = Annotated[str, Query(description="member_id, level, spend, completed_trades, "
-                                        "first_purchase_at, last_purchase_at or abc_class; "
+                                        "first_purchase_at, last_purchase_at, abc_class, "
+                                        "rfm_segment, p_alive or expected_value; "
                                         "a leading - sorts descending", max_length=32)]
 
 

@@ -48,6 +48,13 @@ class Target(_Strict):
     min_spend: Amount | None = None
     max_spend: Amount | None = None
     important: bool | None = None
+    rfm_segments: list[Key] = Field(default_factory=list,
+                                    description='in one of these RFM segments ("none": no '
+                                                "purchase in the RFM period)")
+    max_p_alive: Annotated[Decimal, Field(ge=0, le=1, decimal_places=4)] | None = Field(
+        None, description="predicted probability of being active at most this")
+    min_expected_value: Amount | None = Field(
+        None, description="predicted value over the shop's horizon at least this")
 
     @model_validator(mode="after")
     def _something(self) -> Target:
@@ -57,14 +64,17 @@ class Target(_Strict):
                                       "conditions or all")])
         if not self.all and conditions.empty:
             raise RuleBroken([("all", "name a condition (levels, tags, abc, dormant_days, "
-                                      "min_spend, max_spend, important) or set all: true")])
+                                      "min_spend, max_spend, important, rfm_segments, "
+                                      "max_p_alive, min_expected_value) or set all: true")])
         return self
 
     def filter(self) -> MemberFilter:
         return MemberFilter(levels=tuple(self.levels), abc_classes=tuple(self.abc),
                             min_spend=self.min_spend, max_spend=self.max_spend,
                             dormant_days=self.dormant_days, tags=tuple(self.tags),
-                            important=self.important)
+                            important=self.important, rfm_segments=tuple(self.rfm_segments),
+                            max_p_alive=self.max_p_alive,
+                            min_expected_value=self.min_expected_value)
 
 
 class Offer(_Strict):

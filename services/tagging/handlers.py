@@ -2,9 +2,9 @@
 
 The tiering worker is the one source of members' figures, levels and classes; this worker reads
 what it publishes (`member.figures_changed`, `member.state`, `member.level_changed`,
-`member.abc_changed`, `stream.clock`) and keeps its own copy of each member's facts, so rules
-see a member exactly as far as this worker has read. It publishes on its own topic
-(`tag-events`), so it never reads its own output.
+`member.abc_changed`, `member.rfm_changed`, `stream.clock`) and keeps its own copy of each
+member's facts, so rules see a member exactly as far as this worker has read. It publishes on
+its own topic (`tag-events`), so it never reads its own output.
 
 Each partition of member-events is read in order, message by message, and the same sequence
 always records the same tag changes, however it was batched:
@@ -48,6 +48,7 @@ from shared.outbound import (
     LevelChanged,
     MemberState,
     OutboundModel,
+    RfmChanged,
     StatePayload,
     StreamClock,
     UnreadableOutbound,
@@ -59,7 +60,7 @@ from shared.topics import Topics
 
 NAME = "tagging"
 READ = frozenset({"member.figures_changed", "member.state", "member.level_changed",
-                  "member.abc_changed", "stream.clock"})
+                  "member.abc_changed", "member.rfm_changed", "stream.clock"})
 
 
 def read_member_event(value: bytes) -> tuple[OutboundModel, None] | None:
@@ -73,10 +74,12 @@ def read_member_event(value: bytes) -> tuple[OutboundModel, None] | None:
 
 def _facts(facts: MemberFacts, event: FiguresChanged | MemberState) -> MemberFacts:
     f = event.payload
-    level, abc_class = ((f.level, f.abc_class) if isinstance(f, StatePayload)
-                        else (facts.level, facts.abc_class))
+    level, abc_class, segment = ((f.level, f.abc_class, f.rfm_segment)
+                                 if isinstance(f, StatePayload)
+                                 else (facts.level, facts.abc_class, facts.rfm_segment))
     return MemberFacts(f.completed_trades, f.spend_cents, f.gross_cents, f.refunded_cents,
-                       f.first_purchase_at, f.last_purchase_at, f.region, level, abc_class)
+                       f.first_purchase_at, f.last_purchase_at, f.region, level, abc_class,
+                       segment)
 
 
 class TaggingHandler:
@@ -148,6 +151,10 @@ class TaggingHandler:
             elif isinstance(event, AbcChanged):
                 changes += on_event(shop_rules, view,
                                     replace(view.facts, abc_class=event.payload.new_class),
+                                    view.evaluated_at or event.occurred_at, (), event.event_id)
+            elif isinstance(event, RfmChanged):
+                changes += on_event(shop_rules, view,
+                                    replace(view.facts, rfm_segment=event.payload.new_segment),
                                     view.evaluated_at or event.occurred_at, (), event.event_id)
         store.save_views(conn, views)
         store.save_clocks(conn, clocks)

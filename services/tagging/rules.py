@@ -5,11 +5,13 @@ A rule says which members get a tag::
     spend >= 500 and trades >= 3
     days_since_last_purchase >= 180
     (level >= 2 or abc in ["A", "B"]) and region != "Tibet"
+    rfm_segment in ["at-risk", "hibernating"] and spend >= 1000
     first_purchase >= 2026-01-01 and not (aov < 50.5)
     region == none
 
 A condition compares a field (the names in FIELDS) with a value using `>=  <=  >  <  ==  !=`, or
-with a list using `in [...]` / `not in [...]`; `region` and `abc` only take `==`, `!=` and lists,
+with a list using `in [...]` / `not in [...]`; `region`, `rfm_segment` and `abc` only take `==`,
+`!=` and lists,
 times take no lists. Conditions combine with `not`, `and`, `or` (binding in that order) and
 parentheses. Keywords are lowercase.
 
@@ -56,6 +58,7 @@ class MemberFacts:
     region: str | None = None
     level: int = 0
     abc_class: str | None = None
+    rfm_segment: str | None = None
 
 
 class RuleError(ValueError):
@@ -88,6 +91,8 @@ _FIELDS = {f.name: f for f in (
     _Field("level", "int", "level", "plain", False, "membership level (0 = none)"),
     _Field("refunded", "money", "refunded_cents", "plain", False, "amount refunded"),
     _Field("region", "text", "region", "plain", True, "region as text, or none"),
+    _Field("rfm_segment", "text", "rfm_segment", "plain", True,
+           'RFM segment id in the shop\'s map ("at-risk"), or none: no purchase in the RFM period'),
     _Field("spend", "money", "spend_cents", "plain", False, "net spend: gross minus refunded"),
     _Field("trades", "int", "completed_trades", "plain", False, "number of completed trades"),
 )}

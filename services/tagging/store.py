@@ -13,7 +13,7 @@ from shared.consumer import Output
 from shared.outbound import TagEntry, TagsChanged, TagsPayload, iso, output
 
 _FACTS = ("completed_trades, spend_cents, gross_cents, refunded_cents, first_purchase_at, "
-          "last_purchase_at, region, level, abc_class")
+          "last_purchase_at, region, level, abc_class, rfm_segment")
 
 
 def _keys(keys: Iterable[MemberKey]) -> tuple[list[str], list[str]]:
@@ -46,20 +46,22 @@ def save_views(conn: Connection, views: Mapping[MemberKey, MemberView]) -> None:
         f"INSERT INTO tag_members AS t (shop_id, member_id, partition, evaluated_at, {_FACTS}) "
         "SELECT * FROM unnest(%b::text[], %b::text[], %b::int[], %b::timestamptz[], %b::int[], "
         "  %b::bigint[], %b::bigint[], %b::bigint[], %b::timestamptz[], %b::timestamptz[], "
-        "  %b::text[], %b::smallint[], %b::text[]) "
+        "  %b::text[], %b::smallint[], %b::text[], %b::text[]) "
         "ON CONFLICT (shop_id, member_id) DO UPDATE SET partition = excluded.partition, "
         "  evaluated_at = excluded.evaluated_at, "
         "  completed_trades = excluded.completed_trades, spend_cents = excluded.spend_cents, "
         "  gross_cents = excluded.gross_cents, refunded_cents = excluded.refunded_cents, "
         "  first_purchase_at = excluded.first_purchase_at, "
         "  last_purchase_at = excluded.last_purchase_at, region = excluded.region, "
-        "  level = excluded.level, abc_class = excluded.abc_class, updated_at = now()",
+        "  level = excluded.level, abc_class = excluded.abc_class, "
+        "  rfm_segment = excluded.rfm_segment, updated_at = now()",
         ([k[0] for k in keys], [k[1] for k in keys], [x.partition for x in v],
          [x.evaluated_at for x in v],
          [x.completed_trades for x in f], [x.spend_cents for x in f],
          [x.gross_cents for x in f], [x.refunded_cents for x in f],
          [x.first_purchase_at for x in f], [x.last_purchase_at for x in f],
-         [x.region for x in f], [x.level for x in f], [x.abc_class for x in f]))
+         [x.region for x in f], [x.level for x in f], [x.abc_class for x in f],
+         [x.rfm_segment for x in f]))
 
 
 def lock_clocks(conn: Connection, partitions: Collection[int]) -> dict[int, datetime]:

@@ -65,7 +65,8 @@ class AbcRun:
 
 
 def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, datetime]:
-    """Order events arrived: note each shop's newest event and mark its classes stale.
+    """Order events arrived: note each shop's newest event and mark its classes and RFM scores
+    stale.
 
     Returns each shop's newest event time after the move.
     """
@@ -75,7 +76,7 @@ def touch(conn: Connection, watermarks: Mapping[str, datetime]) -> dict[str, dat
     return dict(conn.exec_driver_sql(
         "INSERT INTO abc_shops AS a (shop_id, watermark, dirty) "
         "SELECT s, w, true FROM unnest(%b::text[], %b::timestamptz[]) AS u(s, w) "
-        "ON CONFLICT (shop_id) DO UPDATE SET dirty = true, "
+        "ON CONFLICT (shop_id) DO UPDATE SET dirty = true, rfm_dirty = true, "
         "  watermark = GREATEST(a.watermark, excluded.watermark) "
         "RETURNING a.shop_id, a.watermark",
         (shops, [watermarks[s] for s in shops]),

@@ -18,8 +18,10 @@ a batch retried with other boundaries publishes the same messages.
 Timed work (beside the batches, in transactions of its own): recompute the customer ABC classes
 of shops whose trades changed or whose period slid with the clock (debounced per shop, never per
 event) — claim the shop, rank its members (reading only), then apply the changes a part at a
-time, publishing `member.abc_changed` with each part — and relay the messages operator commands
-left in the outbox for tiering.
+time, publishing `member.abc_changed` with each part; recompute the RFM scores of shops whose
+trades changed or whose clock moved an hour on the same way (`member.rfm_changed`); refit the
+predicted value of each shop once a day of its clock (`services.tiering.scores_store`) — and
+relay the messages operator commands left in the outbox for tiering.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.tiering import abc_store, domain, level_store, store
+from services.tiering import abc_store, domain, level_store, scores_store, store
 from services.tiering.domain import MemberDelta, MemberFigures, MemberKey, Step
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import Completion, LevelFacts, climb, upgraded_level
 from services.tiering.policy import CustomerAbc, LevelPolicy
+from services.tiering.rfm import RfmSettings
 from shared import clocks as stream_clocks
 from shared.archive import read_inbound
 from shared.consumer import Batch, Contract, Output, TimedWork
@@ -46,6 +49,8 @@ from shared.outbound import (
     ClockPayload,
     FiguresChanged,
     FiguresPayload,
+    RfmChanged,
+    RfmPayload,
     StreamClock,
     iso,
     output,
@@ -60,6 +65,8 @@ ABC_MAX_SHARE = 5
 # acknowledged and it commits, and a batch of one of them waits that long: at 2,000 events/s,
 # batches waited ~720 ms in a minute behind parts of 1,000 and ~380 ms behind parts of 250.
 ABC_PART = 250
+# RFM changes applied per transaction: nothing a batch reads is locked by them.
+RFM_PART = 2_000
 NAME = "tiering"
 HANDLES = frozenset({"order.placed", "order.completed", "order.refunded", "clock.ticked"})
 CLAIMS = HANDLES - {"clock.ticked"}   # a tick is applied idempotently: clocks only move on
@@ -71,6 +78,8 @@ class TieringSection:
 
     levels: LevelPolicy | None
     customers: CustomerAbc
+    rfm: RfmSettings
+    zone: str
 
 
 class TieringHandler:
@@ -92,11 +101,16 @@ class TieringHandler:
         # Shops claimed for a recompute: (shop, as of, settings, the members noted changed).
         self._claimed: deque[tuple[str, datetime, CustomerAbc, list[str]]] = deque()
         self._applying: deque[_Recompute] = deque()
+        self._rfm_cost: dict[str, tuple[datetime, float]] = {}
+        self._rfm_claimed: deque[tuple[str, datetime, TieringSection]] = deque()
+        self._rfm_applying: deque[_RfmRecompute] = deque()
+        self._predicting: deque[tuple[str, datetime, TieringSection]] = deque()
+        self._predict_cost: dict[str, tuple[datetime, float]] = {}
         self._configs = ConfigCache()
 
     def _sections(self, conn: Connection, shops: set[str], *, share_lock: bool = False
                   ) -> dict[str, tuple[int, TieringSection]]:
-        return {s: (v, TieringSection(c.levels, c.abc.customers))
+        return {s: (v, TieringSection(c.levels, c.abc.customers, c.rfm, c.timezone))
                 for s, (v, c) in self._configs.get(conn, shops, share_lock=share_lock).items()}
 
     def apply(self, conn: Connection, batch: Batch) -> list[Output]:
@@ -250,33 +264,83 @@ class TieringHandler:
             run = abc_store.plan(conn, shop_id, as_of, settings, noted)
             self._applying.append(_Recompute(run, settings, started))
             return []
+        if self._rfm_applying:
+            rfm_job = self._rfm_applying[0]
+            if rfm_job.after is None:
+                scores_store.finish_rfm(conn, rfm_job.run)
+                self._rfm_cost[rfm_job.run.shop_id] = (now, time.perf_counter() - rfm_job.started)
+                self._rfm_applying.popleft()
+                return []
+            changed, rfm_job.after = scores_store.apply_rfm_part(conn, rfm_job.run, rfm_job.after,
+                                                                 RFM_PART)
+            return self._rfm_changed(rfm_job.run, changed)
+        if self._rfm_claimed:
+            shop_id, as_of, section = self._rfm_claimed.popleft()
+            started = time.perf_counter()
+            rfm_run = scores_store.plan_rfm(conn, shop_id, section.zone, as_of, section.rfm)
+            self._rfm_applying.append(_RfmRecompute(rfm_run, started))
+            return []
+        if self._predicting:
+            shop_id, as_of, section = self._predicting.popleft()
+            started = time.perf_counter()
+            scores_store.predict(conn, shop_id, section.zone, as_of, section.rfm)
+            self._predict_cost[shop_id] = (now, time.perf_counter() - started)
+            return []
         outputs = take_pending(conn, NAME)
         clock = stream_clocks.pipeline_clock(conn)
         if clock is None:
             return outputs
         due = []
         for shop_id in abc_store.due_shops(conn, now, self.abc_debounce, clock):
-            last = self._abc_cost.get(shop_id)
-            if last is None or now >= last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1]):
-                due.append(shop_id)  # else a large shop: keep recomputes to a fifth of the time
+            if _rested(self._abc_cost.get(shop_id), now):
+                due.append(shop_id)
         claimed = abc_store.claim(conn, due, now, clock) if due else []
         taken = abc_store.take_noted(conn, claimed)
-        sections = self._sections(conn, set(claimed))
+        rfm_due = [s for s in scores_store.due_rfm(conn, now, self.abc_debounce, clock)
+                   if _rested(self._rfm_cost.get(s), now)]
+        rfm_claimed = scores_store.claim_rfm(conn, rfm_due, now, clock) if rfm_due else []
+        predicted = [s for s in scores_store.due_predicted(conn, clock)
+                     if _rested(self._predict_cost.get(s), now)]
+        predicted = scores_store.claim_predicted(conn, predicted, now, clock) if predicted else []
+        sections = self._sections(conn, set(claimed) | set(rfm_claimed) | set(predicted))
         for shop_id in claimed:
             entry = sections.get(shop_id)
             # The period ends at the pipeline clock, not the wall clock: a replay of last year
             # classifies members as live processing did then.
             self._claimed.append((shop_id, clock, entry[1].customers if entry else CustomerAbc(),
                                   taken[shop_id]))
+        for queue, shops in ((self._rfm_claimed, rfm_claimed), (self._predicting, predicted)):
+            queue.extend((s, clock, sections[s][1] if s in sections else _UNCONFIGURED)
+                         for s in shops)
         return outputs
 
     def tick_again(self) -> bool:
-        return bool(self._claimed or self._applying)
+        return bool(self._claimed or self._applying or self._rfm_claimed or self._rfm_applying
+                    or self._predicting)
 
     def tick_reset(self) -> None:
-        """A step failed: drop the plans (the claimed shops stay due and are taken again)."""
-        self._claimed.clear()
-        self._applying.clear()
+        """A step failed: drop the plans (the claimed shops stay due and are taken again; a
+        refit claimed is made again a day of clock later)."""
+        for queue in (self._claimed, self._applying, self._rfm_claimed, self._rfm_applying,
+                      self._predicting):
+            queue.clear()
+
+    def _rfm_changed(self, run: scores_store.RfmRun, changes: list[scores_store.RfmChange]
+                     ) -> list[Output]:
+        stamp = iso(run.as_of)
+        return [
+            output(self.member_events, RfmChanged(
+                event_id=f"rfm:{run.shop_id}:{c.member_id}:{stamp}:{c.new or '-'}:"
+                         f"{''.join(map(str, c.scores or ()))}",
+                shop_id=run.shop_id, member_id=c.member_id, occurred_at=run.as_of,
+                payload=RfmPayload(
+                    old_segment=c.old, new_segment=c.new,
+                    r_score=c.scores[0] if c.scores else None,
+                    f_score=c.scores[1] if c.scores else None,
+                    m_score=c.scores[2] if c.scores else None,
+                    as_of=run.as_of, period_days=run.period_days)))
+            for c in changes
+        ]
 
     def _abc_changed(self, job: _Recompute, changes: list[abc_store.ClassChange]
                      ) -> list[Output]:
@@ -290,6 +354,22 @@ class TieringHandler:
                                    as_of=as_of, period_days=job.settings.period_days)))
             for c in changes
         ]
+
+
+def _rested(last: tuple[datetime, float] | None, now: datetime) -> bool:
+    """Whether a shop whose last recompute ran at `last[0]` for `last[1]` seconds may have
+    another: recomputes of a large shop are kept to a fifth of the time."""
+    return last is None or now >= last[0] + timedelta(seconds=ABC_MAX_SHARE * last[1])
+
+
+_UNCONFIGURED = TieringSection(None, CustomerAbc(), RfmSettings(), "UTC")
+
+
+@dataclass
+class _RfmRecompute:
+    run: scores_store.RfmRun
+    started: float
+    after: str | None = ""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from services.tiering import level_store
+from services.tiering import level_store, scores_store
 from services.tiering.level_store import LevelChange
 from services.tiering.levels import qualified_level, upgraded_level
 from services.tiering.policy import LevelPolicy
@@ -101,13 +101,18 @@ def set_blacklist(conn: Connection, shop_id: str, member_ids: list[str], blackli
 def config_changed(conn: Connection, topic: str, old: ShopConfig | None, new: ShopConfig,
                    version: int, now: datetime) -> int:
     """A new configuration was applied: a new level policy re-evaluates every member (upgrades
-    only; returns how many moved up) and new ABC settings mark the classes stale."""
+    only; returns how many moved up), new ABC settings mark the classes stale, and a new RFM
+    map, period or horizon (or time zone) the scores and predictions."""
     moved_up = 0
     if new.levels is not None and (old is None or old.levels != new.levels):
         moved_up = reevaluate(conn, topic, new.shop_id, version, new.levels, now)
     if old is None or old.abc != new.abc:
         conn.exec_driver_sql("UPDATE abc_shops SET dirty = true, computed_at = NULL "
                              "WHERE shop_id = %s", (new.shop_id,))
+    if old is None or old.rfm != new.rfm or old.timezone != new.timezone:
+        scores_store.mark_stale(conn, new.shop_id, predicted=old is None or (
+            (old.rfm.period_days, old.rfm.horizon_days, old.timezone)
+            != (new.rfm.period_days, new.rfm.horizon_days, new.timezone)))
     return moved_up
 
 

@@ -20,19 +20,23 @@ def snapshots(conn: Connection, topic: str, since: datetime | None) -> list[Outp
     if clock is None:
         return []  # tiering never read anything: there is nothing to bring back
     where, params = ("", ()) if since is None else (
-        "WHERE updated_at >= %s OR level_since >= %s OR abc_since >= %s", (since,) * 3)
+        "WHERE m.updated_at >= %s OR m.level_since >= %s OR m.abc_since >= %s "
+        "OR r.since >= %s", (since,) * 4)
     rows = conn.exec_driver_sql(
-        "SELECT shop_id, member_id, completed_trades, spend_cents, gross_cents, refunded_cents, "
-        f"first_purchase_at, last_purchase_at, region, level, abc_class FROM members {where} "
-        "ORDER BY shop_id, member_id", params).all()
+        "SELECT m.shop_id, m.member_id, m.completed_trades, m.spend_cents, m.gross_cents, "
+        "m.refunded_cents, m.first_purchase_at, m.last_purchase_at, m.region, m.level, "
+        "m.abc_class, r.segment FROM members m LEFT JOIN member_rfm r "
+        f"ON r.shop_id = m.shop_id AND r.member_id = m.member_id {where} "
+        "ORDER BY m.shop_id, m.member_id", params).all()
     stamp = iso(clock)
     out = [output(topic, MemberState(
-        event_id=f"state:{r[0]}:{r[1]}:{stamp}:{r[2]}:{r[3]}:{r[9]}:{r[10] or '-'}",
+        event_id=(f"state:{r[0]}:{r[1]}:{stamp}:{r[2]}:{r[3]}:{r[9]}:{r[10] or '-'}:"
+                  f"{r[11] or '-'}"),
         shop_id=r[0], member_id=r[1], occurred_at=clock,
         payload=StatePayload(
             completed_trades=r[2], spend=cents_text(r[3]), gross=cents_text(r[4]),
             refunded=cents_text(r[5]), first_purchase_at=r[6], last_purchase_at=r[7], region=r[8],
-            level=r[9], abc_class=r[10], clock=clock)))
+            level=r[9], abc_class=r[10], rfm_segment=r[11], clock=clock)))
         for r in rows]
     out += [output(topic, StreamClock(event_id=f"clock:resync:{p}:{iso(c)}",
                                       payload=ClockPayload(partition=p, clock=c)), partition=p)

@@ -76,12 +76,20 @@ DEFAULT_SEGMENTS = (
     Segment(id="hibernating", name="Hibernating", r="2", f="1"),
     Segment(id="lost", name="Lost", r="1"),
 )
+# A completed trade's net amount: what it was bought for less what was refunded on it.
+NET = "(coalesce(o.amount_cents, 0) - coalesce(o.refunded_cents, 0))"
 OTHERS = "others"   # no segment of the map matches (a shop's own map may leave gaps)
 
 
 class RfmSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    period_days: int = Field(365, ge=7, le=3660, description=(
+        "the buyers scored in each member's record: those with a completed trade in this many "
+        "days up to the shop's clock; also the period the predicted value is fitted on"))
+    horizon_days: int = Field(90, ge=1, le=3660, description=(
+        "the predicted value in each member's record: expected purchases and their value over "
+        "this many days"))
     segments: list[Segment] = Field(
         default_factory=lambda: list(DEFAULT_SEGMENTS), max_length=64,
         description="score patterns to segment names, first match wins (default: champions, "
@@ -105,3 +113,52 @@ def score(value: int, found_edges: Sequence[int]) -> int:
 def segment_of(r: int, f: int, m: int, segments: Sequence[Segment]) -> str:
     return next((s.id for s in segments if s.holds(r, f, m)), OTHERS)
 
+
+
+def segment_sql(segments: Sequence[Segment], r: str = "r_score", f: str = "f_score",
+                m: str = "m_score") -> str:
+    """`segment_of` in SQL over the score columns `r`, `f`, `m`: one CASE, first match wins.
+    Segment ids and scores are validated by `Segment`, so they are written in as literals."""
+    whens = []
+    for s in segments:
+        tests = [f"{col} BETWEEN {lo} AND {hi}" for col, (lo, hi) in
+                 zip((r, f, m), (s.bounds("r"), s.bounds("f"), s.bounds("m")), strict=True)
+                 if (lo, hi) != (1, 4)]
+        whens.append(f"WHEN {' AND '.join(tests) or 'true'} THEN '{s.id}'")
+    return f"CASE {' '.join(whens)} ELSE '{OTHERS}' END"
+
+
+def values_sql(orders: str, net: str) -> str:
+    """Each buyer's (member_id, r, f, m, trades, spend) over the completed trades `orders` (a
+    FROM body naming them `o`, with the period's end as `%(p_end)s` and the shop's time zone as
+    `%(tz)s`): r is the negated recency in days (see `scored_sql`), f the purchase days, m the
+    net spend per purchase day. Per member and purchase day first (one time-zone conversion
+    per trade), then per member."""
+    return (
+        "SELECT member_id, "
+        "  -floor(extract(epoch FROM (%(p_end)s - max(last))) / 86400)::bigint AS r, "
+        "  count(*) AS f, round(sum(net)::numeric / count(*))::bigint AS m, "
+        "  sum(trades) AS trades, sum(net) AS spend "
+        "FROM (SELECT o.member_id, (o.completed_at AT TIME ZONE %(tz)s)::date AS day, "
+        f"  max(o.completed_at) AS last, count(*) AS trades, sum({net}) AS net FROM {orders} "
+        "  GROUP BY 1, 2) d GROUP BY member_id")
+
+
+def scored_sql(values: str, outer: str = "SELECT v.*, {scores}, e.r AS r_edges, "
+               "e.f AS f_edges, e.m AS m_edges FROM v, e") -> str:
+    """Scores for the rows of `values` (a query with member_id, r, f, m; r the negated days):
+    each dimension's distinct quartile edges (`e`), then 1 + the number of edges a value is
+    above (the rule above). `outer` selects from `v` and `e`; `{scores}` in it stands for the
+    three scores."""
+    def scored(col: str) -> str:
+        # The edges come in rising order (percentiles of rising fractions): an edge equal to
+        # the one before it is not counted again.
+        e = f"e.{col}"
+        return (f"1 + (v.{col} > {e}[1])::int + (v.{col} > {e}[2] AND {e}[2] > {e}[1])::int "
+                f"+ (v.{col} > {e}[3] AND {e}[3] > {e}[2])::int AS {col}_score")
+    scores = f"{scored('r')}, {scored('f')}, {scored('m')}"
+    return (f"WITH v AS MATERIALIZED ({values}), e AS (SELECT "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY r) AS r, "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY f) AS f, "
+            "  percentile_disc(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY m) AS m FROM v) "
+            + outer.format(scores=scores))

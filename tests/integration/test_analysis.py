@@ -283,7 +283,7 @@ def test_the_sql_scores_as_the_documented_rule(database_url: str, values: list[i
     engine = make_engine(database_url, pool_size=1)
     try:
         with engine.connect() as conn:
-            rows = conn.exec_driver_sql(analysis.rfm_scored_sql(
+            rows = conn.exec_driver_sql(rfm.scored_sql(
                 "SELECT i AS member_id, x AS r, x AS f, x AS m "
                 "FROM unnest(%(xs)s::bigint[]) WITH ORDINALITY AS u(x, i)"),
                 {"xs": values}).all()

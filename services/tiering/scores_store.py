@@ -1,0 +1,350 @@
+"""SQL for the scores in each member's record that come from the whole shop: RFM scores and
+segment (`member_rfm`), and predicted value (`member_predictions`).
+
+Both are over the shop's RFM period (`rfm: period_days`, 365 by default) up to the pipeline
+clock (docs/time.md), and both are kept beside the batches, never by them:
+
+- **RFM** is stale when the shop's trades changed (the statement that marks its ABC classes
+  stale marks it too) or its clock moved an hour past the last recompute, or the shop's map or
+  period changed. A recompute scores every buyer again in one statement (the quartile edges are
+  the whole shop's), stores the differences from the stored scores in `rfm_changes`, and applies
+  them a part at a time, each part published as `member.rfm_changed`. Nothing else writes
+  `member_rfm`, so a part locks no member a batch needs.
+- **The predicted value** is refitted once a day of the shop's clock (or when the period or
+  horizon changed), replacing the shop's rows in one transaction. It moves a little for every
+  member each day (time passes for all of them), so it is not published: it is read from the
+  record and used as a filter.
+
+Recomputes of one shop never overlap: `claim_rfm` and `claim_predicted` take the shop's row
+with SKIP LOCKED and mark it taken before the work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from services.tiering import rfm
+from services.tiering.rfm import NET, RfmSettings
+
+if TYPE_CHECKING:   # numpy and scipy are loaded by a fit only: commands importing this stay fast
+    from services.tiering import clv
+
+RFM_CLOCK_STEP = timedelta(hours=1)     # how far the clock moves on before RFM is recomputed
+PREDICTED_CLOCK_STEP = timedelta(days=1)
+
+_RFM_STALE = ("(rfm_dirty OR rfm_computed_as_of IS NULL "
+              "OR rfm_computed_as_of <= %(clock)s - %(step)s OR rfm_applying_as_of IS NOT NULL)")
+
+
+def settings_text(settings: RfmSettings, *, predicted: bool = False) -> str:
+    """What a stored recompute was made with: a new map or period makes it stale."""
+    if predicted:
+        return f"{settings.period_days}:{settings.horizon_days}"
+    body = ";".join(s.model_dump_json() for s in settings.segments)
+    return f"{settings.period_days}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+def orders_of_period() -> str:
+    """The completed trades of the period ending `%(p_end)s` (`%(p_start)s` excluded) as `o`."""
+    return ("member_orders o WHERE o.shop_id = %(shop)s AND o.completed_at > %(p_start)s "
+            "AND o.completed_at <= %(p_end)s")
+
+
+def _period(shop_id: str, zone: str, as_of: datetime, settings: RfmSettings
+            ) -> dict[str, Any]:
+    return {"shop": shop_id, "tz": zone, "p_start": as_of - timedelta(days=settings.period_days),
+            "p_end": as_of}
+
+
+# --- RFM ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RfmChange:
+    member_id: str
+    old: str | None                       # segment before (None: not a buyer of the period)
+    new: str | None
+    scores: tuple[int, int, int] | None   # (r, f, m) after; None when no longer scored
+
+
+@dataclass(frozen=True, slots=True)
+class RfmRun:
+    shop_id: str
+    as_of: datetime
+    period_days: int
+    buyers: int
+    planned: int
+    run: int
+
+
+def due_rfm(conn: Connection, now: datetime, debounce: timedelta, clock: datetime
+            ) -> list[str]:
+    """Shops whose RFM scores are stale and were last recomputed at least `debounce` ago."""
+    return [r[0] for r in conn.exec_driver_sql(
+        f"SELECT shop_id FROM abc_shops WHERE {_RFM_STALE} "
+        "AND (rfm_computed_at IS NULL OR rfm_computed_at <= %(due)s) ORDER BY shop_id",
+        {"clock": clock, "step": RFM_CLOCK_STEP, "due": now - debounce})]
+
+
+def claim_rfm(conn: Connection, shops: list[str], now: datetime, clock: datetime) -> list[str]:
+    """Take the shops for a recompute as of `clock` (a short transaction of its own); trades
+    from now on mark them stale again, and until the last change is applied they stay due."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "UPDATE abc_shops SET rfm_dirty = false, rfm_computed_at = %(now)s, "
+        "  rfm_applying_as_of = %(clock)s "
+        "WHERE shop_id IN (SELECT shop_id FROM abc_shops WHERE shop_id = ANY(%(shops)s) "
+        f"  AND {_RFM_STALE} ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
+        {"now": now, "clock": clock, "shops": shops, "step": RFM_CLOCK_STEP})]
+
+
+def mark_stale(conn: Connection, shop_id: str, *, predicted: bool) -> None:
+    """The shop's map or period changed: recompute its scores (and refit when `predicted`)."""
+    conn.exec_driver_sql(
+        "UPDATE abc_shops SET rfm_dirty = true, rfm_computed_at = NULL"
+        + (", predicted_as_of = NULL, predicted_at = NULL" if predicted else "")
+        + " WHERE shop_id = %s", (shop_id,))
+
+
+def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
+             settings: RfmSettings) -> RfmRun:
+    """Score every buyer of the period ending `as_of` and keep the differences from the stored
+    scores in `rfm_changes` (in PostgreSQL: a shop of a million buyers never reaches Python)."""
+    conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
+    # What a run that died midway left goes; its shop is recomputed from the stored rows.
+    conn.exec_driver_sql("DELETE FROM rfm_changes WHERE shop_id = %s", (shop_id,))
+    run = int(conn.exec_driver_sql("SELECT nextval('abc_run')").scalar_one())
+    scored = rfm.scored_sql(rfm.values_sql(orders_of_period(), NET), (
+        "SELECT s.*, " + rfm.segment_sql(settings.segments) + " AS segment FROM ("
+        "  SELECT v.member_id, {scores} FROM v, e) s"))
+    counts = conn.exec_driver_sql(
+        f"WITH n AS ({scored}), "
+        "o AS (SELECT * FROM member_rfm WHERE shop_id = %(shop)s), "
+        "c AS (INSERT INTO rfm_changes (shop_id, run, member_id, old_segment, new_segment, "
+        "  r_score, f_score, m_score) "
+        "  SELECT %(shop)s, %(run)s, coalesce(n.member_id, o.member_id), o.segment, n.segment, "
+        "    n.r_score, n.f_score, n.m_score FROM n FULL JOIN o ON o.member_id = n.member_id "
+        "  WHERE (o.segment, o.r_score, o.f_score, o.m_score) IS DISTINCT FROM "
+        "    (n.segment, n.r_score, n.f_score, n.m_score) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c)",
+        _period(shop_id, zone, as_of, settings) | {"run": run}).one()
+    conn.exec_driver_sql("UPDATE abc_shops SET rfm_settings = %s WHERE shop_id = %s",
+                         (settings_text(settings), shop_id))
+    return RfmRun(shop_id, as_of, settings.period_days, int(counts[0]), int(counts[1]), run)
+
+
+def apply_rfm_part(conn: Connection, run: RfmRun, after: str, size: int
+                   ) -> tuple[list[RfmChange], str | None]:
+    """Store the next `size` planned changes after member id `after`; returns them and where
+    the next part starts (None: this was the last)."""
+    rows = conn.exec_driver_sql(
+        "SELECT member_id, old_segment, new_segment, r_score, f_score, m_score "
+        "FROM rfm_changes WHERE shop_id = %s AND run = %s AND member_id > %s "
+        "ORDER BY member_id LIMIT %s", (run.shop_id, run.run, after, size + 1)).all()
+    part = [RfmChange(m, old, new, None if new is None else (int(r), int(f), int(mm)))
+            for m, old, new, r, f, mm in rows[:size]]
+    gone = [c.member_id for c in part if c.new is None]
+    kept = [c for c in part if c.new is not None]
+    if gone:
+        conn.exec_driver_sql("DELETE FROM member_rfm WHERE shop_id = %s AND member_id = ANY(%b)",
+                             (run.shop_id, gone))
+    if kept:
+        # `since` moves only when the segment does (a score moving within it keeps the date).
+        conn.exec_driver_sql(
+            "INSERT INTO member_rfm AS r (shop_id, member_id, r_score, f_score, m_score, "
+            "  segment, since) "
+            "SELECT %s, *, %s::timestamptz FROM unnest(%b::text[], %b::smallint[], "
+            "  %b::smallint[], %b::smallint[], %b::text[]) "
+            "ON CONFLICT (shop_id, member_id) DO UPDATE SET r_score = excluded.r_score, "
+            "  f_score = excluded.f_score, m_score = excluded.m_score, "
+            "  since = CASE WHEN r.segment = excluded.segment THEN r.since "
+            "    ELSE excluded.since END, segment = excluded.segment",
+            (run.shop_id, run.as_of, [c.member_id for c in kept],
+             [c.scores[0] for c in kept if c.scores], [c.scores[1] for c in kept if c.scores],
+             [c.scores[2] for c in kept if c.scores], [c.new for c in kept]))
+    return part, part[-1].member_id if len(rows) > size else None
+
+
+def finish_rfm(conn: Connection, run: RfmRun) -> None:
+    """Every change is applied: the shop's scores are as of `run.as_of`."""
+    conn.exec_driver_sql(
+        "UPDATE abc_shops SET rfm_computed_as_of = %s, rfm_applying_as_of = NULL "
+        "WHERE shop_id = %s", (run.as_of, run.shop_id))
+    conn.exec_driver_sql("DELETE FROM rfm_changes WHERE shop_id = %s AND run = %s",
+                         (run.shop_id, run.run))
+
+
+def recompute_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
+                  settings: RfmSettings, now: datetime) -> tuple[RfmRun, list[RfmChange]]:
+    """Claim, plan, apply and finish in the caller's one transaction (for operations, tests and
+    benchmarks; the tiering worker spreads them over several)."""
+    conn.exec_driver_sql(
+        "INSERT INTO abc_shops (shop_id, watermark) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+        (shop_id, as_of))
+    conn.exec_driver_sql("UPDATE abc_shops SET rfm_dirty = true WHERE shop_id = %s", (shop_id,))
+    claim_rfm(conn, [shop_id], now, as_of)
+    run = plan_rfm(conn, shop_id, zone, as_of, settings)
+    applied: list[RfmChange] = []
+    after: str | None = ""
+    while after is not None:
+        part, after = apply_rfm_part(conn, run, after, 10_000)
+        applied += part
+    finish_rfm(conn, run)
+    return run, applied
+
+
+# --- predicted value ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A fit over the buyers of a period, their predictions in the temporary table
+    `predicted_values` (member_id, x, t_x, t_big, spend, alive, expected, value) until the
+    transaction ends."""
+
+    purchases: clv.BgNbd
+    values: clv.GammaGamma
+    expected_total: float     # expected purchases of all buyers together
+
+    @property
+    def at_limit(self) -> bool:
+        return self.purchases.at_limit or self.values.at_limit
+
+    @property
+    def note(self) -> str:
+        return (f"BG/NBD r {self.purchases.r:.4f}, alpha {self.purchases.alpha:.4f}, "
+                f"a {self.purchases.a:.4f}, b {self.purchases.b:.4f}; Gamma-Gamma "
+                f"p {self.values.p:.4f}, q {self.values.q:.4f}, gamma {self.values.gamma:.4f}"
+                + ("; a parameter lies at the edge of the search" if self.at_limit else ""))
+
+
+class NoBuyers(ValueError):
+    """No completed trade in the period."""
+
+
+def fit(conn: Connection, orders: str, params: dict[str, Any], horizon_days: int) -> Fitted:
+    """Fit BG/NBD and Gamma-Gamma (`services.tiering.clv`) on the buyers of `orders` (a FROM
+    body naming the period's trades `o`, ending at `%(p_end)s`, days in the zone `%(tz)s`), and
+    predict each buyer's next `horizon_days` into `predicted_values`.
+
+    A buyer's summary: x = purchase days after the first, t_x and T = days from the first
+    purchase to the last and to the period's end (in weeks for the models), m = their mean
+    net spend per repeat purchase day. Raises `clv.TooLittleData` (saying how much is needed)
+    or `NoBuyers`."""
+    import numpy as np
+
+    from services.tiering import clv
+
+    summary = (
+        "SELECT member_id, count(*) - 1 AS x, "
+        "  floor(extract(epoch FROM (max(last) - min(first))) / 86400)::int AS t_x, "
+        "  floor(extract(epoch FROM (%(p_end)s - min(first))) / 86400)::int AS t_big, "
+        "  sum(net) AS spend, "
+        "  CASE WHEN count(*) > 1 THEN (sum(net) - (array_agg(net ORDER BY day))[1]) "
+        "    / (count(*) - 1) END AS m "
+        "FROM (SELECT o.member_id, (o.completed_at AT TIME ZONE %(tz)s)::date AS day, "
+        f"  min(o.completed_at) AS first, max(o.completed_at) AS last, sum({NET}) AS net "
+        f"  FROM {orders} GROUP BY 1, 2) d GROUP BY member_id")
+    # The buyers' summaries once, for this transaction: the fit and the predictions read them.
+    conn.exec_driver_sql("DROP TABLE IF EXISTS predicted_buyers, predicted_values")
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE predicted_buyers ON COMMIT DROP AS "
+                         f"{summary}", params)
+    conn.exec_driver_sql("ANALYZE predicted_buyers")
+    groups = conn.exec_driver_sql(
+        "SELECT x, t_x, t_big, count(*) FROM predicted_buyers GROUP BY 1, 2, 3").all()
+    if not groups:
+        raise NoBuyers("no completed trade in the period")
+    x, t_x, t_big, weight = (np.array([float(g[i]) for g in groups]) for i in range(4))
+    # The fit reads summaries in whole weeks, as the papers do: a few thousand distinct ones
+    # instead of one per day pair, which makes the fit a matter of seconds at a million buyers.
+    weekly = conn.exec_driver_sql(
+        "SELECT x, round(t_x / 7.0), round(t_big / 7.0), count(*) FROM predicted_buyers "
+        "GROUP BY 1, 2, 3").all()
+    wx, wtx, wt, ww = (np.array([float(g[i]) for g in weekly]) for i in range(4))
+    repeat = conn.exec_driver_sql(
+        "SELECT x, greatest(round(m / 100.0), 1), count(*) FROM predicted_buyers "
+        "WHERE x > 0 AND m > 0 GROUP BY 1, 2").all()     # mean values in whole units: the same
+    purchases = clv.fit_bgnbd(wx, wtx, wt, ww)
+    values = clv.fit_gamma_gamma([float(r[0]) for r in repeat], [float(r[1]) for r in repeat],
+                                 [float(r[2]) for r in repeat])
+    alive = purchases.p_alive(x, t_x / 7, t_big / 7)
+    expected = purchases.expected_purchases(horizon_days / 7, x, t_x / 7, t_big / 7)
+    # Back to PostgreSQL: each summary's predictions, joined to its buyers there.
+    conn.exec_driver_sql(
+        "CREATE TEMPORARY TABLE predicted_values ON COMMIT DROP AS "
+        "WITH g AS (SELECT * FROM unnest(%(gx)s::int[], %(gtx)s::int[], "
+        "  %(gt)s::int[], %(alive)s::float8[], %(expected)s::float8[]) "
+        "  AS g(x, t_x, t_big, alive, expected)) "
+        "SELECT s.member_id, s.x, s.t_x, s.t_big, s.spend, g.alive, g.expected, "
+        "  g.expected * CASE WHEN s.x > 0 AND s.m > 0 "
+        "    THEN %(p)s * (%(g)s + s.x * s.m) / (%(p)s * s.x + %(q)s - 1) "
+        "    ELSE %(pop_m)s END AS value "
+        "FROM predicted_buyers s JOIN g USING (x, t_x, t_big)",
+        {"gx": [int(v) for v in x], "gtx": [int(v) for v in t_x],
+         "gt": [int(v) for v in t_big], "alive": [float(v) for v in alive],
+         "expected": [float(v) for v in expected], "p": values.p, "q": values.q,
+         "g": values.gamma * 100, "pop_m": values.p * values.gamma * 100 / (values.q - 1)})
+    return Fitted(purchases, values, float(np.sum(expected * weight)))
+
+
+def stale_shops(conn: Connection) -> int:
+    """Shops whose RFM scores or predictions are due (by the rules above) at the pipeline
+    clock: timed work outstanding."""
+    return int(conn.exec_driver_sql(
+        f"WITH c AS (SELECT pipeline_clock() AS clock) SELECT count(*) FROM abc_shops, c "
+        f"WHERE {_RFM_STALE.replace('%(clock)s', 'c.clock').replace('%(step)s', '%s')} "
+        "OR (rfm_computed_as_of IS NOT NULL AND (predicted_as_of IS NULL "
+        "  OR predicted_as_of <= c.clock - %s))",
+        (RFM_CLOCK_STEP, PREDICTED_CLOCK_STEP)).scalar_one())
+
+
+def due_predicted(conn: Connection, clock: datetime) -> list[str]:
+    """Shops whose predictions are a day of clock old (or never made), with scores computed."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "SELECT shop_id FROM abc_shops WHERE rfm_computed_as_of IS NOT NULL "
+        "AND (predicted_as_of IS NULL OR predicted_as_of <= %s) ORDER BY shop_id",
+        (clock - PREDICTED_CLOCK_STEP,))]
+
+
+def claim_predicted(conn: Connection, shops: list[str], now: datetime, clock: datetime
+                    ) -> list[str]:
+    """Take the shops for a refit as of `clock` (a worker that dies midway leaves them due
+    again the next day; `predict` below is one transaction, so nothing is half-written)."""
+    return [r[0] for r in conn.exec_driver_sql(
+        "UPDATE abc_shops SET predicted_at = %(now)s, predicted_as_of = %(clock)s "
+        "WHERE shop_id IN (SELECT shop_id FROM abc_shops WHERE shop_id = ANY(%(shops)s) "
+        "  AND (predicted_as_of IS NULL OR predicted_as_of <= %(due)s) "
+        "  ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
+        {"now": now, "clock": clock, "shops": shops,
+         "due": clock - PREDICTED_CLOCK_STEP})]
+
+
+def predict(conn: Connection, shop_id: str, zone: str, as_of: datetime,
+            settings: RfmSettings) -> str:
+    """Refit the shop's models over its period ending `as_of` and replace its members'
+    predictions; a shop with too little data keeps none, and the reason is its note. Returns
+    the note (the fitted parameters, or why there is no fit)."""
+    from services.tiering import clv
+
+    conn.exec_driver_sql("DELETE FROM member_predictions WHERE shop_id = %s", (shop_id,))
+    try:
+        fitted = fit(conn, orders_of_period(), _period(shop_id, zone, as_of, settings),
+                     settings.horizon_days)
+    except (clv.TooLittleData, NoBuyers) as exc:
+        note = f"no predictions: {exc}"
+    else:
+        note = fitted.note
+        conn.exec_driver_sql(
+            "INSERT INTO member_predictions (shop_id, member_id, p_alive, expected_purchases, "
+            "  expected_value_cents) SELECT %s, member_id, alive, expected, round(value) "
+            "FROM predicted_values", (shop_id,))
+    conn.exec_driver_sql(
+        "UPDATE abc_shops SET predicted_as_of = %s, predicted_settings = %s, "
+        "predicted_note = %s WHERE shop_id = %s",
+        (as_of, settings_text(settings, predicted=True), note, shop_id))
+    return note
+
