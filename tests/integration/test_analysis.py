@@ -38,7 +38,10 @@ from shared.db import make_engine
 from shared.shopconfig import parse
 from tests.api_support import ApiServer
 from tests.e2e.test_cli import mf
-from tests.support import pipeline
+from memberflow.readmodel import member_records
+from services.campaigns.config import Target
+from shared.filters import MemberFilter
+from tests.support import pipeline, read_topic, unique_by_id
 
 SHOP = "ana"
 CLOCK = datetime.fromisoformat("2026-07-01T00:00:00+08:00")
@@ -82,9 +85,12 @@ def engine(stack: Stack) -> Iterator[Engine]:
         apply_shop_config(conn, stack.topics, parse({
             "shop_id": SHOP, "name": "茶室", "levels": {"basis": "amount", "ladder": [
                 {"name": "银卡", "threshold": "100.00", "discount": "0.98"},
-                {"name": "金卡", "threshold": "500.00", "discount": "0.95"}]}}),
+                {"name": "金卡", "threshold": "500.00", "discount": "0.95"}]},
+            "tagging": {"tags": [{"id": "win-back", "name": "挽回"},
+                                 {"id": "call", "name": "电话回访"}], "rules": [
+                {"id": "r-win-back", "tag": "win-back", "when": 'rfm_segment == "at-risk"'}]}}),
             "test", datetime(2025, 1, 1, tzinfo=UTC))
-    report = pipeline(stack, events(), as_of=CLOCK)
+    report = pipeline(stack, events(), workers=("archiver", "tiering", "tagging"), as_of=CLOCK)
     assert report.accepted == len(events()) and not report.rejected
     yield engine
     engine.dispose()
@@ -260,6 +266,83 @@ def test_the_reports_from_the_command_line_and_the_api(stack: Stack, engine: Eng
         exported = conn.exec_driver_sql(
             "SELECT operator FROM audit_log WHERE action = 'members.export'").scalars().all()
     assert exported == ["token:exporter"]
+
+
+# Each buyer's scores and segment as the RFM report above works them out (default map).
+STORED = {"a": (1, 2, 4, "lost"), "b": (3, 1, 1, "potential"), "c": (4, 1, 3, "new"),
+          "e": (2, 2, 2, "at-risk")}
+
+
+def stored_scores(engine: Engine) -> dict[str, tuple[int, int, int, str]]:
+    with engine.connect() as conn:
+        return {r[0]: tuple(r[1:]) for r in conn.exec_driver_sql(
+            "SELECT member_id, r_score, f_score, m_score, segment FROM member_rfm "
+            "WHERE shop_id = %s", (SHOP,))}
+
+
+def test_each_members_rfm_segment_is_kept_published_and_filters(
+        stack: Stack, engine: Engine, tmp_path: Path) -> None:
+    # Tiering scored every buyer of the period as of the shop's clock (d bought before it).
+    assert stored_scores(engine) == STORED
+    with engine.connect() as conn:
+        shop_row = conn.exec_driver_sql(
+            "SELECT rfm_computed_as_of, predicted_as_of, predicted_note FROM abc_shops "
+            "WHERE shop_id = %s", (SHOP,)).one()
+    assert shop_row[0] == shop_row[1] == CLOCK
+    # Too few buyers for the models: no predictions, and the shop's note says why.
+    assert "at least 200 buyers" in shop_row[2]
+    published = [m for m in unique_by_id(read_topic(stack, stack.topics.member_events))
+                 if m["type"] == "member.rfm_changed"]
+    assert {m["member_id"]: (m["payload"]["r_score"], m["payload"]["f_score"],
+                             m["payload"]["m_score"], m["payload"]["new_segment"])
+            for m in published} == STORED
+    assert all(m["payload"]["old_segment"] is None and m["payload"]["period_days"] == 365
+               for m in published)
+    # The tag rule on the segment tagged the one member at risk.
+    with engine.connect() as conn:
+        tagged = conn.exec_driver_sql(
+            "SELECT member_id FROM member_tags WHERE shop_id = %s AND tag_id = 'win-back'",
+            (SHOP,)).scalars().all()
+    assert tagged == ["e"]
+
+    # A filter in every place that selects members: the list (CLI and API), manual tagging,
+    # a campaign's target.
+    url = ["--database-url", stack.database_url]
+    listed = mf("members", "list", "--shop", SHOP, "--rfm-segment", "at-risk", "--rfm-segment",
+                "lost", *url, "--format", "csv", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["a", "e"]
+    assert ",rfm_segment,rfm_r,rfm_f,rfm_m,p_alive," in lines[0]
+    assert ",lost,1,2,4,,," in lines[1]
+    nobody = mf("members", "list", "--shop", SHOP, "--rfm-segment", "none", *url, cwd=tmp_path)
+    assert [m["member_id"] for m in json.loads(nobody.stdout)] == ["d"]
+    tag = mf("tags", "add", "call", "--shop", SHOP, "--rfm-segment", "lost",
+             "--reason", "call the lost buyers", "--yes", *url, cwd=tmp_path)
+    assert tag.returncode == 0, tag.stderr
+    with engine.connect() as conn:
+        manual = conn.exec_driver_sql(
+            "SELECT member_id FROM member_tags WHERE shop_id = %s AND tag_id = 'call' "
+            "AND cause = 'manual'", (SHOP,)).scalars().all()
+    assert manual == ["a"]
+    target = Target.model_validate({"rfm_segments": ["at-risk"]})
+    with engine.connect() as conn:
+        assert [r["member_id"] for r in member_records(conn, SHOP, target.filter())] == ["e"]
+        # Nobody has a prediction here, so a predicted-value filter selects nobody.
+        assert member_records(conn, SHOP, MemberFilter(max_p_alive=Decimal("1"))) == []
+    with engine.begin() as conn:
+        reader = tokens.create(conn, name="analyst", shops=[SHOP], rights=["read"],
+                               expires_in=None, operator="test").token
+    with ApiServer(engine) as api:
+        page = api.call("GET", f"/api/v1/shops/{SHOP}/members?rfm_segment=new", token=reader)
+        assert page.status == 200, page.text
+        assert [(m["member_id"], m["rfm_segment"], m["rfm_r"], m["rfm_m"])
+                for m in page.json["items"]] == [("c", "new", 4, 3)]
+        worst = api.call("GET", f"/api/v1/shops/{SHOP}/members?sort=rfm_segment&limit=2",
+                         token=reader)
+        assert [m["rfm_segment"] for m in worst.json["items"]] == ["at-risk", "lost"]
+        assert api.call("GET", f"/api/v1/shops/{SHOP}/members?max_p_alive=2",
+                        token=reader).status == 422
 
 
 def test_the_shop_edits_its_segment_map(stack: Stack, engine: Engine) -> None:

@@ -45,6 +45,9 @@ def test_the_list_columns_and_filters_are_the_databases() -> None:
     from decimal import Decimal
     assert query({"f_member": ("m1",), "f_level": (2,), "f_abc": ("A", "none"),
                   "f_tag": ("vip",), "f_min": Decimal("1000"), "f_max": None,
-                  "f_dormant": 30, "f_important": True}) == [
+                  "f_dormant": 30, "f_important": True, "f_rfm": ("at-risk", "lost"),
+                  "f_alive": 0.3, "f_value": Decimal("50")}) == [
         ("member", "m1"), ("level", "2"), ("abc", "A"), ("abc", "none"), ("tag", "vip"),
-        ("min_spend", "1000"), ("dormant_days", "30"), ("important", "true")]
+        ("rfm_segment", "at-risk"), ("rfm_segment", "lost"), ("min_spend", "1000"),
+        ("dormant_days", "30"), ("max_p_alive", "0.3"), ("min_expected_value", "50"),
+        ("important", "true")]

@@ -27,6 +27,8 @@ from shared.outbound import (
     MemberState,
     OrderCredited,
     OutboundModel,
+    RfmChanged,
+    RfmPayload,
     StatePayload,
     StreamClock,
     TagEntry,
@@ -58,6 +60,9 @@ def examples() -> list[OutboundModel]:
             policy_version=4, operator=None, reason=None)),
         AbcChanged(event_id="abc:s1:m1", **base, payload=AbcPayload(
             old_class=None, new_class="A", as_of=T0, period_days=365)),
+        RfmChanged(event_id="rfm:s1:m1", **base, payload=RfmPayload(
+            old_segment="loyal", new_segment="at-risk", r_score=2, f_score=3, m_score=4,
+            as_of=T0, period_days=365)),
         TagsChanged(event_id="tags:s1:m1:e1", **base, payload=TagsPayload(
             added=[TagEntry(tag_id="vip", cause="rule", rule_id="r", effective_at=T0)],
             removed=[], tags=["vip"], triggering_event_id="e1")),

@@ -165,7 +165,8 @@ def test_fields_and_time_based() -> None:
     assert not compile_rule("level in [1, 2]").time_based
     assert set(FIELDS) == {"spend", "gross", "refunded", "aov", "trades", "first_purchase",
                            "last_purchase", "days_since_first_purchase",
-                           "days_since_last_purchase", "region", "level", "abc"}
+                           "days_since_last_purchase", "region", "level", "abc",
+                           "rfm_segment"}
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -273,8 +274,10 @@ NONE = object()  # the reference's marker for the `none` literal
 DAYS = (0, 1, 2, 30, 180, 181, 365)
 MONEY_CENTS = (0, 1, 50, 3333, 5050, 10_000, 50_000)
 REGIONS = ("Tibet", "Shanghai", "北京", 'O"Brien', "it's", "back\\slash", "")
+SEGMENTS = ("at-risk", "lost", "champions", "others")
 COLUMN = {"spend": "spend_cents", "gross": "gross_cents", "refunded": "refunded_cents",
           "trades": "completed_trades", "level": "level", "region": "region", "abc": "abc_class",
+          "rfm_segment": "rfm_segment",
           "first_purchase": "first_purchase_at", "last_purchase": "last_purchase_at"}
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq,
@@ -315,7 +318,7 @@ def time_literal(draw: st.DrawFn, tz: ZoneInfo) -> tuple[datetime, str]:
 def leaf(draw: st.DrawFn, tz: ZoneInfo, fields: tuple[str, ...] = tuple(FIELDS)) -> Tree:
     field = draw(st.sampled_from(fields))
     nullable = field not in ("spend", "gross", "refunded", "trades", "level")
-    kind = ("text" if field in ("region", "abc") else "time" if field in TIMES_FIELDS
+    kind = ("text" if field in ("region", "abc", "rfm_segment") else "time" if field in TIMES_FIELDS
             else "number")
     ops = ORDER_OPS + ([] if kind == "time" else ["in", "not in"])
     if kind == "text":
@@ -333,7 +336,8 @@ def leaf(draw: st.DrawFn, tz: ZoneInfo, fields: tuple[str, ...] = tuple(FIELDS))
             return number, str(number)
         if kind == "time":
             return draw(time_literal(tz))
-        text = draw(st.sampled_from(("A", "B", "C") if field == "abc" else REGIONS))
+        text = draw(st.sampled_from(("A", "B", "C") if field == "abc" else SEGMENTS
+                                    if field == "rfm_segment" else REGIONS))
         return text, quoted(text, draw(st.sampled_from(['"', "'"])))
 
     if op in ("in", "not in"):
@@ -407,7 +411,8 @@ def members(draw: st.DrawFn) -> MemberFacts:
         gross_cents=draw(CENTS), refunded_cents=draw(CENTS),
         first_purchase_at=draw(MOMENTS), last_purchase_at=draw(MOMENTS),
         region=draw(st.one_of(st.none(), st.sampled_from(REGIONS))),
-        level=draw(st.integers(0, 5)), abc_class=draw(st.sampled_from([None, "A", "B", "C"])))
+        level=draw(st.integers(0, 5)), abc_class=draw(st.sampled_from([None, "A", "B", "C"])),
+        rfm_segment=draw(st.sampled_from([None, *SEGMENTS])))
 
 
 clocks = st.one_of(st.none(), st.sampled_from([CLOCK, CLOCK + US, CLOCK - US]),
