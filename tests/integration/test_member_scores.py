@@ -1,0 +1,184 @@
+"""The scores tiering keeps in each member's record (`services.tiering.scores_store`), on a shop
+loaded straight into PostgreSQL: RFM scores held to the documented rule worked in Python, the
+changes a recompute plans, and the predicted value held to the report's own fit and used as a
+filter. (The hand-worked shop in test_analysis.py has the worker keep them through the real
+pipeline, publish them and tag by them.)"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+from sqlalchemy import Connection, Engine
+
+from memberflow import analysis
+from memberflow.readmodel import member_records
+from services.tiering import rfm, scores_store
+from services.tiering.rfm import RfmSettings
+from shared.db import make_engine
+from shared.filters import MemberFilter
+
+SHOP = "scored"
+AS_OF = datetime(2026, 6, 30, 12, tzinfo=UTC)
+DAY = timedelta(days=1)
+Orders = dict[str, list[tuple[datetime, int, int]]]   # member: [(completed at, amount, refunded)]
+
+
+def population(buyers: int, seed: int = 11) -> Orders:
+    """Buyers inside the last 365 days: a third buy once, the others come back at their own
+    rate, some stop; amounts in whole and odd cents, a few refunds."""
+    rng = random.Random(seed)
+    out: Orders = {}
+    for i in range(buyers):
+        first = AS_OF - timedelta(days=rng.uniform(2, 360))
+        times = [first]
+        if rng.random() > 0.33:
+            gap = rng.uniform(5, 60)
+            while times[-1] + timedelta(days=gap) < AS_OF and rng.random() > 0.15:
+                times.append(times[-1] + timedelta(days=rng.uniform(0.3, 2) * gap))
+        out[f"m{i:04d}"] = [(t, rng.choice([1990, 4550, 12001, 30000, rng.randint(100, 90000)]),
+                             rng.choice([0] * 9 + [500])) for t in times]
+    return out
+
+
+def load(conn: Connection, orders: Orders) -> None:
+    rows = [(SHOP, f"{m}-{i}", m, amount, at, refunded)
+            for m, trades in orders.items() for i, (at, amount, refunded) in enumerate(trades)]
+    conn.exec_driver_sql(
+        "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, completed_at, "
+        "refund_requested_cents, refunded_cents) "
+        "SELECT * , r FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], "
+        "%s::timestamptz[], %s::bigint[]) AS u(s, o, m, a, c, r)",
+        tuple(list(col) for col in zip(*rows, strict=True)))
+    conn.exec_driver_sql(
+        "INSERT INTO members (shop_id, member_id, completed_trades, gross_cents, refunded_cents, "
+        "  spend_cents, first_purchase_at, last_purchase_at) "
+        "SELECT shop_id, member_id, count(*), sum(amount_cents), sum(refunded_cents), "
+        "  sum(amount_cents - refunded_cents), min(completed_at), max(completed_at) "
+        "FROM member_orders WHERE shop_id = %s GROUP BY shop_id, member_id", (SHOP,))
+    conn.exec_driver_sql("INSERT INTO abc_shops (shop_id, watermark) VALUES (%s, %s)",
+                         (SHOP, AS_OF))
+    conn.exec_driver_sql(
+        "INSERT INTO stream_clocks (consumer, topic, partition, clock) "
+        "VALUES ('tiering', 'memberflow.orders', 0, %s) ON CONFLICT (consumer, topic, partition) "
+        "DO UPDATE SET clock = excluded.clock", (AS_OF,))
+
+
+def expected_scores(orders: Orders, as_of: datetime, settings: RfmSettings
+                    ) -> dict[str, tuple[int, int, int, str]]:
+    """The rule of services/tiering/rfm.py, the slow way (days in UTC, the shop's zone here)."""
+    start = as_of - timedelta(days=settings.period_days)
+    values: dict[str, tuple[int, int, int]] = {}
+    for member, trades in orders.items():
+        inside = [(at, amount - refunded) for at, amount, refunded in trades
+                  if start < at <= as_of]
+        if not inside:
+            continue
+        days = {at.date() for at, _ in inside}
+        recency = int((as_of - max(at for at, _ in inside)).total_seconds() // 86400)
+        net = sum(n for _, n in inside)
+        monetary = int((Decimal(net) / len(days)).quantize(Decimal(1), ROUND_HALF_UP))
+        values[member] = (-recency, len(days), monetary)
+    edges = [rfm.edges([v[i] for v in values.values()]) for i in range(3)]
+    out = {}
+    for member, v in values.items():
+        r, f, m = (rfm.score(v[i], edges[i]) for i in range(3))
+        out[member] = (r, f, m, rfm.segment_of(r, f, m, settings.segments))
+    return out
+
+
+def stored(conn: Connection) -> dict[str, tuple[int, int, int, str]]:
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in conn.exec_driver_sql(
+        "SELECT member_id, r_score, f_score, m_score, segment FROM member_rfm "
+        "WHERE shop_id = %s", (SHOP,))}
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url, pool_size=1)
+    yield engine
+    engine.dispose()
+
+
+def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
+        engine: Engine) -> None:
+    orders = population(300)
+    settings = RfmSettings()
+    with engine.begin() as conn:
+        load(conn, orders)
+        run, applied = scores_store.recompute_rfm(conn, SHOP, "UTC", AS_OF, settings, AS_OF)
+        assert run.buyers == 300 and run.planned == len(applied) == 300
+        assert stored(conn) == expected_scores(orders, AS_OF, settings)
+        assert {c.old for c in applied} == {None}
+        # Nothing moved: nothing planned.
+        again, none = scores_store.recompute_rfm(conn, SHOP, "UTC", AS_OF, settings, AS_OF)
+        assert again.planned == 0 and none == []
+
+    # Time passes without a sale: buyers leave the period, everyone's recency grows.
+    later = AS_OF + 120 * DAY
+    with engine.begin() as conn:
+        before = stored(conn)
+        since = dict(conn.exec_driver_sql(
+            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).all())
+        run, applied = scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
+        after = stored(conn)
+        assert after == expected_scores(orders, later, settings)
+        assert 0 < len(after) < len(before)
+        changed = {c.member_id: c for c in applied}
+        # Exactly the members whose scores or segment differ, each with its old segment.
+        assert set(changed) == {m for m in before.keys() | after.keys()
+                                if before.get(m) != after.get(m)}
+        assert all(c.old == before[m][3] for m, c in changed.items() if m in before)
+        assert all(c.new is None and c.scores is None for m, c in changed.items()
+                   if m not in after)
+        # `since` moves with the segment only.
+        moved = dict(conn.exec_driver_sql(
+            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).all())
+        for member, at in moved.items():
+            kept = before.get(member, (0, 0, 0, None))[3] == after[member][3]
+            assert at == (since[member] if kept else later), member
+
+
+def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: Engine) -> None:
+    orders = population(600)
+    settings = RfmSettings()
+    with engine.begin() as conn:
+        load(conn, orders)
+        note = scores_store.predict(conn, SHOP, "UTC", AS_OF, settings)
+    assert note.startswith("BG/NBD r ")
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        report = analysis.predicted_value(conn, shop, analysis.period_of(conn, shop),
+                                          horizon_days=settings.horizon_days)
+        records = {r["member_id"]: r for r in member_records(conn, SHOP)}
+    # The same fit: every buyer's record carries the report's figures.
+    listed = report.tables["members"].rows
+    assert len(listed) == len(records) == 600
+    for row in listed:
+        record = records[row["member_id"]]
+        assert (record["p_alive"], record["expected_purchases"], record["expected_value"]) == (
+            row["p_alive"], row["expected_purchases"], row["expected_value"]), row
+    # "Probability active at most 0.3 and spend at least 1,000": the report's win-back list.
+    wanted = MemberFilter(max_p_alive=Decimal("0.3"), min_spend=Decimal("1000"))
+    with engine.connect() as conn:
+        chosen = {r["member_id"] for r in member_records(conn, SHOP, wanted)}
+        win_back = analysis.predicted_value(conn, shop, analysis.period_of(conn, shop),
+                                            max_p_alive=Decimal("0.3"),
+                                            min_spend=Decimal("1000"))
+        valuable = {r["member_id"] for r in member_records(
+            conn, SHOP, MemberFilter(min_expected_value=Decimal("100")))}
+    assert chosen and chosen == {r["member_id"] for r in win_back.tables["members"].rows}
+    assert valuable and valuable == {r["member_id"] for r in listed
+                                     if Decimal(r["expected_value"]) >= 100}
+
+    # A period too short for a fit: the shop's predictions go, and its note says why.
+    short = RfmSettings(period_days=7)
+    with engine.begin() as conn:
+        note = scores_store.predict(conn, SHOP, "UTC", AS_OF, short)
+        assert note.startswith("no predictions: ") and "at least 200 buyers" in note
+        assert conn.exec_driver_sql("SELECT count(*) FROM member_predictions").scalar() == 0
+        assert conn.exec_driver_sql(
+            "SELECT predicted_note FROM abc_shops WHERE shop_id = %s", (SHOP,)).scalar() == note
