@@ -31,16 +31,16 @@ from sqlalchemy import Engine
 
 from memberflow import analysis, coupons
 from memberflow.configure import apply_shop_config
+from memberflow.readmodel import member_records
 from memberflow.runtime import Stack
+from services.campaigns.config import Target
 from services.tiering import rfm
 from shared import tokens
 from shared.db import make_engine
+from shared.filters import MemberFilter
 from shared.shopconfig import parse
 from tests.api_support import ApiServer
 from tests.e2e.test_cli import mf
-from memberflow.readmodel import member_records
-from services.campaigns.config import Target
-from shared.filters import MemberFilter
 from tests.support import pipeline, read_topic, unique_by_id
 
 SHOP = "ana"
