@@ -40,6 +40,7 @@ from services.tagging import operations as tagging_ops
 from services.tiering import operations as tiering_ops
 from shared import tokens
 from shared.audit import OperationRefused, audit
+from services.tiering.rfm import DEFAULT_SEGMENTS, OTHERS
 from shared.filters import MemberFilter
 from shared.keys import verified
 from shared.profiles import with_profiles
@@ -78,8 +79,9 @@ def _query_filters(request: Request) -> tuple[MemberQuery, list[str], str]:
         "level": [v for v in q.getlist("level") if v != ""],
         "abc": [v for v in q.getlist("abc") if v != ""],
         "tag": [v.strip() for v in q.getlist("tag") if v.strip()],
+        "rfm_segment": [v for v in q.getlist("rfm_segment") if v != ""],
     }
-    for name in ("min_spend", "max_spend", "dormant_days"):
+    for name in ("min_spend", "max_spend", "dormant_days", "max_p_alive", "min_expected_value"):
         if q.get(name, "").strip():
             raw[name] = q[name].strip()
     for name in ("important", "blacklisted"):
@@ -170,7 +172,7 @@ def router() -> APIRouter:
                      rows=found["rows"], total=found["total"], page=min(page, pages),
                      pages=pages, filters=filters, member_text=", ".join(ids), sort=sort,
                      sorts=list(SORTS), ladder=_ladder(config), tags=_tags(config),
-                     query=_without_page(request), error=None)
+                     segments=_segments(config), query=_without_page(request), error=None)
 
     @console.get("/shops/{shop_id}/members/{member_id}")
     async def member(request: Request, shop_id: str, member_id: str) -> Response:
@@ -388,7 +390,8 @@ async def _member_page(request: Request, access: Access, member_id: str, *,
                  shop_name=_shop_name(config, shop_id), m=found["member"],
                  levels=found["levels"], tag_changes=found["tags"],
                  campaigns=found["campaigns"], level_names=_ladder(config),
-                 tag_names=_tags(config), notice=notice, error=error)
+                 tag_names=_tags(config), segments=_segments(config), notice=notice,
+                 error=error)
 
 
 def _png(draw: Callable[[Any, Path], None], report: Any) -> bytes:
@@ -406,7 +409,7 @@ def _members_error(request: Request, access: Access, exc: Exception) -> HTMLResp
         why = str(exc)
     return _page(request, "members.html", status=422, access=access, shop_name=access.shop_id,
                  rows=[], total=0, page=1, pages=1, filters=MemberQuery(), member_text="",
-                 sort="member_id", sorts=list(SORTS), ladder={}, tags={},
+                 sort="member_id", sorts=list(SORTS), ladder={}, tags={}, segments={},
                  query=_without_page(request), error=why)
 
 
@@ -424,6 +427,14 @@ def _ladder(config: Any) -> dict[int, str]:
     if config is None or config.levels is None:
         return {}
     return {0: "no level"} | {i + 1: step.name for i, step in enumerate(config.levels.ladder)}
+
+
+def _segments(config: Any) -> dict[str, str]:
+    """RFM segment names by id, as the shop's map names them."""
+    names: dict[str, str] = {}
+    for s in config.rfm.segments if config is not None else DEFAULT_SEGMENTS:
+        names.setdefault(s.id, s.name)   # an id may be listed twice: its first name
+    return names | {OTHERS: "others"}
 
 
 def _tags(config: Any) -> dict[str, str]:

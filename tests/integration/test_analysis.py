@@ -343,6 +343,16 @@ def test_each_members_rfm_segment_is_kept_published_and_filters(
         assert [m["rfm_segment"] for m in worst.json["items"]] == ["at-risk", "lost"]
         assert api.call("GET", f"/api/v1/shops/{SHOP}/members?max_p_alive=2",
                         token=reader).status == 422
+        # The console filters and shows them as the operator reads them.
+        cookie = {"Cookie": f"mf_console={reader}"}
+        page = api.call("GET", f"/console/shops/{SHOP}/members?rfm_segment=at-risk",
+                        headers=cookie)
+        assert page.status == 200 and '<td class="rfm">At risk</td>' in page.text
+        assert page.text.count('class="member"') == 1 and ">e</a>" in page.text
+        one = api.call("GET", f"/console/shops/{SHOP}/members/c", headers=cookie)
+        assert 'id="rfm">New <span class="muted">R4 F1 M3</span>' in one.text
+        bad = api.call("GET", f"/console/shops/{SHOP}/members?max_p_alive=x", headers=cookie)
+        assert bad.status == 422 and "max_p_alive" in bad.text
 
 
 def test_the_shop_edits_its_segment_map(stack: Stack, engine: Engine) -> None:

@@ -121,8 +121,8 @@ def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
     later = AS_OF + 120 * DAY
     with engine.begin() as conn:
         before = stored(conn)
-        since = dict(conn.exec_driver_sql(
-            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).all())
+        since: dict[str, datetime] = dict(conn.exec_driver_sql(
+            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).tuples().all())
         run, applied = scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
         after = stored(conn)
         assert after == expected_scores(orders, later, settings)
@@ -135,8 +135,8 @@ def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
         assert all(c.new is None and c.scores is None for m, c in changed.items()
                    if m not in after)
         # `since` moves with the segment only.
-        moved = dict(conn.exec_driver_sql(
-            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).all())
+        moved: dict[str, datetime] = dict(conn.exec_driver_sql(
+            "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).tuples().all())
         for member, at in moved.items():
             kept = before.get(member, (0, 0, 0, None))[3] == after[member][3]
             assert at == (since[member] if kept else later), member
