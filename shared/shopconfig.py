@@ -25,7 +25,7 @@ from services.campaigns.config import CampaignDefinition, campaign_problems
 from services.tagging.config import Tagging
 from services.tagging.rules import RuleError, compile_rule
 from services.tiering.policy import AbcSettings, LevelPolicy
-from services.tiering.rfm import RfmSettings
+from services.tiering.rfm import OTHERS, RfmSettings
 from shared.config_types import RuleBroken
 
 ShopId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
@@ -86,14 +86,28 @@ class ShopConfig(BaseModel):
         # Dates in tag rules are read in the shop's time zone, so that is where they must hold.
         zone = ZoneInfo(self.timezone)
         problems = []
+        segments = {s.id for s in self.rfm.segments} | {OTHERS}
         for i, rule in enumerate(self.tagging.rules):
             if rule.when is None:
                 continue
             try:
-                compile_rule(rule.when, zone)
+                compiled = compile_rule(rule.when, zone)
             except RuleError as exc:
                 problems.append((f"tagging.rules[{i}].when", str(exc)))
+                continue
+            # A misspelt segment would match nobody, silently.
+            unknown = sorted(compiled.texts("rfm_segment") - segments)
+            if unknown:
+                problems.append((f"tagging.rules[{i}].when", (
+                    f"rfm_segment {', '.join(map(repr, unknown))} is not a segment of the "
+                    f"shop's RFM map ({', '.join(sorted(segments))})")))
         problems += campaign_problems(self.campaigns, {t.id for t in self.tagging.tags})
+        for i, campaign in enumerate(self.campaigns):
+            unknown = sorted(set(campaign.target.rfm_segments) - segments - {"none"})
+            if unknown:
+                problems.append((f"campaigns[{i}].target.rfm_segments", (
+                    f"{', '.join(map(repr, unknown))} is not a segment of the shop's RFM map "
+                    f"({', '.join(sorted(segments))}) or none")))
         if problems:
             raise RuleBroken(problems)
         return self

@@ -38,9 +38,9 @@ from services.api.auth import Access, authorize, engine_of
 from services.campaigns import operations as campaign_ops
 from services.tagging import operations as tagging_ops
 from services.tiering import operations as tiering_ops
+from services.tiering.rfm import DEFAULT_SEGMENTS, OTHERS
 from shared import tokens
 from shared.audit import OperationRefused, audit
-from services.tiering.rfm import DEFAULT_SEGMENTS, OTHERS
 from shared.filters import MemberFilter
 from shared.keys import verified
 from shared.profiles import with_profiles

@@ -507,6 +507,15 @@ class Rule:
         """The field names the rule uses."""
         return self._fields
 
+    def texts(self, field: str) -> frozenset[str]:
+        """The text values the rule compares `field` with (to check them against a list)."""
+        found: set[str] = set()
+        for leaf in _leaves(self._tree):
+            if leaf.field.name == field:
+                values = leaf.value if isinstance(leaf.value, tuple) else (leaf.value,)
+                found.update(v for v in values if isinstance(v, str))
+        return frozenset(found)
+
     @property
     def time_based(self) -> bool:
         """Whether the rule uses days_since_*, so its truth can change as the clock moves."""

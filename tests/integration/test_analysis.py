@@ -34,7 +34,7 @@ from memberflow.configure import apply_shop_config
 from memberflow.readmodel import member_records
 from memberflow.runtime import Stack
 from services.campaigns.config import Target
-from services.tiering import rfm
+from services.tiering import rfm, scores_store
 from shared import tokens
 from shared.db import make_engine
 from shared.filters import MemberFilter
@@ -364,6 +364,16 @@ def test_the_shop_edits_its_segment_map(stack: Stack, engine: Engine) -> None:
     segmented = build(engine, analysis.rfm_analysis)
     assert [(r["segment"], r["name"], r["buyers"]) for r in segmented.tables["segments"].rows] == [
         ("big", "大客户", 1), ("recent", "近期", 2), ("others", "others", 1)]
+    # The new map makes the stored segments stale (the predictions, same period, stay), and the
+    # next recompute names the members by it.
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT rfm_dirty, predicted_as_of FROM abc_shops WHERE shop_id = %s",
+            (SHOP,)).one() == (True, CLOCK)
+        shop = analysis.shop_of(conn, SHOP)
+        scores_store.recompute_rfm(conn, SHOP, shop.zone, CLOCK, shop.config.rfm, CLOCK)
+    assert {m: s[3] for m, s in stored_scores(engine).items()} == {
+        "a": "big", "b": "recent", "c": "recent", "e": "others"}
     with pytest.raises(ValueError, match="not a score"):
         parse({"shop_id": SHOP, "name": "x", "rfm": {"segments": [
             {"id": "bad", "name": "x", "r": "5"}]}})

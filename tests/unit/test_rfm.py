@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from services.tiering import rfm
+from shared.shopconfig import parse
 
 values = st.lists(st.integers(-10_000, 10_000), min_size=1, max_size=60)
 
@@ -68,3 +69,20 @@ def test_the_first_matching_segment_wins_and_a_gap_is_others() -> None:
     own = [rfm.Segment(id="big", name="大客户", m="4"), rfm.Segment(id="any", name="all")]
     assert rfm.segment_of(1, 1, 4, own) == "big" and rfm.segment_of(1, 1, 3, own) == "any"
     assert rfm.segment_of(1, 1, 1, own[:1]) == rfm.OTHERS
+
+
+def test_rules_and_targets_name_segments_of_the_shops_map() -> None:
+    shop = {"shop_id": "s", "name": "S", "tagging": {"tags": [{"id": "t", "name": "T"}], "rules": [
+        {"id": "r", "tag": "t", "when": 'rfm_segment in ["at_risk", "lost"] or spend > 5'}]}}
+    with pytest.raises(ValueError, match=r"tagging.rules\[0\].when: rfm_segment 'at_risk' is "
+                                         r"not a segment of the shop's RFM map \(at-risk, "):
+        parse(shop)
+    own = {"segments": [{"id": "at-risk", "name": "Mine", "r": "1"}]}
+    fixed = 'rfm_segment in ["at-risk", "others"] or spend > 5'
+    assert parse({**shop, "rfm": own, "tagging": {**shop["tagging"], "rules": [
+        {"id": "r", "tag": "t", "when": fixed}]}}).rfm.segments[0].name == "Mine"
+    campaign = {"id": "c", "name": "C", "channels": ["sms"], "offer": {
+        "kind": "cash_off", "amount": "5.00"}, "starts_at": "2026-07-01T00:00:00Z",
+        "ends_at": "2026-07-31T00:00:00Z", "target": {"rfm_segments": ["none", "lots"]}}
+    with pytest.raises(ValueError, match=r"campaigns\[0\].target.rfm_segments: 'lots' is not"):
+        parse({"shop_id": "s", "name": "S", "campaigns": [campaign]})
