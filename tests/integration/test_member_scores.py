@@ -182,3 +182,20 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
         assert conn.exec_driver_sql("SELECT count(*) FROM member_predictions").scalar() == 0
         assert conn.exec_driver_sql(
             "SELECT predicted_note FROM abc_shops WHERE shop_id = %s", (SHOP,)).scalar() == note
+
+
+@pytest.mark.parametrize("segments", [
+    list(rfm.DEFAULT_SEGMENTS),
+    [rfm.Segment(id="big", name="大客户", m="4"), rfm.Segment(id="recent", name="近期", r="3-4"),
+     rfm.Segment(id="mid", name="mid", r="2", f="2-3", m="1-2")]])
+def test_the_segment_map_in_sql_is_the_python_one(engine: Engine,
+                                                  segments: list[rfm.Segment]) -> None:
+    with engine.connect() as conn:
+        found = {(r, f, m): s for r, f, m, s in conn.exec_driver_sql(
+            "SELECT r_score, f_score, m_score, " + rfm.segment_sql(segments) + " FROM "
+            "generate_series(1, 4) r_score, generate_series(1, 4) f_score, "
+            "generate_series(1, 4) m_score")}
+    assert len(found) == 64
+    assert found == {k: rfm.segment_of(*k, segments) for k in found}
+    # The default map names every pattern; the shop's own leaves gaps, named "others".
+    assert (rfm.OTHERS in found.values()) is (segments[0].id == "big")
