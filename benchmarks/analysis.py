@@ -8,6 +8,11 @@ A fresh embedded PostgreSQL 16 database gets the bulk-loaded shop of benchmarks/
 has a level name), a level for each member by spend, and the pipeline clock at the newest
 order. Each report is then built as `memberflow report NAME --shop S` builds it (the default
 period: the 365 days up to the clock), `--runs` times; the first run reads from a cold cache.
+
+Then the scores the tiering worker keeps in each member's record, each step in its own
+transaction as the worker runs it: an RFM recompute scoring every buyer for the first time
+(every one a change to store), one after ~1% of members bought again, one with nothing moved,
+and a refit of the predicted value.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
-from tiers import SHOP, load_shop
+from tiers import SHOP, load_shop, one_percent_more
 from workload import fresh_database, postgres
 
 from memberflow import analysis
 from memberflow.configure import apply_shop_config
+from services.tiering import scores_store
 from shared.shopconfig import parse
 from shared.topics import Topics
 
@@ -78,7 +84,33 @@ def main() -> None:
             first = next(iter(report.tables.values()))
             print(f"{name:<10} {' / '.join(f'{s:.2f}' for s in runs):<22} "
                   f"{len(first.rows)} rows; {_gist(report.summary)}")
+        kept_scores(engine)
         engine.dispose()
+
+
+def kept_scores(engine: Engine) -> None:
+    print(f"{'kept':<24} {'s':>6}  changes")
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        as_of = analysis.shop_clock(conn, SHOP)
+    assert as_of is not None
+
+    def rfm(what: str) -> None:
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            run, _ = scores_store.recompute_rfm(conn, SHOP, shop.zone, as_of, shop.config.rfm,
+                                                datetime.now(UTC))
+        print(f"{what:<24} {time.perf_counter() - started:6.2f}  {run.planned:,} of "
+              f"{run.buyers:,} buyers")
+
+    rfm("rfm, first")
+    one_percent_more(engine, as_of, 0.7, "x")
+    rfm("rfm, 1% bought again")
+    rfm("rfm, nothing moved")
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        note = scores_store.predict(conn, SHOP, shop.zone, as_of, shop.config.rfm)
+    print(f"{'predicted value refit':<24} {time.perf_counter() - started:6.2f}  {note[:60]}")
 
 
 def _gist(summary: dict[str, Any]) -> str:

@@ -238,26 +238,28 @@ class AbcSize:
     ranking_rows: int
 
 
+def one_percent_more(engine: Engine, as_of: datetime, seed: float, tag: str) -> int:
+    """~1% of the shop's members complete one more order in the 30 days before `as_of`."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"SELECT setseed({seed})")
+        return int(conn.exec_driver_sql(_ONE_PERCENT_MORE, {
+            "shop": SHOP, "as_of": as_of, "tag": tag}).rowcount)
+
+
 def abc_part(engine: Engine, loaded: Loaded) -> AbcSize:
     first = recompute(engine, loaded.as_of)
     rows, ranking_s = in_transaction(
         engine, lambda conn: abc_store.ranking(conn, SHOP, loaded.as_of, CustomerAbc()))
 
-    def one_percent_more(seed: float, tag: str) -> int:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"SELECT setseed({seed})")
-            return int(conn.exec_driver_sql(_ONE_PERCENT_MORE, {
-                "shop": SHOP, "as_of": loaded.as_of, "tag": tag}).rowcount)
-
     # Right after the first ranking: its rows are fresh, never vacuumed (the worst case).
-    changed = one_percent_more(0.7, "x")
+    changed = one_percent_more(engine, loaded.as_of, 0.7, "x")
     second = recompute(engine, loaded.as_of)
     noop = recompute(engine, loaded.as_of)
     # What autovacuum does soon after a large recompute; then another 1% of members buy.
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         for table in ("members", "member_orders", "abc_period"):
             conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
-    one_percent_more(0.3, "y")
+    one_percent_more(engine, loaded.as_of, 0.3, "y")
     settled = recompute(engine, loaded.as_of)
     return AbcSize(loaded, first, second, noop, changed, settled, ranking_s, len(rows))
 
