@@ -206,8 +206,21 @@ def shop_of(conn: Connection, shop_id: str) -> Shop:
 
 
 def period_of(conn: Connection, shop: Shop, first_day: date | None = None,
-              last_day: date | None = None, days: int | None = None) -> Period:
-    """The report's period (see the module docstring); NoData before the shop's first order."""
+              last_day: date | None = None, days: int | None = None,
+              report: str | None = None) -> Period:
+    """The report's period (see the module docstring); NoData before the shop's first order.
+
+    Naming none, the RFM and predicted-value reports (`report`) cover the period of what
+    tiering keeps in the members' records (its last recompute, at most minutes behind the
+    clock, or its last daily fit), so they read it instead of scoring every buyer again; when
+    nothing is kept, the 365 days up to the shop's clock, as the others."""
+    if report in ("rfm", "predicted") and first_day is None and last_day is None \
+            and days is None:
+        kept = _kept(conn, shop)
+        as_of = kept.rfm_as_of if report == "rfm" else kept.predicted_as_of
+        if as_of is not None:
+            return Period.rolling(as_of, _rfm_settings(shop).period_days, shop.zone,
+                                  shop.configured)
     return report_period(conn, shop.shop_id, DEFAULT_DAYS, shop.zone, shop.configured,
                          first_day, last_day, days)
 
@@ -727,21 +740,52 @@ class _Scored:
     m_edges: list[int]
 
 
-def rfm_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+def _rfm_settings(shop: Shop) -> rfm.RfmSettings:
+    return shop.config.rfm if shop.config is not None else rfm.RfmSettings()
+
+
+def _kept(conn: Connection, shop: Shop) -> Any:
+    from services.tiering import scores_store
+
+    return scores_store.kept(conn, shop.shop_id, shop.zone, _rfm_settings(shop))
+
+
+def _kept_source(shop: Shop, as_of: datetime) -> str:
+    return ("kept in the members' records by tiering, as of "
+            f"{as_of.astimezone(ZoneInfo(shop.zone)).isoformat()}")
+
+
+def rfm_analysis(conn: Connection, shop: Shop, period: Period, *,
+                 kept: bool = True) -> Analysis:
     """Buyers' RFM scores over the period, their segments (the shop's map), and the R x F grid.
-    Recency counts to the period's end (the shop's clock by default)."""
-    segments = shop.config.rfm.segments if shop.config is not None else list(
-        rfm.DEFAULT_SEGMENTS)
-    orders, params = _orders(period)
-    values = rfm.values_sql(orders, NET)
-    # Grouped by the 64 possible score triples: a few dozen rows reach Python, each named by
-    # the shop's segment map.
-    conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")   # that grouping sorts ~1M rows
-    grouped = conn.exec_driver_sql(rfm.scored_sql(values, (
-        "SELECT g.*, e.r AS r_edges, e.f AS f_edges, e.m AS m_edges FROM ("
-        "  SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "
-        "    sum(spend) AS spend FROM (SELECT v.trades, v.spend, {scores} FROM v, e) s "
-        "  GROUP BY 1, 2, 3) g, e")), params | {"shop": shop.shop_id, "tz": shop.zone}).all()
+    Recency counts to the period's end (the shop's clock by default).
+
+    When the period is that of the scores tiering keeps (`default_period`), they are read from
+    the members' records (`kept=False` scores the buyers afresh all the same)."""
+    segments = _rfm_settings(shop).segments
+    stored = _kept(conn, shop) if kept else None
+    if stored is not None and stored.rfm_as_of is not None and period == Period.rolling(
+            stored.rfm_as_of, _rfm_settings(shop).period_days, shop.zone, shop.configured):
+        edges = stored.edges
+        grouped = conn.exec_driver_sql(
+            "SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "
+            "  sum(spend_cents) AS spend, %(r)s::bigint[] AS r_edges, "
+            "  %(f)s::bigint[] AS f_edges, %(m)s::bigint[] AS m_edges "
+            "FROM member_rfm WHERE shop_id = %(shop)s GROUP BY 1, 2, 3",
+            {"shop": shop.shop_id, "r": edges["r"], "f": edges["f"], "m": edges["m"]}).all()
+        source = _kept_source(shop, stored.rfm_as_of)
+    else:
+        orders, params = _orders(period)
+        values = rfm.values_sql(orders, NET)
+        # Grouped by the 64 possible score triples: a few dozen rows reach Python, each named
+        # by the shop's segment map.
+        conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")   # that grouping sorts ~1M rows
+        grouped = conn.exec_driver_sql(rfm.scored_sql(values, (
+            "SELECT g.*, e.r AS r_edges, e.f AS f_edges, e.m AS m_edges FROM ("
+            "  SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "
+            "    sum(spend) AS spend FROM (SELECT v.trades, v.spend, {scores} FROM v, e) s "
+            "  GROUP BY 1, 2, 3) g, e")), params | {"shop": shop.shop_id, "tz": shop.zone}).all()
+        source = "computed for this report"
     rows = [_Scored(rfm.segment_of(r.r_score, r.f_score, r.m_score, segments), r.r_score,
                     r.f_score, r.buyers, r.trades, r.spend, r.r_edges, r.f_edges, r.m_edges)
             for r in grouped]
@@ -781,7 +825,8 @@ def rfm_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
          "recency_edges_days": ", ".join(str(-x) for x in sorted(set(first.r_edges),
                                                                  reverse=True)),
          "frequency_edges_days": ", ".join(str(x) for x in sorted(set(first.f_edges))),
-         "monetary_edges": ", ".join(money(x) for x in sorted(set(first.m_edges)))},
+         "monetary_edges": ", ".join(money(x) for x in sorted(set(first.m_edges))),
+         "scores": source},
         _rfm_chart)
 
 
@@ -866,9 +911,10 @@ def _coupon_chart(report: Analysis, plt: Any) -> None:
 P_ALIVE_BANDS = (Decimal("0.1"), Decimal("0.3"), Decimal("0.5"), Decimal("0.7"), Decimal("0.9"))
 
 
-def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: int = 90,
-                    max_p_alive: Decimal | None = None, min_spend: Decimal | None = None,
-                    limit: int = 1000) -> Analysis:
+def predicted_value(conn: Connection, shop: Shop, period: Period,
+                    horizon_days: int | None = None, max_p_alive: Decimal | None = None,
+                    min_spend: Decimal | None = None, limit: int = 1000, *,
+                    kept: bool = True) -> Analysis:
     """Per buyer of the period: the probability of still being an active customer, expected
     purchases in the next `horizon_days`, and their expected value (BG/NBD x Gamma-Gamma,
     `services.tiering.clv`, fitted on this shop's buyers of the period).
@@ -878,17 +924,37 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
     net spend per repeat purchase day. The fit reads the buyers grouped by equal summaries;
     the predictions go back to PostgreSQL, which ranks the buyers (biggest expected value
     first) among those with `max_p_alive` / `min_spend` (net, in the period) if given.
+
+    The horizon is the shop's (`rfm: horizon_days`) unless given. When the period and horizon
+    are those of tiering's last daily fit (`default_period`), its predictions are read from the
+    members' records (`kept=False` fits afresh all the same).
     """
     from services.tiering import clv, scores_store
 
-    orders, params = _orders(period)
-    params |= {"shop": shop.shop_id, "tz": shop.zone}
-    try:
-        fitted = scores_store.fit(conn, orders, params, horizon_days)
-    except scores_store.NoBuyers:
-        raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period") from None
-    except clv.TooLittleData as exc:
-        raise NoData(f"shop {shop.shop_id!r}: {exc}") from None
+    settings = _rfm_settings(shop)
+    horizon_days = horizon_days or settings.horizon_days
+    stored = _kept(conn, shop) if kept else None
+    params: dict[str, Any] = {"shop": shop.shop_id, "tz": shop.zone}
+    if (stored is not None and stored.fit is not None and stored.predicted_as_of is not None
+            and horizon_days == settings.horizon_days and period == Period.rolling(
+                stored.predicted_as_of, settings.period_days, shop.zone, shop.configured)):
+        fitted = stored.fit
+        source = ("(SELECT member_id, repeat_days AS x, days_first_to_last AS t_x, "
+                  "  days_since_first AS t_big, spend_cents AS spend, p_alive AS alive, "
+                  "  expected_purchases AS expected, expected_value_cents AS value "
+                  "  FROM member_predictions WHERE shop_id = %(shop)s) v")
+        how = _kept_source(shop, stored.predicted_as_of)
+    else:
+        orders, order_params = _orders(period)
+        params |= order_params
+        try:
+            fitted = scores_store.fit(conn, orders, params, horizon_days)
+        except scores_store.NoBuyers:
+            raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period"
+                         ) from None
+        except clv.TooLittleData as exc:
+            raise NoData(f"shop {shop.shop_id!r}: {exc}") from None
+        source, how = "predicted_values v", "fitted for this report"
     purchases, values = fitted.purchases, fitted.values
     params |= {"max_alive": float(max_p_alive) if max_p_alive is not None else 2.0,
                "min_spend": int(min_spend * 100) if min_spend is not None else None,
@@ -896,12 +962,13 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
     chosen = ("v.alive <= %(max_alive)s AND "
               "(%(min_spend)s::bigint IS NULL OR v.spend >= %(min_spend)s::bigint)")
     rows = conn.exec_driver_sql(
-        f"SELECT v.*, count(*) OVER () AS chosen FROM predicted_values v WHERE {chosen} "
-        "ORDER BY v.value DESC, v.member_id LIMIT %(limit)s", params).all()
+        f"SELECT v.*, count(*) OVER () AS chosen FROM {source} WHERE {chosen} "
+        # By value in whole cents, as kept and shown (ties then by member id).
+        "ORDER BY round(v.value) DESC, v.member_id LIMIT %(limit)s", params).all()
     bands = conn.exec_driver_sql(
         "SELECT width_bucket(v.alive, %(bands)s::float8[]) AS band, count(*), "
-        "  sum(v.expected), sum(v.value) FROM predicted_values v GROUP BY 1",
-        {"bands": [float(b) for b in P_ALIVE_BANDS]}).all()
+        f"  sum(v.expected), sum(v.value) FROM {source} GROUP BY 1",
+        params | {"bands": [float(b) for b in P_ALIVE_BANDS]}).all()
     edges = [Decimal(0), *P_ALIVE_BANDS, Decimal(1)]
     by_band = {int(b): (int(n), float(e), float(val)) for b, n, e, val in bands}
     buyers = sum(n for n, _, _ in by_band.values())
@@ -928,7 +995,7 @@ def predicted_value(conn: Connection, shop: Shop, period: Period, horizon_days: 
          "fit": ("a parameter lies at the edge of the search: these buyers do not behave as "
                  "the models assume, read the predictions with care"
                  if fitted.at_limit else "good"),
-         "expected_purchases": f"{fitted.expected_total:.1f}"})
+         "expected_purchases": f"{fitted.expected_total:.1f}", "predictions": how})
 
 
 # Every report over a period with its default settings, by the name `memberflow report` gives it

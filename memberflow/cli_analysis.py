@@ -39,7 +39,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(build: Callable[..., Any], shop: str, days: int | None, first_day: datetime | None,
          last_day: datetime | None, fmt: str, out: Path | None, chart: Path | None,
-         database_url: str | None, data_dir: Path | None, *, with_period: bool = True) -> None:
+         database_url: str | None, data_dir: Path | None, *, with_period: bool = True,
+         name: str | None = None) -> None:
     from memberflow import analysis
     from memberflow.abc_report import BadPeriod, NoData
 
@@ -50,7 +51,7 @@ def _run(build: Callable[..., Any], shop: str, days: int | None, first_day: date
             where = analysis.shop_of(conn, shop)
             if with_period:
                 period = analysis.period_of(conn, where, first_day.date() if first_day else None,
-                                            last_day.date() if last_day else None, days)
+                                            last_day.date() if last_day else None, days, name)
                 report = build(conn, where, period)
             else:
                 report = build(conn, where)
@@ -123,7 +124,7 @@ def report_rfm(**kw: Any) -> None:
     """Buyers' recency, frequency and monetary scores (1-4, from the shop's quartiles), their
     segments by the shop's map, and the R x F grid."""
     from memberflow.analysis import rfm_analysis
-    _run(rfm_analysis, **kw)
+    _run(rfm_analysis, name="rfm", **kw)
 
 
 @click.command("coupons")
@@ -136,20 +137,21 @@ def report_coupons(**kw: Any) -> None:
 
 @click.command("predicted")
 @_common
-@click.option("--horizon", "horizon_days", type=click.IntRange(1, 3650), default=90,
-              show_default=True, help="predict this many days ahead")
+@click.option("--horizon", "horizon_days", type=click.IntRange(1, 3650),
+              help="predict this many days ahead (default: the shop's rfm: horizon_days, 90)")
 @click.option("--max-p-alive", type=click.FloatRange(0, 1),
               help="list only buyers at most this likely to be still active (e.g. 0.3)")
 @click.option("--min-spend", type=Amount(), help="... who spent at least this in the period")
 @click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
-def report_predicted(horizon_days: int, max_p_alive: float | None, min_spend: Decimal | None,
+def report_predicted(horizon_days: int | None, max_p_alive: float | None, min_spend: Decimal | None,
                      limit: int, **kw: Any) -> None:
     """Per buyer: the probability of being still active, expected purchases and expected value
     in the horizon (BG/NBD and Gamma-Gamma fitted on the shop's buyers of the period)."""
     from memberflow.analysis import predicted_value
     cap = Decimal(str(max_p_alive)) if max_p_alive is not None else None
     _run(lambda conn, shop, period: predicted_value(conn, shop, period, horizon_days, cap,
-                                                    min_spend, limit), **kw)
+                                                    min_spend, limit),
+         name="predicted", **kw)
 
 
 @click.command("growth")

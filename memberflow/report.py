@@ -179,7 +179,7 @@ def _analysis(conn: Connection, shop_id: str) -> list[str]:
     try:
         shop = analysis.shop_of(conn, shop_id)
         period = analysis.period_of(conn, shop)
-        rfm = analysis.rfm_analysis(conn, shop, period)
+        rfm = analysis.rfm_analysis(conn, shop, analysis.period_of(conn, shop, report="rfm"))
         coupons = analysis.coupon_analysis(conn, shop, period)
     except NoData:
         return []

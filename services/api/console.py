@@ -462,7 +462,8 @@ async def _analysis(request: Request, shop_id: str, name: str) -> Any:
         shop = analysis.shop_of(conn, shop_id)
         if name == "dormant":
             return analysis.dormant_members(conn, shop, days or 180, limit=200)
-        return analysis.BY_PERIOD[name](conn, shop, analysis.period_of(conn, shop, days=days))
+        return analysis.BY_PERIOD[name](conn, shop, analysis.period_of(conn, shop, days=days,
+                                                                        report=name))
 
     return await in_transaction(request, work)
 

@@ -35,11 +35,12 @@ def _refused(exc: Exception) -> Exception:
     return RequestRefused(str(exc), [{"field": "query", "problem": str(exc)}])
 
 
-async def _made(request: Request, access: Access, build: Build, days: int | None,
+async def _made(request: Request, access: Access, name: str, build: Build, days: int | None,
                 first_day: date | None, last_day: date | None) -> analysis.Analysis:
     def work(conn: Connection) -> analysis.Analysis:
         shop = analysis.shop_of(conn, access.shop_id)
-        return build(conn, shop, analysis.period_of(conn, shop, first_day, last_day, days))
+        return build(conn, shop, analysis.period_of(conn, shop, first_day, last_day, days,
+                                                    name))
     try:
         return await in_transaction(request, work)
     except (NoData, BadPeriod, ValueError) as exc:
@@ -90,13 +91,15 @@ def router() -> APIRouter:
         async def as_json(request: Request, access: Reader, days: Days = None,
                           first_day: FirstDay = None, last_day: LastDay = None,
                           **extra: Any) -> dict[str, Any]:
-            made = await _made(request, access, build(**extra), days, first_day, last_day)
+            made = await _made(request, access, name, build(**extra), days, first_day,
+                               last_day)
             return made.to_dict()
 
         async def as_file(request: Request, access: Reader, fmt: Format, days: Days = None,
                           first_day: FirstDay = None, last_day: LastDay = None,
                           **extra: Any) -> Response:
-            made = await _made(request, access, build(**extra), days, first_day, last_day)
+            made = await _made(request, access, name, build(**extra), days, first_day,
+                               last_day)
             return _file(made, fmt)
 
         for route in (as_json, as_file):
@@ -128,7 +131,8 @@ def router() -> APIRouter:
     add("amounts", "Order values and buyers' spend in buckets, mean, median, percentiles",
         amounts)
 
-    def predicted(horizon: Annotated[int, Query(ge=1, le=3650)] = 90,
+    def predicted(horizon: Annotated[int | None, Query(
+                      ge=1, le=3650, description="default: the shop's rfm: horizon_days")] = None,
                   max_p_alive: Annotated[Decimal | None, Query(ge=0, le=1, max_digits=4,
                                                                decimal_places=3)] = None,
                   min_spend: Annotated[Decimal | None, Query(ge=0, max_digits=14,

@@ -22,10 +22,11 @@ with SKIP LOCKED and mark it taken before the work starts.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
 from services.tiering import rfm
@@ -41,12 +42,38 @@ _RFM_STALE = ("(rfm_dirty OR rfm_computed_as_of IS NULL "
               "OR rfm_computed_as_of <= %(clock)s - %(step)s OR rfm_applying_as_of IS NOT NULL)")
 
 
-def settings_text(settings: RfmSettings, *, predicted: bool = False) -> str:
-    """What a stored recompute was made with: a new map or period makes it stale."""
+def settings_text(settings: RfmSettings, zone: str, *, predicted: bool = False) -> str:
+    """What a stored recompute or fit was made with (the reports read it only when the shop's
+    settings are still these)."""
     if predicted:
-        return f"{settings.period_days}:{settings.horizon_days}"
+        return f"{settings.period_days}:{settings.horizon_days}:{zone}"
     body = ";".join(s.model_dump_json() for s in settings.segments)
-    return f"{settings.period_days}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+    return f"{settings.period_days}:{zone}:{hashlib.sha256(body.encode()).hexdigest()[:16]}"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What tiering last stored for a shop: RFM as of `rfm_as_of` (None: nothing finished with
+    these settings) and its quartile edges; the fit as of `predicted_as_of`."""
+
+    rfm_as_of: datetime | None
+    edges: dict[str, list[int]] | None
+    predicted_as_of: datetime | None
+    fit: Fitted | None
+
+
+def kept(conn: Connection, shop_id: str, zone: str, settings: RfmSettings) -> Kept:
+    row = conn.exec_driver_sql(
+        "SELECT rfm_computed_as_of, rfm_applying_as_of, rfm_settings, rfm_edges, "
+        "predicted_as_of, predicted_settings, predicted_fit FROM abc_shops WHERE shop_id = %s",
+        (shop_id,)).first()
+    if row is None:
+        return Kept(None, None, None, None)
+    scored = (row[0] is not None and row[1] is None and row[3] is not None
+              and row[2] == settings_text(settings, zone))
+    fitted = row[6] is not None and row[5] == settings_text(settings, zone, predicted=True)
+    return Kept(row[0] if scored else None, row[3] if scored else None,
+                row[4] if fitted else None, Fitted.from_json(row[6]) if fitted else None)
 
 
 def orders_of_period() -> str:
@@ -70,6 +97,9 @@ class RfmChange:
     old: str | None                       # segment before (None: not a buyer of the period)
     new: str | None
     scores: tuple[int, int, int] | None   # (r, f, m) after; None when no longer scored
+    trades: int = 0                       # the member's trades and net spend in the period
+    spend_cents: int = 0
+    moved: bool = True                    # scores or segment changed (else only the figures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,35 +148,43 @@ def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
     # What a run that died midway left goes; its shop is recomputed from the stored rows.
     conn.exec_driver_sql("DELETE FROM rfm_changes WHERE shop_id = %s", (shop_id,))
     run = int(conn.exec_driver_sql("SELECT nextval('abc_run')").scalar_one())
-    scored = rfm.scored_sql(rfm.values_sql(orders_of_period(), NET), (
-        "SELECT s.*, " + rfm.segment_sql(settings.segments) + " AS segment FROM ("
-        "  SELECT v.member_id, {scores} FROM v, e) s"))
-    counts = conn.exec_driver_sql(
-        f"WITH n AS ({scored}), "
+    # One statement: the buyers' values (`v`), the shop's edges (`e`), the scores (`n`), the
+    # differences from what is stored (`c`); the edges are kept for the RFM report.
+    counts = conn.exec_driver_sql(rfm.scored_sql(rfm.values_sql(orders_of_period(), NET), (
+        ", n AS (SELECT s.*, " + rfm.segment_sql(settings.segments) + " AS segment FROM ("
+        "  SELECT v.member_id, v.trades, v.spend, {scores} FROM v, e) s), "
         "o AS (SELECT * FROM member_rfm WHERE shop_id = %(shop)s), "
         "c AS (INSERT INTO rfm_changes (shop_id, run, member_id, old_segment, new_segment, "
-        "  r_score, f_score, m_score) "
+        "  r_score, f_score, m_score, trades, spend_cents, moved) "
         "  SELECT %(shop)s, %(run)s, coalesce(n.member_id, o.member_id), o.segment, n.segment, "
-        "    n.r_score, n.f_score, n.m_score FROM n FULL JOIN o ON o.member_id = n.member_id "
-        "  WHERE (o.segment, o.r_score, o.f_score, o.m_score) IS DISTINCT FROM "
-        "    (n.segment, n.r_score, n.f_score, n.m_score) RETURNING 1) "
-        "SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c)",
+        "    n.r_score, n.f_score, n.m_score, n.trades, n.spend, "
+        "    (o.segment, o.r_score, o.f_score, o.m_score) IS DISTINCT FROM "
+        "    (n.segment, n.r_score, n.f_score, n.m_score) "
+        "  FROM n FULL JOIN o ON o.member_id = n.member_id "
+        "  WHERE (o.segment, o.r_score, o.f_score, o.m_score, o.trades, o.spend_cents) "
+        "    IS DISTINCT FROM (n.segment, n.r_score, n.f_score, n.m_score, n.trades, n.spend) "
+        "  RETURNING moved) "
+        "SELECT (SELECT count(*) FROM n), (SELECT count(*) FILTER (WHERE moved) FROM c), "
+        "  (SELECT json_build_object('r', e.r, 'f', e.f, 'm', e.m) FROM e)")),
         _period(shop_id, zone, as_of, settings) | {"run": run}).one()
-    conn.exec_driver_sql("UPDATE abc_shops SET rfm_settings = %s WHERE shop_id = %s",
-                         (settings_text(settings), shop_id))
+    conn.exec_driver_sql(
+        "UPDATE abc_shops SET rfm_settings = %s, rfm_edges = %s WHERE shop_id = %s",
+        (settings_text(settings, zone), Jsonb(counts[2]), shop_id))
     return RfmRun(shop_id, as_of, settings.period_days, int(counts[0]), int(counts[1]), run)
 
 
 def apply_rfm_part(conn: Connection, run: RfmRun, after: str, size: int
                    ) -> tuple[list[RfmChange], str | None]:
-    """Store the next `size` planned changes after member id `after`; returns them and where
-    the next part starts (None: this was the last)."""
+    """Store the next `size` planned changes after member id `after`; returns those whose
+    scores or segment moved (to publish) and where the next part starts (None: the last)."""
     rows = conn.exec_driver_sql(
-        "SELECT member_id, old_segment, new_segment, r_score, f_score, m_score "
-        "FROM rfm_changes WHERE shop_id = %s AND run = %s AND member_id > %s "
-        "ORDER BY member_id LIMIT %s", (run.shop_id, run.run, after, size + 1)).all()
-    part = [RfmChange(m, old, new, None if new is None else (int(r), int(f), int(mm)))
-            for m, old, new, r, f, mm in rows[:size]]
+        "SELECT member_id, old_segment, new_segment, r_score, f_score, m_score, trades, "
+        "spend_cents, moved FROM rfm_changes WHERE shop_id = %s AND run = %s "
+        "AND member_id > %s ORDER BY member_id LIMIT %s",
+        (run.shop_id, run.run, after, size + 1)).all()
+    part = [RfmChange(m, old, new, None if new is None else (int(r), int(f), int(mm)),
+                      int(trades or 0), int(spend or 0), bool(moved))
+            for m, old, new, r, f, mm, trades, spend, moved in rows[:size]]
     gone = [c.member_id for c in part if c.new is None]
     kept = [c for c in part if c.new is not None]
     if gone:
@@ -156,17 +194,19 @@ def apply_rfm_part(conn: Connection, run: RfmRun, after: str, size: int
         # `since` moves only when the segment does (a score moving within it keeps the date).
         conn.exec_driver_sql(
             "INSERT INTO member_rfm AS r (shop_id, member_id, r_score, f_score, m_score, "
-            "  segment, since) "
+            "  segment, trades, spend_cents, since) "
             "SELECT %s, *, %s::timestamptz FROM unnest(%b::text[], %b::smallint[], "
-            "  %b::smallint[], %b::smallint[], %b::text[]) "
+            "  %b::smallint[], %b::smallint[], %b::text[], %b::int[], %b::bigint[]) "
             "ON CONFLICT (shop_id, member_id) DO UPDATE SET r_score = excluded.r_score, "
             "  f_score = excluded.f_score, m_score = excluded.m_score, "
+            "  trades = excluded.trades, spend_cents = excluded.spend_cents, "
             "  since = CASE WHEN r.segment = excluded.segment THEN r.since "
             "    ELSE excluded.since END, segment = excluded.segment",
             (run.shop_id, run.as_of, [c.member_id for c in kept],
              [c.scores[0] for c in kept if c.scores], [c.scores[1] for c in kept if c.scores],
-             [c.scores[2] for c in kept if c.scores], [c.new for c in kept]))
-    return part, part[-1].member_id if len(rows) > size else None
+             [c.scores[2] for c in kept if c.scores], [c.new for c in kept],
+             [c.trades for c in kept], [c.spend_cents for c in kept]))
+    return [c for c in part if c.moved], part[-1].member_id if len(rows) > size else None
 
 
 def finish_rfm(conn: Connection, run: RfmRun) -> None:
@@ -213,6 +253,17 @@ class Fitted:
     @property
     def at_limit(self) -> bool:
         return self.purchases.at_limit or self.values.at_limit
+
+    def as_json(self) -> dict[str, Any]:
+        return {"bg_nbd": asdict(self.purchases), "gamma_gamma": asdict(self.values),
+                "expected_total": self.expected_total}
+
+    @classmethod
+    def from_json(cls, kept: dict[str, Any]) -> Fitted:
+        from services.tiering import clv
+
+        return cls(clv.BgNbd(**kept["bg_nbd"]), clv.GammaGamma(**kept["gamma_gamma"]),
+                   float(kept["expected_total"]))
 
     @property
     def note(self) -> str:
@@ -331,6 +382,7 @@ def predict(conn: Connection, shop_id: str, zone: str, as_of: datetime,
     from services.tiering import clv
 
     conn.exec_driver_sql("DELETE FROM member_predictions WHERE shop_id = %s", (shop_id,))
+    fitted: Fitted | None = None
     try:
         fitted = fit(conn, orders_of_period(), _period(shop_id, zone, as_of, settings),
                      settings.horizon_days)
@@ -340,11 +392,13 @@ def predict(conn: Connection, shop_id: str, zone: str, as_of: datetime,
         note = fitted.note
         conn.exec_driver_sql(
             "INSERT INTO member_predictions (shop_id, member_id, p_alive, expected_purchases, "
-            "  expected_value_cents) SELECT %s, member_id, alive, expected, round(value) "
-            "FROM predicted_values", (shop_id,))
+            "  expected_value_cents, repeat_days, days_first_to_last, days_since_first, "
+            "  spend_cents) SELECT %s, member_id, alive, expected, round(value), x, t_x, t_big, "
+            "  spend FROM predicted_values", (shop_id,))
     conn.exec_driver_sql(
         "UPDATE abc_shops SET predicted_as_of = %s, predicted_settings = %s, "
-        "predicted_note = %s WHERE shop_id = %s",
-        (as_of, settings_text(settings, predicted=True), note, shop_id))
+        "predicted_note = %s, predicted_fit = %s WHERE shop_id = %s",
+        (as_of, settings_text(settings, zone, predicted=True), note,
+         None if fitted is None else Jsonb(fitted.as_json()), shop_id))
     return note
 

@@ -174,9 +174,16 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
 
     segmented = build(engine, analysis.rfm_analysis)
     # R days 107 (a), 29 (b), 10 (c), 90 (e); F days 2, 1, 1, 2; M per day 300, 50, 120, 60.
+    # Tiering's scores are as of the shop's clock: the report reads them from the records.
     assert segmented.summary == {"buyers": 4, "recency_edges_days": "29, 90, 107",
                            "frequency_edges_days": "1, 2",
-                           "monetary_edges": "50.00, 60.00, 120.00"}
+                           "monetary_edges": "50.00, 60.00, 120.00",
+                           "scores": "kept in the members' records by tiering, as of "
+                                     "2026-07-01T00:00:00+08:00"}
+    afresh = build(engine, lambda conn, shop, period: analysis.rfm_analysis(
+        conn, shop, period, kept=False))
+    assert afresh.summary["scores"] == "computed for this report"
+    assert afresh.tables == segmented.tables
     assert [(r["segment"], r["buyers"], r["spend"]) for r in segmented.tables["segments"].rows] == [
         ("new", 1, "120.00"), ("potential", 1, "50.00"), ("at-risk", 1, "120.00"),
         ("lost", 1, "600.00")]
@@ -364,6 +371,8 @@ def test_the_shop_edits_its_segment_map(stack: Stack, engine: Engine) -> None:
     segmented = build(engine, analysis.rfm_analysis)
     assert [(r["segment"], r["name"], r["buyers"]) for r in segmented.tables["segments"].rows] == [
         ("big", "大客户", 1), ("recent", "近期", 2), ("others", "others", 1)]
+    # The kept scores were made with the old map: not read.
+    assert segmented.summary["scores"] == "computed for this report"
     # The new map makes the stored segments stale (the predictions, same period, stay), and the
     # next recompute names the members by it.
     with engine.begin() as conn:

@@ -151,9 +151,17 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
     assert note.startswith("BG/NBD r ")
     with engine.connect() as conn:
         shop = analysis.shop_of(conn, SHOP)
-        report = analysis.predicted_value(conn, shop, analysis.period_of(conn, shop),
-                                          horizon_days=settings.horizon_days)
+        period = analysis.period_of(conn, shop, report="predicted")
+        report = analysis.predicted_value(conn, shop, period, kept=False)
         records = {r["member_id"]: r for r in member_records(conn, SHOP)}
+        # The report reading the kept predictions lists what fitting afresh lists.
+        read = analysis.predicted_value(conn, shop, period)
+    assert report.summary.pop("predictions") == "fitted for this report"
+    assert read.summary.pop("predictions").endswith("as of 2026-06-30T12:00:00+00:00")
+    assert read.summary == report.summary
+    diff = [(a, b) for a, b in zip(read.tables["members"].rows, report.tables["members"].rows,
+                                   strict=True) if a != b]
+    assert not diff, diff[:3]
     # The same fit: every buyer's record carries the report's figures.
     listed = report.tables["members"].rows
     assert len(listed) == len(records) == 600
@@ -165,9 +173,8 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
     wanted = MemberFilter(max_p_alive=Decimal("0.3"), min_spend=Decimal("1000"))
     with engine.connect() as conn:
         chosen = {r["member_id"] for r in member_records(conn, SHOP, wanted)}
-        win_back = analysis.predicted_value(conn, shop, analysis.period_of(conn, shop),
-                                            max_p_alive=Decimal("0.3"),
-                                            min_spend=Decimal("1000"))
+        win_back = analysis.predicted_value(conn, shop, period, max_p_alive=Decimal("0.3"),
+                                            min_spend=Decimal("1000"), kept=False)
         valuable = {r["member_id"] for r in member_records(
             conn, SHOP, MemberFilter(min_expected_value=Decimal("100")))}
     assert chosen and chosen == {r["member_id"] for r in win_back.tables["members"].rows}
