@@ -299,7 +299,7 @@ class TieringHandler:
         rfm_due = [s for s in scores_store.due_rfm(conn, now, self.abc_debounce, clock)
                    if _rested(self._rfm_cost.get(s), now)]
         rfm_claimed = scores_store.claim_rfm(conn, rfm_due, now, clock) if rfm_due else []
-        predicted = [s for s in scores_store.due_predicted(conn, clock)
+        predicted = [s for s in scores_store.due_predicted(conn, now, clock)
                      if _rested(self._predict_cost.get(s), now)]
         predicted = scores_store.claim_predicted(conn, predicted, now, clock) if predicted else []
         sections = self._sections(conn, set(claimed) | set(rfm_claimed) | set(predicted))
@@ -320,7 +320,7 @@ class TieringHandler:
 
     def tick_reset(self) -> None:
         """A step failed: drop the plans (the claimed shops stay due and are taken again; a
-        refit claimed is made again a day of clock later)."""
+        refit claimed is taken again after its lease)."""
         for queue in (self._claimed, self._applying, self._rfm_claimed, self._rfm_applying,
                       self._predicting):
             queue.clear()

@@ -37,6 +37,9 @@ if TYPE_CHECKING:   # numpy and scipy are loaded by a fit only: commands importi
 
 RFM_CLOCK_STEP = timedelta(hours=1)     # how far the clock moves on before RFM is recomputed
 PREDICTED_CLOCK_STEP = timedelta(days=1)
+# A refit claimed this long ago (wall time, `predicted_at`, cleared when it is done) without
+# finishing died with its worker: due again.
+PREDICTED_LEASE = timedelta(minutes=15)
 
 _RFM_STALE = ("(rfm_dirty OR rfm_computed_as_of IS NULL "
               "OR rfm_computed_as_of <= %(clock)s - %(step)s OR rfm_applying_as_of IS NOT NULL)")
@@ -353,25 +356,30 @@ def stale_shops(conn: Connection) -> int:
         (RFM_CLOCK_STEP, PREDICTED_CLOCK_STEP)).scalar_one())
 
 
-def due_predicted(conn: Connection, clock: datetime) -> list[str]:
-    """Shops whose predictions are a day of clock old (or never made), with scores computed."""
+_PREDICTED_DUE = ("rfm_computed_as_of IS NOT NULL "
+                  "AND (predicted_as_of IS NULL OR predicted_as_of <= %(due)s) "
+                  "AND (predicted_at IS NULL OR predicted_at <= %(lease)s)")
+
+
+def due_predicted(conn: Connection, now: datetime, clock: datetime) -> list[str]:
+    """Shops whose predictions are a day of clock old (or never made), with scores computed,
+    and no refit under way."""
     return [r[0] for r in conn.exec_driver_sql(
-        "SELECT shop_id FROM abc_shops WHERE rfm_computed_as_of IS NOT NULL "
-        "AND (predicted_as_of IS NULL OR predicted_as_of <= %s) ORDER BY shop_id",
-        (clock - PREDICTED_CLOCK_STEP,))]
+        f"SELECT shop_id FROM abc_shops WHERE {_PREDICTED_DUE} ORDER BY shop_id",
+        {"due": clock - PREDICTED_CLOCK_STEP, "lease": now - PREDICTED_LEASE})]
 
 
 def claim_predicted(conn: Connection, shops: list[str], now: datetime, clock: datetime
                     ) -> list[str]:
-    """Take the shops for a refit as of `clock` (a worker that dies midway leaves them due
-    again the next day; `predict` below is one transaction, so nothing is half-written)."""
+    """Take the shops for a refit (a short transaction of its own). The predictions stay as
+    they are, as of their own time, until `predict` replaces them in one transaction; a worker
+    that dies midway leaves the shop due again after `PREDICTED_LEASE`."""
     return [r[0] for r in conn.exec_driver_sql(
-        "UPDATE abc_shops SET predicted_at = %(now)s, predicted_as_of = %(clock)s "
+        "UPDATE abc_shops SET predicted_at = %(now)s "
         "WHERE shop_id IN (SELECT shop_id FROM abc_shops WHERE shop_id = ANY(%(shops)s) "
-        "  AND (predicted_as_of IS NULL OR predicted_as_of <= %(due)s) "
-        "  ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
-        {"now": now, "clock": clock, "shops": shops,
-         "due": clock - PREDICTED_CLOCK_STEP})]
+        f"  AND {_PREDICTED_DUE} ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
+        {"now": now, "shops": shops, "due": clock - PREDICTED_CLOCK_STEP,
+         "lease": now - PREDICTED_LEASE})]
 
 
 def predict(conn: Connection, shop_id: str, zone: str, as_of: datetime,
@@ -397,7 +405,7 @@ def predict(conn: Connection, shop_id: str, zone: str, as_of: datetime,
             "  spend FROM predicted_values", (shop_id,))
     conn.exec_driver_sql(
         "UPDATE abc_shops SET predicted_as_of = %s, predicted_settings = %s, "
-        "predicted_note = %s, predicted_fit = %s WHERE shop_id = %s",
+        "predicted_note = %s, predicted_fit = %s, predicted_at = NULL WHERE shop_id = %s",
         (as_of, settings_text(settings, zone, predicted=True), note,
          None if fitted is None else Jsonb(fitted.as_json()), shop_id))
     return note

@@ -18,6 +18,7 @@ import pytest
 from memberflow import local
 from tests.e2e.test_cli import mf, run_example_shop
 from tests.running import RunningUp, command
+from shared.db import make_engine
 from tests.support import wait_until
 
 # Runs a command in this interpreter and reports whether it loaded a database driver.
@@ -30,12 +31,34 @@ print(json.dumps(sorted(m for m in ("sqlalchemy", "psycopg", "pydantic") if m in
 """.replace("import sys", "import json, sys", 1)
 
 
+def recomputed_to_now(data: Path) -> bool:
+    """`up` ticks with the wall clock, so its clock jumps from the history's last event to now:
+    whether tiering's classes, RFM scores and predictions have caught up with that jump (the
+    reads compared below would otherwise race their recomputes)."""
+    record = local.running(data)
+    assert record is not None
+    engine = make_engine(record.database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT count(*) FROM abc_shops WHERE applying_as_of IS NOT NULL "
+                "OR rfm_applying_as_of IS NOT NULL "
+                "OR coalesce(computed_as_of, '-infinity') < now() - interval '1 hour' "
+                "OR coalesce(rfm_computed_as_of, '-infinity') < now() - interval '1 hour' "
+                "OR coalesce(predicted_as_of, '-infinity') < now() - interval '1 day'"
+            ).scalar() == 0
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[tuple[RunningUp, Path]]:
     _, data = run_example_shop(tmp_path, members=300, days=60, seed=5)
     running = RunningUp(data)
     try:
         running.wait_up()
+        wait_until(lambda: recomputed_to_now(data), deadline_s=120,
+                   what="tiering's recomputes to reach the wall clock", interval=0.5)
         yield running, data
     finally:
         running.stop()

@@ -90,11 +90,11 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
         assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
         d.find_element(By.ID, "token").send_keys("mf_" + "x" * 43)  # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-in"))            # type: ignore[attr-defined]
         assert "unknown, expired or revoked" in d.find_element(  # type: ignore[attr-defined]
             By.ID, "error").text
         d.find_element(By.ID, "token").send_keys(token)        # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-in"))            # type: ignore[attr-defined]
 
         # One shop: straight to its members.
         assert d.find_element(By.ID, "total").text == "4"      # type: ignore[attr-defined]
@@ -152,7 +152,7 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         assert "no shop 'coffee'" in d.find_element(By.ID, "error").text  # type: ignore[attr-defined]
 
         d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-out").click()              # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-out"))           # type: ignore[attr-defined]
         assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
         d.get(api.url + "/console/shops/tea/members")          # type: ignore[attr-defined]
         assert d.current_url.endswith("/console/login")        # type: ignore[attr-defined]
@@ -184,14 +184,16 @@ def test_change_a_member_from_the_console(engine: Engine, browser: object,
             assert api.call("POST", page, body=form, headers=headers).status == status
 
         d.get(api.url + "/console/login")                      # type: ignore[attr-defined]
+        # Each sign-in and sign-out waits for the page it leads to: the next page read before
+        # the cookie is set would be the sign-in page.
         d.find_element(By.ID, "token").send_keys(reader)       # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-in"))            # type: ignore[attr-defined]
         d.get(api.url + page)                                  # type: ignore[attr-defined]
         assert not d.find_elements(By.ID, "changes")           # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-out").click()              # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-out"))           # type: ignore[attr-defined]
 
         d.find_element(By.ID, "token").send_keys(writer)       # type: ignore[attr-defined]
-        d.find_element(By.ID, "sign-in").click()               # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "sign-in"))            # type: ignore[attr-defined]
         d.get(api.url + page)                                  # type: ignore[attr-defined]
         level_form = d.find_element(By.ID, "change-level")     # type: ignore[attr-defined]
         Select(level_form.find_element(By.NAME, "level")).select_by_visible_text("2 · 金卡")

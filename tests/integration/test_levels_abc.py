@@ -382,5 +382,17 @@ def test_a_recompute_under_way_holds_up_no_batch(stack: Stack, engine: Engine) -
             batch_writes()
     with engine.begin() as conn:
         assert handler.tick(conn, datetime.now(UTC)) == []   # finishes: a step of its own
+    # The shop's RFM scores, claimed with its classes: planning and applying them hold up no
+    # batch either (their rows are tiering's alone; the plan writes the shop's row last).
+    assert handler._rfm_claimed
+    with engine.connect() as conn, conn.begin():
+        assert handler.tick(conn, datetime.now(UTC)) == []
+        batch_writes(touch_shop=False)
+    while handler._rfm_applying and handler._rfm_applying[0].after is not None:
+        with engine.connect() as conn, conn.begin():
+            handler.tick(conn, datetime.now(UTC))
+            batch_writes()
+    with engine.begin() as conn:
+        assert handler.tick(conn, datetime.now(UTC)) == []
     assert not handler.tick_again()
     assert {m: s[1] for m, s in final_state(engine).items()} == EXPECTED_CLASS

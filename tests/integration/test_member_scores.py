@@ -206,3 +206,22 @@ def test_the_segment_map_in_sql_is_the_python_one(engine: Engine,
     assert found == {k: rfm.segment_of(*k, segments) for k in found}
     # The default map names every pattern; the shop's own leaves gaps, named "others".
     assert (rfm.OTHERS in found.values()) is (segments[0].id == "big")
+
+
+def test_a_refit_is_due_a_day_of_clock_later_and_never_twice_at_once(engine: Engine) -> None:
+    orders = population(20)
+    now = datetime(2026, 12, 6, 8, tzinfo=UTC)     # wall time; the clock is the shop's
+    with engine.begin() as conn:
+        load(conn, orders)
+        scores_store.recompute_rfm(conn, SHOP, "UTC", AS_OF, RfmSettings(), now)
+        assert scores_store.due_predicted(conn, now, AS_OF) == [SHOP]
+        assert scores_store.claim_predicted(conn, [SHOP], now, AS_OF) == [SHOP]
+        # Claimed: no other worker takes it while the fit runs ...
+        assert scores_store.due_predicted(conn, now, AS_OF) == []
+        assert scores_store.claim_predicted(conn, [SHOP], now, AS_OF) == []
+        # ... unless the claim is older than its lease (the worker died).
+        later = now + scores_store.PREDICTED_LEASE
+        assert scores_store.due_predicted(conn, later, AS_OF) == [SHOP]
+        scores_store.predict(conn, SHOP, "UTC", AS_OF, RfmSettings())
+        assert scores_store.due_predicted(conn, later, AS_OF + 23 * timedelta(hours=1)) == []
+        assert scores_store.due_predicted(conn, later, AS_OF + DAY) == [SHOP]

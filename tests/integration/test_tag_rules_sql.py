@@ -28,9 +28,11 @@ REGIONS = ("Tibet", "Shanghai", "北京", 'O"Brien', "it's", "back\\slash", "")
 TIME_POOL = [base - d * DAY for base in (CLOCK, DST_CLOCK) for d in DAYS] + [
     datetime.combine(date(2026, 1, 1), time(), SHANGHAI).astimezone(UTC)]
 COLUMNS = ("completed_trades", "spend_cents", "gross_cents", "refunded_cents",
-           "first_purchase_at", "last_purchase_at", "region", "level", "abc_class")
+           "first_purchase_at", "last_purchase_at", "region", "level", "abc_class",
+           "rfm_segment")
 NULLABLE = {"aov", "days_since_first_purchase", "days_since_last_purchase", "first_purchase",
-            "last_purchase", "region", "abc"}
+            "last_purchase", "region", "abc", "rfm_segment"}
+SEGMENTS = ("at-risk", "lost", "champions", "others")
 ORDERING = [">=", "<=", ">", "<", "==", "!="]
 
 
@@ -54,7 +56,8 @@ def random_member(rng: random.Random) -> MemberFacts:
         gross_cents=rng.choice(MONEY_CENTS), refunded_cents=rng.choice(MONEY_CENTS),
         first_purchase_at=random_moment(rng), last_purchase_at=random_moment(rng),
         region=rng.choice((None, None, *REGIONS)), level=rng.randint(0, 5),
-        abc_class=rng.choice([None, "A", "B", "C"]))
+        abc_class=rng.choice([None, "A", "B", "C"]),
+        rfm_segment=rng.choice([None, *SEGMENTS]))
 
 
 def literal(rng: random.Random, field: str) -> str:
@@ -67,6 +70,8 @@ def literal(rng: random.Random, field: str) -> str:
         return str(rng.choice(DAYS))
     if field == "abc":
         return f'"{rng.choice("ABC")}"'
+    if field == "rfm_segment":
+        return f'"{rng.choice(SEGMENTS)}"'
     if field == "region":
         text = rng.choice(REGIONS)
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -86,7 +91,7 @@ def random_condition(rng: random.Random) -> str:
     if field in NULLABLE and rng.random() < 0.15:
         return f"{field} {rng.choice(['==', '!='])} none"
     ops = [*ORDERING, "in", "not in"]
-    if field in ("region", "abc"):
+    if field in ("region", "abc", "rfm_segment"):
         ops = ["==", "!=", "in", "not in"]
     elif field in ("first_purchase", "last_purchase"):
         ops = ORDERING
@@ -113,7 +118,8 @@ def conn(database_url: str) -> Iterator[Connection]:
         connection.exec_driver_sql(
             "CREATE TEMP TABLE tm (member_id text, completed_trades int, spend_cents bigint, "
             "gross_cents bigint, refunded_cents bigint, first_purchase_at timestamptz, "
-            "last_purchase_at timestamptz, region text, level smallint, abc_class text)")
+            "last_purchase_at timestamptz, region text, level smallint, abc_class text, "
+            "rfm_segment text)")
         connection.exec_driver_sql("CREATE TEMP TABLE clk (watermark timestamptz)")
         yield connection
     engine.dispose()
