@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from memberflow import local
+from shared.db import make_engine
 from tests.e2e.test_cli import mf, run_example_shop
 from tests.running import RunningUp, command
-from shared.db import make_engine
 from tests.support import wait_until
 
 # Runs a command in this interpreter and reports whether it loaded a database driver.
