@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -663,8 +664,10 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     # A member's last trade by an end t is the trade o with o <= t < the next one: o counts as
     # dormant at the ends from o + dormant to before the next trade, and as lost from o + lost.
     # Which ends those are is found by position in the ends' array (width_bucket: how many
-    # ends are at or before a time), not by comparing every trade with every end.
-    states: dict[int, Any] = {r.k: r for r in conn.exec_driver_sql(
+    # ends are at or before a time), not by comparing every trade with every end; the trades
+    # sharing the same runs of positions are counted together, and the runs are summed here
+    # (a count at the start of each run, taken off after its end).
+    runs = conn.exec_driver_sql(
         "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER (PARTITION BY member_id "
         "  ORDER BY completed_at) AS next FROM member_orders "
         "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s), "
@@ -675,15 +678,26 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
         "  CASE WHEN next IS NULL THEN %(n)s "
         "    ELSE width_bucket(next - interval '1 microsecond', %(ends)s::timestamptz[]) END "
         "    AS last_end FROM o) "
-        "SELECT k, count(*) FILTER (WHERE k < first_lost) AS dormant, "
-        "  count(*) FILTER (WHERE k >= first_lost) AS lost "
-        "FROM r, generate_series(first_dormant, last_end) AS k "
-        "WHERE first_dormant <= last_end GROUP BY k", params | {"n": len(ends)}).all()}
+        "SELECT first_dormant, first_lost, last_end, count(*) FROM r "
+        "WHERE first_dormant <= last_end GROUP BY 1, 2, 3", params | {"n": len(ends)}).all()
+    dormant_at, lost_at = [0] * (len(ends) + 2), [0] * (len(ends) + 2)
+    for first_dormant, first_lost, last_end, n in runs:
+        # Dormant at the ends first_dormant .. min(first_lost - 1, last_end), lost at the
+        # ends first_lost .. last_end (first_lost is never before first_dormant).
+        stop = min(first_lost, last_end + 1)
+        if first_dormant < stop:
+            dormant_at[first_dormant] += n
+            dormant_at[stop] -= n
+        if first_lost <= last_end:
+            lost_at[first_lost] += n
+            lost_at[last_end + 1] -= n
+    dormant_by_end = list(itertools.accumulate(dormant_at))
+    lost_by_end = list(itertools.accumulate(lost_at))
     zone = ZoneInfo(shop.zone)
     rows = []
     for k, (start, following, end) in enumerate(zip(starts[:-1], starts[1:], ends,
                                                     strict=True), start=1):
-        n_active, n_new, s = active.get(k, 0), new.get(k, 0), states.get(k)
+        n_active, n_new = active.get(k, 0), new.get(k, 0)
         local = start.astimezone(zone)
         rows.append({
             unit: f"{local:%Y-%m}" if unit == "month" else f"{local:%G-W%V}",
@@ -692,7 +706,7 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
             # Cut by the period: its first and last months are often only partly in it.
             "whole": start >= period.start and end == following,
             "new": n_new, "active": n_active, "returning": n_active - n_new,
-            "dormant": s.dormant if s else 0, "lost": s.lost if s else 0})
+            "dormant": dormant_by_end[k], "lost": lost_by_end[k]})
     return Analysis("growth", shop.shop_id, period, {"growth": Table(
         [unit, "from", "to", "whole", "new", "active", "returning", "dormant", "lost"], rows)},
         {"unit": unit, "dormant_after_days": dormant_after, "lost_after_days": lost_after},
