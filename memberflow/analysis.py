@@ -17,13 +17,16 @@ set-based SQL (no member is loaded into Python); Python only shapes the few rows
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -206,17 +209,22 @@ def shop_of(conn: Connection, shop_id: str) -> Shop:
     return Shop(shop_id, entry[1].timezone, True, entry[1])
 
 
+# Reports that read the buyers' figures tiering keeps, over its period (see `period_of`).
+KEPT_REPORTS = ("levels", "amounts", "rfm", "predicted")
+
+
 def period_of(conn: Connection, shop: Shop, first_day: date | None = None,
               last_day: date | None = None, days: int | None = None,
               report: str | None = None) -> Period:
     """The report's period (see the module docstring); NoData before the shop's first order.
 
-    Naming none, the RFM and predicted-value reports (`report`) cover the period of what
-    tiering keeps in the members' records (its last recompute, at most minutes behind the
-    clock, or its last daily fit), so they read it instead of scoring every buyer again; when
-    nothing is kept, the 365 days up to the shop's clock, as the others."""
-    if report in ("rfm", "predicted") and first_day is None and last_day is None \
-            and days is None:
+    Naming none, the reports that can read what tiering keeps in the members' records
+    (`KEPT_REPORTS`) cover its period: the RFM period up to tiering's last recompute of the
+    shop's scores (at most minutes behind the clock while the shop sells, an hour when it does
+    not), or up to its last daily fit for the predicted value. They then read each buyer's
+    figures there instead of reading every order again. When nothing is kept, the 365 days up
+    to the shop's clock, as the others."""
+    if report in KEPT_REPORTS and first_day is None and last_day is None and days is None:
         kept = _kept(conn, shop)
         as_of = kept.rfm_as_of if report == "rfm" else kept.predicted_as_of
         if as_of is not None:
@@ -246,14 +254,20 @@ NET = rfm.NET
 # --- level analysis ------------------------------------------------------------------------
 
 
-def level_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
+def level_analysis(conn: Connection, shop: Shop, period: Period, *,
+                   kept: bool = True) -> Analysis:
     """Per level (members' current level): members, buyers, completed trades, revenue, its
-    share, AOV and the level's discount; and level changes per month by cause."""
+    share, AOV and the level's discount; and level changes per month by cause. Over the period
+    of the scores tiering keeps, each buyer's trades and spend are read from there."""
     orders, params = _orders(period)
     params |= {"shop": shop.shop_id, "tz": shop.zone}
+    buyers = (f"SELECT o.member_id, count(*) AS trades, sum({NET}) AS net FROM {orders} "
+              "GROUP BY o.member_id")
+    if _kept_period(conn, shop, period, kept) is not None:
+        buyers = ("SELECT member_id, trades, spend_cents AS net FROM member_rfm "
+                  "WHERE shop_id = %(shop)s")
     rows = conn.exec_driver_sql(
-        "WITH b AS (SELECT o.member_id, count(*) AS trades, "
-        f"  sum({NET}) AS net FROM {orders} GROUP BY o.member_id) "
+        f"WITH b AS ({buyers}) "
         "SELECT m.level, count(*) AS members, count(b.member_id) AS buyers, "
         "  coalesce(sum(b.trades), 0) AS trades, coalesce(sum(b.net), 0) AS net "
         "FROM members m LEFT JOIN b ON b.member_id = m.member_id "
@@ -438,61 +452,91 @@ def parse_edges(text: str) -> list[Decimal]:
 
 def amount_analysis(conn: Connection, shop: Shop, period: Period,
                     order_edges: list[Decimal] | None = None,
-                    spend_edges: list[Decimal] | None = None) -> Analysis:
+                    spend_edges: list[Decimal] | None = None, *, kept: bool = True) -> Analysis:
     """Order values (what each completed trade was for) and buyers' net spend in the period:
-    buckets, mean, median and percentiles."""
+    buckets, mean, median and percentiles.
+
+    Each population is read once, as a histogram (how many orders, or buyers, have each value
+    in cents: a hundred thousand rows, not millions), and the figures come from it here:
+    percentiles as PostgreSQL's percentile_cont (linear between the two nearest values), but
+    exact. Over the period of the scores tiering keeps, the buyers' spend is theirs."""
     orders, params = _orders(period)
-    # One sort per population: the 95th percentile (for the default buckets) rides along last.
-    params |= {"shop": shop.shop_id, "q": [float(p) for p in PERCENTILES] + [0.95]}
-    stats = conn.exec_driver_sql(
-        "SELECT count(*) AS n, coalesce(sum(coalesce(o.amount_cents, 0)), 0) AS total, "
-        "  coalesce(sum(" + NET + "), 0) AS net, "
-        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY o.amount_cents) AS q "
-        f"FROM {orders}", params).one()
-    # Each buyer's net spend once, for this transaction: its figures and its buckets read it.
-    conn.exec_driver_sql("CREATE TEMPORARY TABLE amount_buyers ON COMMIT DROP AS "
-                         f"SELECT o.member_id, sum({NET}) AS net FROM {orders} "
-                         "GROUP BY o.member_id", params)
-    spend = conn.exec_driver_sql(
-        "SELECT count(*) AS n, coalesce(sum(net), 0) AS net, "
-        "  percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY net) AS q "
-        "FROM amount_buyers",
-        params).one()
-    if not stats.n:
+    params |= {"shop": shop.shop_id}
+    values = conn.exec_driver_sql(
+        "SELECT coalesce(o.amount_cents, 0) AS v, count(*) AS n, "
+        "  coalesce(sum(coalesce(o.refunded_cents, 0)), 0) AS refunded "
+        f"FROM {orders} GROUP BY 1", params).all()
+    if not values:
         raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
-    order_edges = order_edges or default_edges(from_cents(int(stats.q[-1])))
-    spend_edges = spend_edges or default_edges(from_cents(max(int(spend.q[-1]), 1)))
-    order_rows = _bucketed(conn, f"SELECT coalesce(o.amount_cents, 0) AS v FROM {orders}",
-                           params, order_edges)
-    spend_rows = _bucketed(conn, "SELECT net AS v FROM amount_buyers", params, spend_edges)
+    order_hist = [(int(v), int(n)) for v, n, _ in values]
+    refunded = sum(int(r) for _, _, r in values)
+    if _kept_period(conn, shop, period, kept) is not None:
+        spend_sql = ("SELECT spend_cents AS v, count(*) AS n FROM member_rfm "
+                     "WHERE shop_id = %(shop)s GROUP BY 1")
+    else:
+        spend_sql = (f"SELECT net AS v, count(*) AS n FROM (SELECT o.member_id, sum({NET}) AS "
+                     f"net FROM {orders} GROUP BY o.member_id) b GROUP BY 1")
+    spend_hist = [(int(v), int(n)) for v, n in conn.exec_driver_sql(spend_sql, params).all()]
+    fractions = [*PERCENTILES, Decimal("0.95")]
+    order_q = percentiles(order_hist, fractions)
+    spend_q = percentiles(spend_hist, fractions)
+    order_edges = order_edges or default_edges(from_cents(int(order_q[-1])))
+    spend_edges = spend_edges or default_edges(from_cents(max(int(spend_q[-1]), 1)))
 
-    def figures(row: Any, n: int, total: int) -> dict[str, Any]:
+    def figures(hist: list[tuple[int, int]], q: list[Fraction]) -> dict[str, Any]:
+        n, total = sum(c for _, c in hist), sum(v * c for v, c in hist)
         return {"count": n, "mean": per(total, n),
-                **{f"p{int(p * 100)}": money(Decimal(q).quantize(Decimal(1), ROUND_HALF_UP))
-                   for p, q in zip(PERCENTILES, row.q or [], strict=False)}}
+                **{f"p{int(p * 100)}": money((Decimal(x.numerator) / x.denominator).quantize(
+                    Decimal(1), ROUND_HALF_UP)) for p, x in zip(PERCENTILES, q, strict=False)}}
 
-    order_figures = figures(stats, stats.n, int(stats.total))
-    spend_figures = figures(spend, spend.n, int(spend.net))
+    order_figures = figures(order_hist, order_q)
+    spend_figures = figures(spend_hist, spend_q)
+    trades = order_figures["count"]
     return Analysis("amounts", shop.shop_id, period, {
-        "order_values": _bucket_table(order_rows, "orders", order_figures["count"]),
-        "buyer_spend": _bucket_table(spend_rows, "buyers", spend_figures["count"]),
+        "order_values": _bucket_table(bucketed(order_hist, order_edges), "orders", trades),
+        "buyer_spend": _bucket_table(bucketed(spend_hist, spend_edges), "buyers",
+                                     spend_figures["count"]),
         "figures": Table(["of", "count", "mean", *[f"p{int(p * 100)}" for p in PERCENTILES]], [
             {"of": "order value", **order_figures}, {"of": "buyer net spend", **spend_figures}])},
-        {"completed_trades": stats.n, "aov": per(int(stats.net), stats.n),
-         "median_order_value": order_figures["p50"], "buyers": spend.n,
+        {"completed_trades": trades,
+         "aov": per(sum(v * c for v, c in order_hist) - refunded, trades),
+         "median_order_value": order_figures["p50"], "buyers": spend_figures["count"],
          "order_buckets": ",".join(f"{e:f}" for e in order_edges),
          "spend_buckets": ",".join(f"{e:f}" for e in spend_edges)}, _amount_chart)
 
 
-def _bucketed(conn: Connection, values_sql: str, params: dict[str, Any],
-              edges: list[Decimal]) -> list[tuple[str, int, int]]:
-    """(label, how many, their sum in cents) per bucket; width_bucket puts a value equal to
-    an edge in the bucket above it."""
+def percentiles(hist: Sequence[tuple[int, int]], fractions: Sequence[Decimal]
+                ) -> list[Fraction]:
+    """percentile_cont of the values a histogram (value, how many) holds, exactly: at position
+    q x (n - 1) of the sorted values, linear between the two around it."""
+    ordered = sorted(hist)
+    ends = list(itertools.accumulate(c for _, c in ordered))   # last position + 1 per value
+    if not ends:
+        return []
+
+    def at(i: int) -> int:
+        return ordered[bisect.bisect_right(ends, i)][0]
+
+    out = []
+    for q in fractions:
+        pos = Fraction(str(q)) * (ends[-1] - 1)
+        low = math.floor(pos)
+        out.append(at(low) + (at(math.ceil(pos)) - at(low)) * (pos - low))
+    return out
+
+
+def bucketed(hist: Sequence[tuple[int, int]], edges: list[Decimal]
+             ) -> list[tuple[str, int, int]]:
+    """(label, how many, their sum in cents) per bucket of `buckets_of(edges)`; a value equal
+    to an edge goes in the bucket above it (as width_bucket does)."""
     cents = [int(e * 100) for e in edges]
-    found = {int(b): (int(n), int(s)) for b, n, s in conn.exec_driver_sql(
-        "SELECT width_bucket(v, %(edges)s::bigint[]) AS b, count(*), coalesce(sum(v), 0) "
-        f"FROM ({values_sql}) AS x GROUP BY 1", params | {"edges": cents}).all()}
-    return [(label, *found.get(i, (0, 0))) for i, (_, _, label) in enumerate(buckets_of(edges))]
+    counts = [[0, 0] for _ in range(len(cents) + 1)]
+    for v, c in hist:
+        slot = counts[bisect.bisect_right(cents, v)]
+        slot[0] += c
+        slot[1] += v * c
+    return [(label, counts[i][0], counts[i][1])
+            for i, (_, _, label) in enumerate(buckets_of(edges))]
 
 
 def _bucket_table(rows: list[tuple[str, int, int]], what: str, total: int) -> Table:
@@ -764,6 +808,18 @@ def _kept(conn: Connection, shop: Shop) -> Any:
     return scores_store.kept(conn, shop.shop_id, shop.zone, _rfm_settings(shop))
 
 
+def _kept_period(conn: Connection, shop: Shop, period: Period, kept: bool) -> Any:
+    """What tiering keeps for the shop (`scores_store.Kept`) when `period` is exactly that of
+    its RFM scores and their figures (and `kept`), else None."""
+    if not kept:
+        return None
+    stored = _kept(conn, shop)
+    if stored.rfm_as_of is None or period != Period.rolling(
+            stored.rfm_as_of, _rfm_settings(shop).period_days, shop.zone, shop.configured):
+        return None
+    return stored
+
+
 def _kept_source(shop: Shop, as_of: datetime) -> str:
     return ("kept in the members' records by tiering, as of "
             f"{as_of.astimezone(ZoneInfo(shop.zone)).isoformat()}")
@@ -777,9 +833,8 @@ def rfm_analysis(conn: Connection, shop: Shop, period: Period, *,
     When the period is that of the scores tiering keeps (`default_period`), they are read from
     the members' records (`kept=False` scores the buyers afresh all the same)."""
     segments = _rfm_settings(shop).segments
-    stored = _kept(conn, shop) if kept else None
-    if stored is not None and stored.rfm_as_of is not None and period == Period.rolling(
-            stored.rfm_as_of, _rfm_settings(shop).period_days, shop.zone, shop.configured):
+    stored = _kept_period(conn, shop, period, kept)
+    if stored is not None:
         edges = stored.edges
         grouped = conn.exec_driver_sql(
             "SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "

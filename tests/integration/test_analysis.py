@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -184,6 +185,10 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
         conn, shop, period, kept=False))
     assert afresh.summary["scores"] == "computed for this report"
     assert afresh.tables == segmented.tables
+    # So do the levels and amounts reports (each buyer's trades and spend): the same answers.
+    for make in (analysis.level_analysis, analysis.amount_analysis):
+        assert build(engine, lambda conn, shop, period, make=make: make(
+            conn, shop, period, kept=False)).tables == build(engine, make).tables
     assert [(r["segment"], r["buyers"], r["spend"]) for r in segmented.tables["segments"].rows] == [
         ("new", 1, "120.00"), ("potential", 1, "50.00"), ("at-risk", 1, "120.00"),
         ("lost", 1, "600.00")]
@@ -405,3 +410,32 @@ def test_the_sql_scores_as_the_documented_rule(database_url: str, values: list[i
     assert sorted(set(rows[0].f_edges)) == found
     assert {(r.member_id, r.f_score) for r in rows} == {
         (i, rfm.score(x, found)) for i, x in enumerate(values, start=1)}
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(-5_000, 50_000), min_size=1, max_size=60),
+       st.lists(st.integers(1, 600), min_size=1, max_size=5, unique=True))
+def test_histogram_figures_are_postgresqls(database_url: str, values: list[int],
+                                           edges: list[int]) -> None:
+    """The amounts report reads values as a histogram and works out percentiles and buckets
+    itself: the same as PostgreSQL's percentile_cont and width_bucket over the values."""
+    rising = [Decimal(e) for e in sorted(edges)]
+    fractions = [*analysis.PERCENTILES, Decimal("0.95")]
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql(
+                "SELECT percentile_cont(%(q)s::float8[]) WITHIN GROUP (ORDER BY v) "
+                "FROM unnest(%(v)s::bigint[]) v", {"q": [float(q) for q in fractions],
+                                                  "v": values}).scalar_one()
+            buckets = dict(conn.exec_driver_sql(
+                "SELECT width_bucket(v, %(e)s::bigint[]), count(*) FROM unnest(%(v)s::bigint[]) v "
+                "GROUP BY 1", {"e": [int(e * 100) for e in rising], "v": values}).tuples().all())
+    finally:
+        engine.dispose()
+    hist = sorted(Counter(values).items())
+    mine = analysis.percentiles(hist, fractions)
+    assert [float(x) for x in mine] == pytest.approx(found, abs=1e-6)
+    assert [n for _, n, _ in analysis.bucketed(hist, rising)] == [
+        buckets.get(i, 0) for i in range(len(rising) + 1)]
