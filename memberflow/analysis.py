@@ -17,7 +17,6 @@ set-based SQL (no member is loaded into Python); Python only shapes the few rows
 
 from __future__ import annotations
 
-import bisect
 import csv
 import io
 import itertools
@@ -457,86 +456,114 @@ def amount_analysis(conn: Connection, shop: Shop, period: Period,
     buckets, mean, median and percentiles.
 
     Each population is read once, as a histogram (how many orders, or buyers, have each value
-    in cents: a hundred thousand rows, not millions), and the figures come from it here:
+    in cents: a hundred thousand values, not millions), and the figures come from it here:
     percentiles as PostgreSQL's percentile_cont (linear between the two nearest values), but
     exact. Over the period of the scores tiering keeps, the buyers' spend is theirs."""
     orders, params = _orders(period)
     params |= {"shop": shop.shop_id}
-    values = conn.exec_driver_sql(
-        "SELECT coalesce(o.amount_cents, 0) AS v, count(*) AS n, "
-        "  coalesce(sum(coalesce(o.refunded_cents, 0)), 0) AS refunded "
-        f"FROM {orders} GROUP BY 1", params).all()
-    if not values:
+    order_hist, refunded = Histogram.read(
+        conn, "SELECT coalesce(o.amount_cents, 0) AS v, count(*) AS n, "
+        f"coalesce(sum(o.refunded_cents), 0) AS also FROM {orders} GROUP BY 1", params)
+    if not order_hist.n:
         raise NoData(f"shop {shop.shop_id!r} has no completed trade in the period")
-    order_hist = [(int(v), int(n)) for v, n, _ in values]
-    refunded = sum(int(r) for _, _, r in values)
     if _kept_period(conn, shop, period, kept) is not None:
-        spend_sql = ("SELECT spend_cents AS v, count(*) AS n FROM member_rfm "
+        spend_sql = ("SELECT spend_cents AS v, count(*) AS n, 0 AS also FROM member_rfm "
                      "WHERE shop_id = %(shop)s GROUP BY 1")
     else:
-        spend_sql = (f"SELECT net AS v, count(*) AS n FROM (SELECT o.member_id, sum({NET}) AS "
-                     f"net FROM {orders} GROUP BY o.member_id) b GROUP BY 1")
-    spend_hist = [(int(v), int(n)) for v, n in conn.exec_driver_sql(spend_sql, params).all()]
+        spend_sql = (f"SELECT net AS v, count(*) AS n, 0 AS also FROM (SELECT o.member_id, "
+                     f"sum({NET}) AS net FROM {orders} GROUP BY o.member_id) b GROUP BY 1")
+    spend_hist, _ = Histogram.read(conn, spend_sql, params)
     fractions = [*PERCENTILES, Decimal("0.95")]
-    order_q = percentiles(order_hist, fractions)
-    spend_q = percentiles(spend_hist, fractions)
+    order_q = order_hist.percentiles(fractions)
+    spend_q = spend_hist.percentiles(fractions)
     order_edges = order_edges or default_edges(from_cents(int(order_q[-1])))
     spend_edges = spend_edges or default_edges(from_cents(max(int(spend_q[-1]), 1)))
 
-    def figures(hist: list[tuple[int, int]], q: list[Fraction]) -> dict[str, Any]:
-        n, total = sum(c for _, c in hist), sum(v * c for v, c in hist)
-        return {"count": n, "mean": per(total, n),
+    def figures(hist: Histogram, q: list[Fraction]) -> dict[str, Any]:
+        return {"count": hist.n, "mean": per(hist.total, hist.n),
                 **{f"p{int(p * 100)}": money((Decimal(x.numerator) / x.denominator).quantize(
                     Decimal(1), ROUND_HALF_UP)) for p, x in zip(PERCENTILES, q, strict=False)}}
 
     order_figures = figures(order_hist, order_q)
     spend_figures = figures(spend_hist, spend_q)
-    trades = order_figures["count"]
     return Analysis("amounts", shop.shop_id, period, {
-        "order_values": _bucket_table(bucketed(order_hist, order_edges), "orders", trades),
-        "buyer_spend": _bucket_table(bucketed(spend_hist, spend_edges), "buyers",
-                                     spend_figures["count"]),
+        "order_values": _bucket_table(order_hist.bucketed(order_edges), "orders", order_hist.n),
+        "buyer_spend": _bucket_table(spend_hist.bucketed(spend_edges), "buyers", spend_hist.n),
         "figures": Table(["of", "count", "mean", *[f"p{int(p * 100)}" for p in PERCENTILES]], [
             {"of": "order value", **order_figures}, {"of": "buyer net spend", **spend_figures}])},
-        {"completed_trades": trades,
-         "aov": per(sum(v * c for v, c in order_hist) - refunded, trades),
-         "median_order_value": order_figures["p50"], "buyers": spend_figures["count"],
+        {"completed_trades": order_hist.n, "aov": per(order_hist.total - refunded, order_hist.n),
+         "median_order_value": order_figures["p50"], "buyers": spend_hist.n,
          "order_buckets": ",".join(f"{e:f}" for e in order_edges),
          "spend_buckets": ",".join(f"{e:f}" for e in spend_edges)}, _amount_chart)
 
 
-def percentiles(hist: Sequence[tuple[int, int]], fractions: Sequence[Decimal]
-                ) -> list[Fraction]:
-    """percentile_cont of the values a histogram (value, how many) holds, exactly: at position
-    q x (n - 1) of the sorted values, linear between the two around it."""
-    ordered = sorted(hist)
-    ends = list(itertools.accumulate(c for _, c in ordered))   # last position + 1 per value
-    if not ends:
-        return []
+@dataclass(frozen=True)
+class Histogram:
+    """How many of a population have each value (whole cents), values rising."""
 
-    def at(i: int) -> int:
-        return ordered[bisect.bisect_right(ends, i)][0]
+    values: Any   # numpy int64 arrays
+    counts: Any
 
-    out = []
-    for q in fractions:
-        pos = Fraction(str(q)) * (ends[-1] - 1)
-        low = math.floor(pos)
-        out.append(at(low) + (at(math.ceil(pos)) - at(low)) * (pos - low))
-    return out
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[int, int]]) -> Histogram:
+        import numpy as np
 
+        ordered = sorted(pairs)
+        return cls(np.array([v for v, _ in ordered], dtype=np.int64),
+                   np.array([c for _, c in ordered], dtype=np.int64))
 
-def bucketed(hist: Sequence[tuple[int, int]], edges: list[Decimal]
-             ) -> list[tuple[str, int, int]]:
-    """(label, how many, their sum in cents) per bucket of `buckets_of(edges)`; a value equal
-    to an edge goes in the bucket above it (as width_bucket does)."""
-    cents = [int(e * 100) for e in edges]
-    counts = [[0, 0] for _ in range(len(cents) + 1)]
-    for v, c in hist:
-        slot = counts[bisect.bisect_right(cents, v)]
-        slot[0] += c
-        slot[1] += v * c
-    return [(label, counts[i][0], counts[i][1])
-            for i, (_, _, label) in enumerate(buckets_of(edges))]
+    @classmethod
+    def read(cls, conn: Connection, sql: str, params: dict[str, Any]
+             ) -> tuple[Histogram, int]:
+        """From a query of (v, n, also) rows, fetched as two arrays in one row; and the sum of
+        `also` (a figure read in the same pass)."""
+        import numpy as np
+
+        values, counts, also = conn.exec_driver_sql(
+            "SELECT array_agg(v ORDER BY v), array_agg(n ORDER BY v), coalesce(sum(also), 0) "
+            f"FROM ({sql}) h", params).one()
+        return cls(np.array(values or [], dtype=np.int64),
+                   np.array(counts or [], dtype=np.int64)), int(also)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def total(self) -> int:
+        return int((self.values * self.counts).sum())
+
+    def percentiles(self, fractions: Sequence[Decimal]) -> list[Fraction]:
+        """percentile_cont, exactly: at position q x (n - 1) of the sorted values, linear
+        between the two around it."""
+        import numpy as np
+
+        if not len(self.values):
+            return []
+        ends = np.cumsum(self.counts)      # last position + 1 of each value
+
+        def at(i: int) -> int:
+            return int(self.values[int(np.searchsorted(ends, i, side="right"))])
+
+        out = []
+        for q in fractions:
+            pos = Fraction(str(q)) * (int(ends[-1]) - 1)
+            low = math.floor(pos)
+            out.append(at(low) + (at(math.ceil(pos)) - at(low)) * (pos - low))
+        return out
+
+    def bucketed(self, edges: list[Decimal]) -> list[tuple[str, int, int]]:
+        """(label, how many, their sum in cents) per bucket of `buckets_of(edges)`; a value
+        equal to an edge goes in the bucket above it (as width_bucket does)."""
+        import numpy as np
+
+        cuts = np.searchsorted(self.values, [int(e * 100) for e in edges], side="left")
+        bounds = [0, *(int(c) for c in cuts), len(self.values)]
+        counts = np.concatenate([[0], np.cumsum(self.counts)])
+        sums = np.concatenate([[0], np.cumsum(self.values * self.counts)])
+        return [(label, int(counts[bounds[i + 1]] - counts[bounds[i]]),
+                 int(sums[bounds[i + 1]] - sums[bounds[i]]))
+                for i, (_, _, label) in enumerate(buckets_of(edges))]
 
 
 def _bucket_table(rows: list[tuple[str, int, int]], what: str, total: int) -> Table:
@@ -690,42 +717,50 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     # Each bucket's end: where the next begins, but never after the period's end.
     ends = [min(s, period.end) for s in starts[1:]]
     params["ends"] = ends
-    # Per bucket (the shop-time truncation of each trade): members with a trade in it, and
-    # members whose first trade ever (the tiering worker's first_purchase_at) is in it. Those
-    # are active in it too, so the returning are the others.
-    # (The bucket of a time is its position among the buckets' starts: width_bucket, a binary
-    # search, where converting every trade's time to the shop's zone would cost seconds.)
-    active = {int(k): int(n) for k, n in conn.exec_driver_sql(
-        "SELECT k, count(*) FROM (SELECT DISTINCT "
-        "  width_bucket(o.completed_at, %(starts)s::timestamptz[]) AS k, o.member_id "
-        f"  FROM member_orders o WHERE o.shop_id = %(shop)s AND {within}) a GROUP BY k",
-        params).all()}
+    # Per bucket (the shop-time truncation of each trade): members whose first trade ever (the
+    # tiering worker's first_purchase_at) is in it. They are active in it too, so the returning
+    # are the other active ones.
     first_within = within.replace("o.completed_at", "m.first_purchase_at")
     new = {int(k): int(n) for k, n in conn.exec_driver_sql(
         "SELECT width_bucket(m.first_purchase_at, %(starts)s::timestamptz[]), count(*) "
         f"FROM members m WHERE m.shop_id = %(shop)s AND {first_within} GROUP BY 1",
         params).all()}
-    # A member's last trade by an end t is the trade o with o <= t < the next one: o counts as
-    # dormant at the ends from o + dormant to before the next trade, and as lost from o + lost.
-    # Which ends those are is found by position in the ends' array (width_bucket: how many
-    # ends are at or before a time), not by comparing every trade with every end; the trades
-    # sharing the same runs of positions are counted together, and the runs are summed here
-    # (a count at the start of each run, taken off after its end).
+    # Then one pass over every member's trades in time order (the member-orders index's own
+    # order), each with the member's trade before and after it:
+    # - active: a member is active in a bucket once, at their first trade of the period in it
+    #   (the one whose previous trade is outside the period or in another bucket);
+    # - dormant and lost: a member's last trade by an end t is the trade o with o <= t < the
+    #   next one; o counts as dormant at the ends from o + dormant to before the next trade,
+    #   and as lost from o + lost.
+    # (The bucket of a time is its position among the buckets' starts, and which ends a run
+    # covers its positions among the ends: width_bucket, a binary search, where converting
+    # every trade's time to the shop's zone would cost seconds.) Trades with the same bucket
+    # and runs are counted together; the runs are summed here, a count at the start of each
+    # and taken off after its end.
+    at_within = within.replace("o.completed_at", "at")
+    prev_within = within.replace("o.completed_at", "prev")
     runs = conn.exec_driver_sql(
-        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER (PARTITION BY member_id "
-        "  ORDER BY completed_at) AS next FROM member_orders "
-        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s), "
+        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER w AS next, "
+        "  lag(completed_at) OVER w AS prev FROM member_orders "
+        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s "
+        "  WINDOW w AS (PARTITION BY member_id ORDER BY completed_at)), "
         "r AS (SELECT width_bucket(at + %(dormant)s - interval '1 microsecond', "
         "    %(ends)s::timestamptz[]) + 1 AS first_dormant, "
         "  width_bucket(at + %(lost)s - interval '1 microsecond', %(ends)s::timestamptz[]) + 1 "
         "    AS first_lost, "
         "  CASE WHEN next IS NULL THEN %(n)s "
         "    ELSE width_bucket(next - interval '1 microsecond', %(ends)s::timestamptz[]) END "
-        "    AS last_end FROM o) "
-        "SELECT first_dormant, first_lost, last_end, count(*) FROM r "
-        "WHERE first_dormant <= last_end GROUP BY 1, 2, 3", params | {"n": len(ends)}).all()
+        "    AS last_end, "
+        f"  CASE WHEN {at_within} AND (prev IS NULL OR NOT ({prev_within}) "
+        "    OR width_bucket(prev, %(starts)s::timestamptz[]) "
+        "      <> width_bucket(at, %(starts)s::timestamptz[])) "
+        "    THEN width_bucket(at, %(starts)s::timestamptz[]) ELSE 0 END AS active FROM o) "
+        "SELECT first_dormant, first_lost, last_end, active, count(*) FROM r "
+        "GROUP BY 1, 2, 3, 4", params | {"n": len(ends)}).all()
+    active = [0] * (len(starts) + 1)
     dormant_at, lost_at = [0] * (len(ends) + 2), [0] * (len(ends) + 2)
-    for first_dormant, first_lost, last_end, n in runs:
+    for first_dormant, first_lost, last_end, bucket, n in runs:
+        active[bucket] += n
         # Dormant at the ends first_dormant .. min(first_lost - 1, last_end), lost at the
         # ends first_lost .. last_end (first_lost is never before first_dormant).
         stop = min(first_lost, last_end + 1)
@@ -741,7 +776,7 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     rows = []
     for k, (start, following, end) in enumerate(zip(starts[:-1], starts[1:], ends,
                                                     strict=True), start=1):
-        n_active, n_new = active.get(k, 0), new.get(k, 0)
+        n_active, n_new = active[k], new.get(k, 0)
         local = start.astimezone(zone)
         rows.append({
             unit: f"{local:%Y-%m}" if unit == "month" else f"{local:%G-W%V}",

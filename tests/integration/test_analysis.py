@@ -434,8 +434,8 @@ def test_histogram_figures_are_postgresqls(database_url: str, values: list[int],
                 "GROUP BY 1", {"e": [int(e * 100) for e in rising], "v": values}).tuples().all())
     finally:
         engine.dispose()
-    hist = sorted(Counter(values).items())
-    mine = analysis.percentiles(hist, fractions)
+    hist = analysis.Histogram.of(list(Counter(values).items()))
+    mine = hist.percentiles(fractions)
     assert [float(x) for x in mine] == pytest.approx(found, abs=1e-6)
-    assert [n for _, n, _ in analysis.bucketed(hist, rising)] == [
+    assert [n for _, n, _ in hist.bucketed(rising)] == [
         buckets.get(i, 0) for i in range(len(rising) + 1)]
