@@ -725,10 +725,10 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
         "SELECT width_bucket(m.first_purchase_at, %(starts)s::timestamptz[]), count(*) "
         f"FROM members m WHERE m.shop_id = %(shop)s AND {first_within} GROUP BY 1",
         params).all()}
-    # Then one pass over every member's trades in time order (the member-orders index's own
-    # order), each with the member's trade before and after it:
-    # - active: a member is active in a bucket once, at their first trade of the period in it
-    #   (the one whose previous trade is outside the period or in another bucket);
+    # Then one pass over every member's trades up to the period's end in time order (the
+    # member-orders index's own order), each with the member's next trade:
+    # - active: a member is active in a bucket once, at their last trade of the period in it
+    #   (the one with no next trade, or the next in a later bucket);
     # - dormant and lost: a member's last trade by an end t is the trade o with o <= t < the
     #   next one; o counts as dormant at the ends from o + dormant to before the next trade,
     #   and as lost from o + lost.
@@ -738,25 +738,27 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     # and runs are counted together; the runs are summed here, a count at the start of each
     # and taken off after its end.
     at_within = within.replace("o.completed_at", "at")
-    prev_within = within.replace("o.completed_at", "prev")
+    # The ends are shifted here instead of every trade there: "o + dormant > end" counts the
+    # ends e with e - dormant < o, that is e - dormant + 1 microsecond <= o (24-hour days: the
+    # session's zone is UTC).
+    tick = timedelta(microseconds=1)
     runs = conn.exec_driver_sql(
-        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER w AS next, "
-        "  lag(completed_at) OVER w AS prev FROM member_orders "
-        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s "
-        "  WINDOW w AS (PARTITION BY member_id ORDER BY completed_at)), "
-        "r AS (SELECT width_bucket(at + %(dormant)s - interval '1 microsecond', "
-        "    %(ends)s::timestamptz[]) + 1 AS first_dormant, "
-        "  width_bucket(at + %(lost)s - interval '1 microsecond', %(ends)s::timestamptz[]) + 1 "
-        "    AS first_lost, "
+        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER (PARTITION BY member_id "
+        "  ORDER BY completed_at) AS next FROM member_orders "
+        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s), "
+        "r AS (SELECT width_bucket(at, %(dormant_ends)s::timestamptz[]) + 1 AS first_dormant, "
+        "  width_bucket(at, %(lost_ends)s::timestamptz[]) + 1 AS first_lost, "
         "  CASE WHEN next IS NULL THEN %(n)s "
-        "    ELSE width_bucket(next - interval '1 microsecond', %(ends)s::timestamptz[]) END "
-        "    AS last_end, "
-        f"  CASE WHEN {at_within} AND (prev IS NULL OR NOT ({prev_within}) "
-        "    OR width_bucket(prev, %(starts)s::timestamptz[]) "
-        "      <> width_bucket(at, %(starts)s::timestamptz[])) "
-        "    THEN width_bucket(at, %(starts)s::timestamptz[]) ELSE 0 END AS active FROM o) "
-        "SELECT first_dormant, first_lost, last_end, active, count(*) FROM r "
-        "GROUP BY 1, 2, 3, 4", params | {"n": len(ends)}).all()
+        "    ELSE width_bucket(next, %(next_ends)s::timestamptz[]) END AS last_end, "
+        "  width_bucket(at, %(starts)s::timestamptz[]) AS k, "
+        f"  {at_within} AND (next IS NULL OR next >= "
+        "    (%(starts)s::timestamptz[])[width_bucket(at, %(starts)s::timestamptz[]) + 1]) "
+        "    AS last_in_bucket FROM o) "
+        "SELECT first_dormant, first_lost, last_end, CASE WHEN last_in_bucket THEN k ELSE 0 END, "
+        "  count(*) FROM r GROUP BY 1, 2, 3, 4",
+        params | {"n": len(ends), "next_ends": [e + tick for e in ends],
+                  "dormant_ends": [e - timedelta(days=dormant_after) + tick for e in ends],
+                  "lost_ends": [e - timedelta(days=lost_after) + tick for e in ends]}).all()
     active = [0] * (len(starts) + 1)
     dormant_at, lost_at = [0] * (len(ends) + 2), [0] * (len(ends) + 2)
     for first_dormant, first_lost, last_end, bucket, n in runs:
