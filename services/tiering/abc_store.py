@@ -8,10 +8,10 @@ for a shop that sells nothing.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
@@ -133,6 +133,9 @@ def stale_shops(conn: Connection) -> int:
         "SELECT count(*) FROM abc_shops WHERE dirty OR computed_as_of IS NULL "
         "OR computed_as_of < pipeline_clock() OR applying_as_of IS NOT NULL").scalar_one())
 
+
+R = TypeVar("R")
+C = TypeVar("C")
 
 Key = tuple[int, int, str]
 """A member's place in the ranking, as `abc_period` stores it: (-spend, -last purchase in epoch
@@ -412,13 +415,21 @@ def recompute(conn: Connection, shop_id: str, as_of: datetime, settings: Custome
     Returns the run and the changes applied."""
     claim(conn, [shop_id], now, as_of)
     run = plan(conn, shop_id, as_of, settings, take_noted(conn, [shop_id])[shop_id])
-    applied: list[ClassChange] = []
-    after: str | None = ""
-    while after is not None:
-        part, after = apply_part(conn, run, after, 10_000)
-        applied += part
+    applied = every_part(conn, run, apply_part)
     finish(conn, run)
     return run, applied
+
+
+def every_part(conn: Connection, run: R, apply: Callable[[Connection, R, str, int],
+                                                         tuple[list[C], str | None]]
+               ) -> list[C]:
+    """Apply a planned run's changes a part after another, all in the caller's transaction."""
+    applied: list[C] = []
+    after: str | None = ""
+    while after is not None:
+        part, after = apply(conn, run, after, 10_000)
+        applied += part
+    return applied
 
 
 def ranking(conn: Connection, shop_id: str, as_of: datetime, settings: CustomerAbc

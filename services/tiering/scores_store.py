@@ -7,9 +7,12 @@ clock (docs/time.md), and both are kept beside the batches, never by them:
 - **RFM** is stale when the shop's trades changed (the statement that marks its ABC classes
   stale marks it too) or its clock moved an hour past the last recompute, or the shop's map or
   period changed. A recompute scores every buyer again in one statement (the quartile edges are
-  the whole shop's), stores the differences from the stored scores in `rfm_changes`, and applies
-  them a part at a time, each part published as `member.rfm_changed`. Nothing else writes
-  `member_rfm`, so a part locks no member a batch needs.
+  the whole shop's), stores the differences from the stored rows in `rfm_changes`, and applies
+  them a part at a time; each change of a member's scores or segment is published as
+  `member.rfm_changed` (a change of their period's trades and spend alone is only stored).
+  Nothing else writes `member_rfm`, so a part locks no member a batch needs.
+- Each buyer's trades and spend in the period, and the shop's quartile edges, are kept with
+  the scores: the levels, amounts and RFM reports over that period read them (`kept`).
 - **The predicted value** is refitted once a day of the shop's clock (or when the period or
   horizon changed), replacing the shop's rows in one transaction. It moves a little for every
   member each day (time passes for all of them), so it is not published: it is read from the
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.types.json import Jsonb
 from sqlalchemy import Connection
 
-from services.tiering import rfm
+from services.tiering import abc_store, rfm
 from services.tiering.rfm import NET, RfmSettings
 
 if TYPE_CHECKING:   # numpy and scipy are loaded by a fit only: commands importing this stay fast
@@ -231,11 +234,7 @@ def recompute_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
     conn.exec_driver_sql("UPDATE abc_shops SET rfm_dirty = true WHERE shop_id = %s", (shop_id,))
     claim_rfm(conn, [shop_id], now, as_of)
     run = plan_rfm(conn, shop_id, zone, as_of, settings)
-    applied: list[RfmChange] = []
-    after: str | None = ""
-    while after is not None:
-        part, after = apply_rfm_part(conn, run, after, 10_000)
-        applied += part
+    applied = abc_store.every_part(conn, run, apply_rfm_part)
     finish_rfm(conn, run)
     return run, applied
 
