@@ -24,9 +24,14 @@ MEMBER_COLUMNS = ("member_id", "level", "level_name", "discount", "blacklisted",
 SORTS = {"member_id": "m.member_id", "level": "m.level", "spend": "m.spend_cents",
          "completed_trades": "m.completed_trades", "first_purchase_at": "m.first_purchase_at",
          "last_purchase_at": "m.last_purchase_at", "abc_class": "m.abc_class",
-         # Joined in beside the member's row: named by their output names.
-         "rfm_segment": "rfm_segment", "p_alive": "p_alive",
-         "expected_value": "expected_value_cents"}
+         # Kept beside the member's row: looked up per member (only when sorted by them; a
+         # page's own are joined in once it is chosen).
+         "rfm_segment": "(SELECT r.segment FROM member_rfm r WHERE r.shop_id = m.shop_id "
+                        "AND r.member_id = m.member_id)",
+         "p_alive": "(SELECT p.p_alive FROM member_predictions p WHERE p.shop_id = m.shop_id "
+                    "AND p.member_id = m.member_id)",
+         "expected_value": "(SELECT p.expected_value_cents FROM member_predictions p "
+                           "WHERE p.shop_id = m.shop_id AND p.member_id = m.member_id)"}
 
 
 def order_clause(sort: str) -> str:
@@ -67,22 +72,18 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
         page = " LIMIT %(p_limit)s OFFSET %(p_offset)s"
         params = {**params, "p_limit": limit, "p_offset": offset}
     order = order_clause(sort)
-    # The page is chosen first, then only its members' tags are read (a deep page would
-    # otherwise read the tags of every member it skips).
+    # The page is chosen first, then only its members' tags, scores and predictions are read
+    # (a deep page would otherwise read those of every member it skips).
     rows = conn.exec_driver_sql(
-        "SELECT member_id, level, blacklisted, important, abc_class, completed_trades, "
-        "spend_cents, gross_cents, refunded_cents, first_purchase_at, last_purchase_at, region, "
-        "rfm_segment, r_score, f_score, m_score, p_alive, expected_purchases, "
-        "expected_value_cents, "
+        "SELECT m.member_id, m.level, m.blacklisted, m.important, m.abc_class, "
+        "m.completed_trades, m.spend_cents, m.gross_cents, m.refunded_cents, "
+        "m.first_purchase_at, m.last_purchase_at, m.region, r.segment AS rfm_segment, r.r_score, r.f_score, r.m_score, p.p_alive, "
+        "p.expected_purchases, p.expected_value_cents, "
         "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
         "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
-        "FROM (SELECT m.*, r.segment AS rfm_segment, r.r_score, r.f_score, r.m_score, "
-        "  p.p_alive, p.expected_purchases, p.expected_value_cents "
-        "  FROM members m LEFT JOIN member_rfm r ON r.shop_id = m.shop_id "
-        "    AND r.member_id = m.member_id "
-        "  LEFT JOIN member_predictions p ON p.shop_id = m.shop_id "
-        "    AND p.member_id = m.member_id "
-        f"  WHERE {where} ORDER BY {order}{page}) m "
+        f"FROM (SELECT * FROM members m WHERE {where} ORDER BY {order}{page}) m "
+        "LEFT JOIN member_rfm r ON r.shop_id = m.shop_id AND r.member_id = m.member_id "
+        "LEFT JOIN member_predictions p ON p.shop_id = m.shop_id AND p.member_id = m.member_id "
         f"ORDER BY {order}", params).all()
     return [
         {
