@@ -77,8 +77,9 @@ def member_records(conn: Connection, shop_id: str, selection: MemberFilter | Non
     rows = conn.exec_driver_sql(
         "SELECT m.member_id, m.level, m.blacklisted, m.important, m.abc_class, "
         "m.completed_trades, m.spend_cents, m.gross_cents, m.refunded_cents, "
-        "m.first_purchase_at, m.last_purchase_at, m.region, r.segment AS rfm_segment, r.r_score, r.f_score, r.m_score, p.p_alive, "
-        "p.expected_purchases, p.expected_value_cents, "
+        "m.first_purchase_at, m.last_purchase_at, m.region, r.segment AS rfm_segment, "
+        "r.r_score, r.f_score, r.m_score, p.p_alive, p.expected_purchases, "
+        "p.expected_value_cents, "
         "ARRAY(SELECT t.tag_id FROM member_tags t WHERE t.shop_id = m.shop_id "
         "  AND t.member_id = m.member_id ORDER BY t.tag_id) AS tags "
         f"FROM (SELECT * FROM members m WHERE {where} ORDER BY {order}{page}) m "
