@@ -64,7 +64,7 @@ def token_for(engine: Engine, name: str, *rights: str) -> str:
 
 
 def submit(driver: object, button: object) -> None:
-    """Click a form's button and wait (with a deadline) for the page it leads to."""
+    """Click a form's button or a link and wait (with a deadline) for the page it leads to."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -104,7 +104,7 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
 
         Select(d.find_element(By.ID, "tag")).select_by_visible_text("贵宾茶客")  # type: ignore[attr-defined]
         d.find_element(By.NAME, "min_spend").send_keys("200")  # type: ignore[attr-defined]
-        d.find_element(By.ID, "apply").click()                 # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "apply"))              # type: ignore[attr-defined]
         assert d.find_element(By.ID, "total").text == "1"      # type: ignore[attr-defined]
         links = d.find_elements(By.CSS_SELECTOR, "a.member")   # type: ignore[attr-defined]
         assert [a.text for a in links] == ["m1"]
@@ -112,7 +112,7 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
 
         d.find_element(By.NAME, "min_spend").clear()           # type: ignore[attr-defined]
         d.find_element(By.NAME, "min_spend").send_keys("lots")  # type: ignore[attr-defined]
-        d.find_element(By.ID, "apply").click()                 # type: ignore[attr-defined]
+        submit(d, d.find_element(By.ID, "apply"))              # type: ignore[attr-defined]
         assert "min_spend" in d.find_element(By.ID, "error").text  # type: ignore[attr-defined]
 
         d.get(api.url + "/console/shops/tea/members/m3")        # type: ignore[attr-defined]
@@ -122,16 +122,16 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         shot(d, tmp_path, "console-member")
 
         # The shop's ladder, tags and campaigns, from the navigation.
-        d.find_element(By.LINK_TEXT, "Levels").click()         # type: ignore[attr-defined]
+        submit(d, d.find_element(By.LINK_TEXT, "Levels"))      # type: ignore[attr-defined]
         ladder = d.find_element(By.ID, "levels").text          # type: ignore[attr-defined]
         assert "金卡" in ladder and "net spend >= 500.00" in ladder
-        d.find_element(By.LINK_TEXT, "Tags").click()           # type: ignore[attr-defined]
+        submit(d, d.find_element(By.LINK_TEXT, "Tags"))        # type: ignore[attr-defined]
         assert "贵宾茶客" in d.find_element(By.ID, "tags").text  # type: ignore[attr-defined]
         with engine.begin() as conn:
             conn.exec_driver_sql(
                 "INSERT INTO campaign_sends (shop_id, campaign_id, message_id, member_id, "
                 "channel, sent_at) VALUES ('tea', 'spring-tea', 's1', 'm1', 'sms', now())")
-        d.find_element(By.LINK_TEXT, "Campaigns").click()      # type: ignore[attr-defined]
+        submit(d, d.find_element(By.LINK_TEXT, "Campaigns"))   # type: ignore[attr-defined]
         assert "history" in d.find_element(By.ID, "campaigns").text  # type: ignore[attr-defined]
         assert "spring-tea" in d.find_element(By.ID, "effect").text  # type: ignore[attr-defined]
         # The chart is an image the page loads after it: wait for it (with a deadline).
@@ -141,9 +141,9 @@ def test_sign_in_filter_open_a_member_and_sign_out(engine: Engine, browser: obje
         assert width > 500
         shot(d, tmp_path, "console-campaigns")
 
-        d.find_element(By.LINK_TEXT, "Reports").click()        # type: ignore[attr-defined]
+        submit(d, d.find_element(By.LINK_TEXT, "Reports"))     # type: ignore[attr-defined]
         assert "no order events yet" in d.find_element(By.ID, "no-data").text  # type: ignore[attr-defined]
-        d.find_element(By.LINK_TEXT, "Growth and churn").click()  # type: ignore[attr-defined]
+        submit(d, d.find_element(By.LINK_TEXT, "Growth and churn")) # type: ignore[attr-defined]
         assert d.find_element(By.ID, "report-title").text == "Growth and churn"  # type: ignore[attr-defined]
         assert "no order events yet" in d.find_element(By.ID, "no-data").text  # type: ignore[attr-defined]
 
