@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from memberflow.abc_report import NoData, Period, day_start, report_period, shop_clock
-from services.tiering import rfm
+from services.tiering import rfm, scores_store
 from services.tiering.levels import discount
 from shared.filters import MemberFilter
 from shared.money import CENT, from_cents
@@ -839,13 +839,12 @@ def _rfm_settings(shop: Shop) -> rfm.RfmSettings:
     return shop.config.rfm if shop.config is not None else rfm.RfmSettings()
 
 
-def _kept(conn: Connection, shop: Shop) -> Any:
-    from services.tiering import scores_store
-
+def _kept(conn: Connection, shop: Shop) -> scores_store.Kept:
     return scores_store.kept(conn, shop.shop_id, shop.zone, _rfm_settings(shop))
 
 
-def _kept_period(conn: Connection, shop: Shop, period: Period, kept: bool) -> Any:
+def _kept_period(conn: Connection, shop: Shop, period: Period, kept: bool
+                 ) -> scores_store.Kept | None:
     """What tiering keeps for the shop (`scores_store.Kept`) when `period` is exactly that of
     its RFM scores and their figures (and `kept`), else None."""
     if not kept:
@@ -873,6 +872,7 @@ def rfm_analysis(conn: Connection, shop: Shop, period: Period, *,
     stored = _kept_period(conn, shop, period, kept)
     if stored is not None:
         edges = stored.edges
+        assert edges is not None and stored.rfm_as_of is not None   # kept: scored
         grouped = conn.exec_driver_sql(
             "SELECT r_score, f_score, m_score, count(*) AS buyers, sum(trades) AS trades, "
             "  sum(spend_cents) AS spend, %(r)s::bigint[] AS r_edges, "
@@ -1035,7 +1035,7 @@ def predicted_value(conn: Connection, shop: Shop, period: Period,
     are those of tiering's last daily fit (`default_period`), its predictions are read from the
     members' records (`kept=False` fits afresh all the same).
     """
-    from services.tiering import clv, scores_store
+    from services.tiering import clv
 
     settings = _rfm_settings(shop)
     horizon_days = horizon_days or settings.horizon_days
