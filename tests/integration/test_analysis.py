@@ -270,6 +270,9 @@ def test_the_reports_from_the_command_line_and_the_api(stack: Stack, engine: Eng
         dormant = api.call("GET", f"/console/shops/{SHOP}/analysis/dormant?days=90",
                            headers=cookie)
         assert f'href="/console/shops/{SHOP}/members/a"' in dormant.text
+        # Too few buyers to predict: the page says so and how many it needs.
+        predicted = api.call("GET", f"/console/shops/{SHOP}/analysis/predicted", headers=cookie)
+        assert predicted.status == 200 and "at least 200 buyers" in predicted.text
         assert api.call("GET", f"/console/shops/{SHOP}/analysis/nope",
                         headers=cookie).status == 404
         assert api.call("GET", f"/console/shops/{SHOP}/analysis/time?days=x",

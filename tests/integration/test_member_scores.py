@@ -15,11 +15,16 @@ import pytest
 from sqlalchemy import Connection, Engine
 
 from memberflow import analysis
+from memberflow.configure import apply_shop_config
 from memberflow.readmodel import member_records
 from services.tiering import rfm, scores_store
 from services.tiering.rfm import RfmSettings
+from shared import tokens
 from shared.db import make_engine
 from shared.filters import MemberFilter
+from shared.shopconfig import parse
+from shared.topics import Topics
+from tests.api_support import ApiServer
 
 SHOP = "scored"
 AS_OF = datetime(2026, 6, 30, 12, tzinfo=UTC)
@@ -147,6 +152,8 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
     settings = RfmSettings()
     with engine.begin() as conn:
         load(conn, orders)
+        apply_shop_config(conn, Topics(), parse({"shop_id": SHOP, "name": "Scored",
+                                                 "timezone": "UTC"}), "test", AS_OF)
         note = scores_store.predict(conn, SHOP, "UTC", AS_OF, settings)
     assert note.startswith("BG/NBD r ")
     with engine.connect() as conn:
@@ -180,6 +187,19 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
     assert chosen and chosen == {r["member_id"] for r in win_back.tables["members"].rows}
     assert valuable and valuable == {r["member_id"] for r in listed
                                      if Decimal(r["expected_value"]) >= 100}
+
+    # The console shows the kept predictions, the most valuable buyers first.
+    with engine.begin() as conn:
+        reader = tokens.create(conn, name="analyst", shops=[SHOP], rights=["read"],
+                               expires_in=None, operator="test").token
+    with ApiServer(engine) as api:
+        page = api.call("GET", f"/console/shops/{SHOP}/analysis/predicted",
+                        headers={"Cookie": f"mf_console={reader}"})
+    assert page.status == 200, page.text
+    assert "kept in the members&#39; records by tiering" in page.text
+    top = max(listed, key=lambda r: (Decimal(r["expected_value"]), r["member_id"]))
+    assert page.text.count('/members/m') == 200
+    assert f'/members/{top["member_id"]}"' in page.text
 
     # A period too short for a fit: the shop's predictions go, and its note says why.
     short = RfmSettings(period_days=7)
