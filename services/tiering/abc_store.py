@@ -117,12 +117,19 @@ def take_noted(conn: Connection, shops: list[str]) -> dict[str, list[str]]:
     """The members noted (`note_changed`) in the shops just claimed, taken off the queue in the
     claim's own short transaction: a batch noting one of them again waits at most for that
     transaction, never for a recompute. If the recompute then fails, nothing is lost: the shop
-    stays due with its recompute unfinished, and the next one ranks every member again."""
+    stays due with its recompute unfinished, and the next one ranks every member again.
+
+    The members are handed on to the RFM recompute's own queue (`rfm_pending`), and their
+    shops' RFM scores marked stale."""
     out: dict[str, list[str]] = {shop: [] for shop in shops}
     if shops:
         for shop_id, member_id in conn.exec_driver_sql(
-                "DELETE FROM abc_pending WHERE shop_id = ANY(%b) RETURNING shop_id, member_id",
-                (shops,)):
+                "WITH taken AS (DELETE FROM abc_pending WHERE shop_id = ANY(%b) "
+                "  RETURNING shop_id, member_id), "
+                "handed AS (INSERT INTO rfm_pending SELECT * FROM taken ON CONFLICT DO NOTHING), "
+                "marked AS (UPDATE abc_shops SET rfm_dirty = true "
+                "  WHERE shop_id IN (SELECT shop_id FROM taken)) "
+                "SELECT shop_id, member_id FROM taken", (shops,)):
             out[shop_id].append(member_id)
     return out
 

@@ -129,13 +129,13 @@ def segment_sql(segments: Sequence[Segment], r: str = "r_score", f: str = "f_sco
 
 
 def values_sql(orders: str, net: str) -> str:
-    """Each buyer's (member_id, r, f, m, trades, spend) over the completed trades `orders` (a
-    FROM body naming them `o`, with the period's end as `%(p_end)s` and the shop's time zone as
-    `%(tz)s`): r is the negated recency in days (see `scored_sql`), f the purchase days, m the
-    net spend per purchase day. Per member and purchase day first (one time-zone conversion
-    per trade), then per member."""
+    """Each buyer's (member_id, r, f, m, trades, spend, last) over the completed trades
+    `orders` (a FROM body naming them `o`, with the period's end as `%(p_end)s` and the shop's
+    time zone as `%(tz)s`): r is the negated recency in days (see `scored_sql`) of their last
+    purchase `last`, f the purchase days, m the net spend per purchase day. Per member and
+    purchase day first (one time-zone conversion per trade), then per member."""
     return (
-        "SELECT member_id, "
+        "SELECT member_id, max(last) AS last, "
         "  -floor(extract(epoch FROM (%(p_end)s - max(last))) / 86400)::bigint AS r, "
         "  count(*) AS f, round(sum(net)::numeric / count(*))::bigint AS m, "
         "  sum(trades) AS trades, sum(net) AS spend "

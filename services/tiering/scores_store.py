@@ -103,9 +103,6 @@ class RfmChange:
     old: str | None                       # segment before (None: not a buyer of the period)
     new: str | None
     scores: tuple[int, int, int] | None   # (r, f, m) after; None when no longer scored
-    trades: int = 0                       # the member's trades and net spend in the period
-    spend_cents: int = 0
-    moved: bool = True                    # scores or segment changed (else only the figures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,71 +145,110 @@ def mark_stale(conn: Connection, shop_id: str, *, predicted: bool) -> None:
 
 def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
              settings: RfmSettings) -> RfmRun:
-    """Score every buyer of the period ending `as_of` and keep the differences from the stored
-    scores in `rfm_changes` (in PostgreSQL: a shop of a million buyers never reaches Python)."""
+    """Bring the buyers' values to the period ending `as_of`, score every buyer, and keep the
+    score and segment changes in `rfm_changes` (in PostgreSQL: a shop of a million buyers
+    never reaches Python).
+
+    The values are read again only for the members whose trades changed since (`rfm_pending`)
+    or whose trades left the period as it slid, when the last values were read with the same
+    period and zone; otherwise (the first recompute, a new period or zone, a clock gone back)
+    for every buyer. The scores are always the whole shop's: the quartile edges are."""
     conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
-    # What a run that died midway left goes; its shop is recomputed from the stored rows.
+    # What a run that died midway left goes; the stored scores are compared afresh below.
     conn.exec_driver_sql("DELETE FROM rfm_changes WHERE shop_id = %s", (shop_id,))
     run = int(conn.exec_driver_sql("SELECT nextval('abc_run')").scalar_one())
-    # One statement: the buyers' values (`v`), the shop's edges (`e`), the scores (`n`), the
-    # differences from what is stored (`c`); the edges are kept for the RFM report.
-    counts = conn.exec_driver_sql(rfm.scored_sql(rfm.values_sql(orders_of_period(), NET), (
+    period = _period(shop_id, zone, as_of, settings) | {"run": run}
+    prev = conn.exec_driver_sql(
+        "SELECT rfm_values_as_of, rfm_values_settings FROM abc_shops WHERE shop_id = %s",
+        (shop_id,)).first()
+    text = f"{settings.period_days}:{zone}"
+    pending = [r[0] for r in conn.exec_driver_sql(
+        "DELETE FROM rfm_pending WHERE shop_id = %s RETURNING member_id", (shop_id,))]
+    if prev is None or prev[0] is None or prev[1] != text or as_of < prev[0]:
+        gone = _read_values(conn, period, None)
+    else:
+        # Trades that left the period as it slid, or entered it at its end (as the ABC
+        # recompute finds them: a trade the queue did not bring is not missed).
+        slid = [r[0] for r in conn.exec_driver_sql(
+            "SELECT DISTINCT member_id FROM member_orders WHERE shop_id = %(shop)s "
+            "AND completed_at IS NOT NULL AND ((completed_at > %(left_from)s "
+            "AND completed_at <= %(p_start)s) OR (completed_at > %(old)s "
+            "AND completed_at <= %(p_end)s))",
+            period | {"left_from": prev[0] - timedelta(days=settings.period_days),
+                      "old": prev[0]})]
+        gone = _read_values(conn, period, sorted(set(pending) | set(slid)))
+    # Every buyer scored from the stored values: the edges (`e`), the scores (`n`), and the
+    # differences from the stored scores (`c`); the edges are kept for the RFM report.
+    values = ("SELECT member_id, "
+              "  -floor(extract(epoch FROM (%(p_end)s - last_at)) / 86400)::bigint AS r, "
+              "  days AS f, per_day AS m, r_score AS old_r, f_score AS old_f, m_score AS old_m, "
+              "  segment AS old_segment FROM member_rfm WHERE shop_id = %(shop)s")
+    counts = conn.exec_driver_sql(rfm.scored_sql(values, (
         ", n AS (SELECT s.*, " + rfm.segment_sql(settings.segments) + " AS segment FROM ("
-        "  SELECT v.member_id, v.trades, v.spend, {scores} FROM v, e) s), "
-        "o AS (SELECT * FROM member_rfm WHERE shop_id = %(shop)s), "
+        "  SELECT v.*, {scores} FROM v, e) s), "
         "c AS (INSERT INTO rfm_changes (shop_id, run, member_id, old_segment, new_segment, "
-        "  r_score, f_score, m_score, trades, spend_cents, moved) "
-        "  SELECT %(shop)s, %(run)s, coalesce(n.member_id, o.member_id), o.segment, n.segment, "
-        "    n.r_score, n.f_score, n.m_score, n.trades, n.spend, "
-        "    (o.segment, o.r_score, o.f_score, o.m_score) IS DISTINCT FROM "
-        "    (n.segment, n.r_score, n.f_score, n.m_score) "
-        "  FROM n FULL JOIN o ON o.member_id = n.member_id "
-        "  WHERE (o.segment, o.r_score, o.f_score, o.m_score, o.trades, o.spend_cents) "
-        "    IS DISTINCT FROM (n.segment, n.r_score, n.f_score, n.m_score, n.trades, n.spend) "
-        "  RETURNING moved) "
-        "SELECT (SELECT count(*) FROM n), (SELECT count(*) FILTER (WHERE moved) FROM c), "
-        "  (SELECT json_build_object('r', e.r, 'f', e.f, 'm', e.m) FROM e)")),
-        _period(shop_id, zone, as_of, settings) | {"run": run}).one()
+        "  r_score, f_score, m_score) "
+        "  SELECT %(shop)s, %(run)s, member_id, old_segment, segment, r_score, f_score, "
+        "    m_score FROM n WHERE (old_segment, old_r, old_f, old_m) IS DISTINCT FROM "
+        "    (segment, r_score, f_score, m_score) RETURNING 1) "
+        "SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c), "
+        "  (SELECT json_build_object('r', e.r, 'f', e.f, 'm', e.m) FROM e)")), period).one()
     conn.exec_driver_sql(
-        "UPDATE abc_shops SET rfm_settings = %s, rfm_edges = %s WHERE shop_id = %s",
-        (settings_text(settings, zone), Jsonb(counts[2]), shop_id))
-    return RfmRun(shop_id, as_of, settings.period_days, int(counts[0]), int(counts[1]), run)
+        "UPDATE abc_shops SET rfm_settings = %s, rfm_edges = %s, rfm_values_as_of = %s, "
+        "rfm_values_settings = %s WHERE shop_id = %s",
+        (settings_text(settings, zone), Jsonb(counts[2]), as_of, text, shop_id))
+    return RfmRun(shop_id, as_of, settings.period_days, int(counts[0]),
+                  int(counts[1]) + gone, run)
+
+
+def _read_values(conn: Connection, period: dict[str, Any], members: list[str] | None) -> int:
+    """Read the values of `members` (None: every buyer) from their trades in the period into
+    `member_rfm`, keeping their scores; those with no trade in it leave, their segment's end
+    planned as a change of the run. Returns how many left."""
+    only = "" if members is None else "AND o.member_id = ANY(%(ids)s) "
+    params = period | {"ids": members or []}
+    conn.exec_driver_sql(
+        "INSERT INTO member_rfm AS r (shop_id, member_id, last_at, days, per_day, trades, "
+        "  spend_cents) "
+        "SELECT %(shop)s, member_id, last, f, m, trades, spend FROM ("
+        + rfm.values_sql(orders_of_period() + " " + only, NET) + ") v "
+        "ON CONFLICT (shop_id, member_id) DO UPDATE SET last_at = excluded.last_at, "
+        "  days = excluded.days, per_day = excluded.per_day, trades = excluded.trades, "
+        "  spend_cents = excluded.spend_cents", params)
+    within = "" if members is None else "AND r.member_id = ANY(%(ids)s) "
+    return int(conn.exec_driver_sql(
+        "WITH d AS (DELETE FROM member_rfm r WHERE r.shop_id = %(shop)s " + within +
+        "  AND NOT EXISTS (SELECT 1 FROM member_orders o WHERE o.shop_id = r.shop_id "
+        "    AND o.member_id = r.member_id AND o.completed_at > %(p_start)s "
+        "    AND o.completed_at <= %(p_end)s) RETURNING r.shop_id, r.member_id, r.segment) "
+        "INSERT INTO rfm_changes (shop_id, run, member_id, old_segment, new_segment) "
+        "SELECT shop_id, %(run)s, member_id, segment, NULL FROM d", params).rowcount)
 
 
 def apply_rfm_part(conn: Connection, run: RfmRun, after: str, size: int
                    ) -> tuple[list[RfmChange], str | None]:
-    """Store the next `size` planned changes after member id `after`; returns those whose
-    scores or segment moved (to publish) and where the next part starts (None: the last)."""
+    """Store the next `size` planned changes after member id `after`; returns them (to
+    publish) and where the next part starts (None: this was the last)."""
     rows = conn.exec_driver_sql(
-        "SELECT member_id, old_segment, new_segment, r_score, f_score, m_score, trades, "
-        "spend_cents, moved FROM rfm_changes WHERE shop_id = %s AND run = %s "
-        "AND member_id > %s ORDER BY member_id LIMIT %s",
-        (run.shop_id, run.run, after, size + 1)).all()
-    part = [RfmChange(m, old, new, None if new is None else (int(r), int(f), int(mm)),
-                      int(trades or 0), int(spend or 0), bool(moved))
-            for m, old, new, r, f, mm, trades, spend, moved in rows[:size]]
-    gone = [c.member_id for c in part if c.new is None]
-    kept = [c for c in part if c.new is not None]
-    if gone:
-        conn.exec_driver_sql("DELETE FROM member_rfm WHERE shop_id = %s AND member_id = ANY(%b)",
-                             (run.shop_id, gone))
+        "SELECT member_id, old_segment, new_segment, r_score, f_score, m_score "
+        "FROM rfm_changes WHERE shop_id = %s AND run = %s AND member_id > %s "
+        "ORDER BY member_id LIMIT %s", (run.shop_id, run.run, after, size + 1)).all()
+    part = [RfmChange(m, old, new, None if new is None else (int(r), int(f), int(mm)))
+            for m, old, new, r, f, mm in rows[:size]]
+    kept = [c for c in part if c.new is not None and c.scores is not None]
     if kept:
         # `since` moves only when the segment does (a score moving within it keeps the date).
         conn.exec_driver_sql(
-            "INSERT INTO member_rfm AS r (shop_id, member_id, r_score, f_score, m_score, "
-            "  segment, trades, spend_cents, since) "
-            "SELECT %s, *, %s::timestamptz FROM unnest(%b::text[], %b::smallint[], "
-            "  %b::smallint[], %b::smallint[], %b::text[], %b::int[], %b::bigint[]) "
-            "ON CONFLICT (shop_id, member_id) DO UPDATE SET r_score = excluded.r_score, "
-            "  f_score = excluded.f_score, m_score = excluded.m_score, "
-            "  trades = excluded.trades, spend_cents = excluded.spend_cents, "
-            "  since = CASE WHEN r.segment = excluded.segment THEN r.since "
-            "    ELSE excluded.since END, segment = excluded.segment",
-            (run.shop_id, run.as_of, [c.member_id for c in kept],
-             [c.scores[0] for c in kept if c.scores], [c.scores[1] for c in kept if c.scores],
-             [c.scores[2] for c in kept if c.scores], [c.new for c in kept],
-             [c.trades for c in kept], [c.spend_cents for c in kept]))
-    return [c for c in part if c.moved], part[-1].member_id if len(rows) > size else None
+            "UPDATE member_rfm AS r SET r_score = c.r, f_score = c.f, m_score = c.m, "
+            "  since = CASE WHEN r.segment IS NOT DISTINCT FROM c.segment THEN r.since "
+            "    ELSE %s::timestamptz END, segment = c.segment "
+            "FROM unnest(%b::text[], %b::smallint[], %b::smallint[], %b::smallint[], "
+            "  %b::text[]) AS c(member_id, r, f, m, segment) "
+            "WHERE r.shop_id = %s AND r.member_id = c.member_id",
+            (run.as_of, [c.member_id for c in kept], [c.scores[0] for c in kept if c.scores],
+             [c.scores[1] for c in kept if c.scores], [c.scores[2] for c in kept if c.scores],
+             [c.new for c in kept], run.shop_id))
+    return part, part[-1].member_id if len(rows) > size else None
 
 
 def finish_rfm(conn: Connection, run: RfmRun) -> None:

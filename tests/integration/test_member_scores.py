@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine
 from memberflow import analysis
 from memberflow.configure import apply_shop_config
 from memberflow.readmodel import member_records
-from services.tiering import rfm, scores_store
+from services.tiering import abc_store, rfm, scores_store
 from services.tiering.rfm import RfmSettings
 from shared import tokens
 from shared.db import make_engine
@@ -130,7 +130,8 @@ def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
             "SELECT member_id, since FROM member_rfm WHERE shop_id = %s", (SHOP,)).tuples().all())
         run, applied = scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
         after = stored(conn)
-        assert after == expected_scores(orders, later, settings)
+        want = expected_scores(orders, later, settings)
+        assert after == want
         assert 0 < len(after) < len(before)
         changed = {c.member_id: c for c in applied}
         # Exactly the members whose scores or segment differ, each with its old segment.
@@ -145,6 +146,32 @@ def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
         for member, at in moved.items():
             kept = before.get(member, (0, 0, 0, None))[3] == after[member][3]
             assert at == (since[member] if kept else later), member
+
+    # A late trade (dated before the last recompute) and a refund reach the scores through the
+    # queue the ABC recompute hands on: nothing about the period's edges points at them.
+    late, refunded = sorted(after)[:2]
+    with engine.begin() as conn:
+        amount = 75_000
+        conn.exec_driver_sql(
+            "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
+            "completed_at, refund_requested_cents, refunded_cents) VALUES (%s, %s, %s, %s, %s, "
+            "0, 0)", (SHOP, f"{late}-late", late, amount, later - 30 * DAY))
+        orders[late] = [*orders[late], (later - 30 * DAY, amount, 0)]
+        at, paid, _ = orders[refunded][-1]
+        conn.exec_driver_sql(
+            "UPDATE member_orders SET refund_requested_cents = amount_cents, "
+            "refunded_cents = amount_cents WHERE shop_id = %s AND order_id = %s",
+            (SHOP, f"{refunded}-{len(orders[refunded]) - 1}"))
+        orders[refunded] = [*orders[refunded][:-1], (at, paid, paid)]
+        abc_store.note_changed(conn, [(SHOP, late), (SHOP, refunded)])
+        assert abc_store.take_noted(conn, [SHOP]) == {SHOP: [late, refunded]}
+        scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
+        assert stored(conn) == expected_scores(orders, later, settings)
+        assert conn.exec_driver_sql("SELECT count(*) FROM rfm_pending").scalar() == 0
+        assert conn.exec_driver_sql(
+            "SELECT trades, spend_cents FROM member_rfm WHERE member_id = %s", (late,)).one() == (
+            sum(1 for t, _, _ in orders[late] if later - 365 * DAY < t <= later),
+            sum(a - r for t, a, r in orders[late] if later - 365 * DAY < t <= later))
 
 
 def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: Engine) -> None:

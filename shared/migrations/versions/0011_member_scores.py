@@ -1,10 +1,13 @@
 """Members' RFM scores and segment, and their predicted value, kept by tiering.
 
-- `member_rfm`: each buyer of the shop's RFM period with their scores and segment (members who
-  bought nothing in the period have no row), since when they hold that segment, and their
-  trades and net spend in the period (what the RFM report sums per segment).
-- `rfm_changes`: the changes a recompute planned and has not applied yet, under its run number
-  (the `abc_run` sequence), taken a part per transaction as ABC's are.
+- `member_rfm`: each buyer of the shop's RFM period: their values (last purchase, purchase days,
+  net spend per purchase day), trades and net spend in the period, as of
+  `abc_shops.rfm_values_as_of`; their scores and segment (none until first scored), and since
+  when they hold that segment. Members who bought nothing in the period have no row.
+- `rfm_pending`: members whose trades changed since their values were read, handed on by the
+  ABC recompute that took them off `abc_pending`.
+- `rfm_changes`: the score and segment changes a recompute planned and has not applied yet,
+  under its run number (the `abc_run` sequence), taken a part per transaction as ABC's are.
 - `member_predictions`: each buyer's probability of being active, expected purchases over the
   horizon and their expected value, from the shop's last fit, with the buyer's summary it was
   predicted from.
@@ -25,9 +28,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 revision = "0011"
 down_revision = "0010"
 
-_TIMES = ("rfm_computed_at", "rfm_computed_as_of", "rfm_applying_as_of", "predicted_at",
-          "predicted_as_of")
-_TEXTS = ("rfm_settings", "predicted_settings", "predicted_note")
+_TIMES = ("rfm_computed_at", "rfm_computed_as_of", "rfm_applying_as_of", "rfm_values_as_of",
+          "predicted_at", "predicted_as_of")
+_TEXTS = ("rfm_settings", "rfm_values_settings", "predicted_settings", "predicted_note")
 _JSON = ("rfm_edges", "predicted_fit")
 
 
@@ -45,13 +48,22 @@ def upgrade() -> None:
         "member_rfm",
         sa.Column("shop_id", sa.Text, nullable=False),
         sa.Column("member_id", sa.Text, nullable=False),
-        sa.Column("r_score", sa.SmallInteger, nullable=False),
-        sa.Column("f_score", sa.SmallInteger, nullable=False),
-        sa.Column("m_score", sa.SmallInteger, nullable=False),
-        sa.Column("segment", sa.Text, nullable=False),
-        sa.Column("since", tz, nullable=False),
+        sa.Column("last_at", tz, nullable=False),
+        sa.Column("days", sa.Integer, nullable=False),
+        sa.Column("per_day", sa.BigInteger, nullable=False),
         sa.Column("trades", sa.Integer, nullable=False),
         sa.Column("spend_cents", sa.BigInteger, nullable=False),
+        sa.Column("r_score", sa.SmallInteger),
+        sa.Column("f_score", sa.SmallInteger),
+        sa.Column("m_score", sa.SmallInteger),
+        sa.Column("segment", sa.Text),
+        sa.Column("since", tz),
+        sa.PrimaryKeyConstraint("shop_id", "member_id"),
+    )
+    op.create_table(
+        "rfm_pending",
+        sa.Column("shop_id", sa.Text, nullable=False),
+        sa.Column("member_id", sa.Text, nullable=False),
         sa.PrimaryKeyConstraint("shop_id", "member_id"),
     )
     op.create_index("member_rfm_segment", "member_rfm", ["shop_id", "segment"])
@@ -65,9 +77,6 @@ def upgrade() -> None:
         sa.Column("r_score", sa.SmallInteger),
         sa.Column("f_score", sa.SmallInteger),
         sa.Column("m_score", sa.SmallInteger),
-        sa.Column("trades", sa.Integer),
-        sa.Column("spend_cents", sa.BigInteger),
-        sa.Column("moved", sa.Boolean, nullable=False),   # scores or segment: published
         sa.PrimaryKeyConstraint("shop_id", "run", "member_id"),
     )
     op.create_table(
@@ -88,7 +97,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_column("tag_members", "rfm_segment")
-    for table in ("member_predictions", "rfm_changes", "member_rfm"):
+    for table in ("member_predictions", "rfm_changes", "rfm_pending", "member_rfm"):
         op.drop_table(table)
     for column in ("rfm_dirty", *_TIMES, *_TEXTS, *_JSON):
         op.drop_column("abc_shops", column)
