@@ -6,11 +6,14 @@ clock (docs/time.md), and both are kept beside the batches, never by them:
 
 - **RFM** is stale when the shop's trades changed (the statement that marks its ABC classes
   stale marks it too) or its clock moved an hour past the last recompute, or the shop's map or
-  period changed. A recompute scores every buyer again in one statement (the quartile edges are
-  the whole shop's), stores the differences from the stored rows in `rfm_changes`, and applies
-  them a part at a time; each change of a member's scores or segment is published as
-  `member.rfm_changed` (a change of their period's trades and spend alone is only stored).
-  Nothing else writes `member_rfm`, so a part locks no member a batch needs.
+  period changed. Each buyer's values (last purchase, purchase days, spend per day, trades,
+  net spend) are kept in `member_rfm`: a recompute reads them again from the orders only for
+  the members whose trades changed (`rfm_pending`, handed on by the ABC recompute that took
+  them off its queue, and those still on that queue), left the period or entered it. It then scores every buyer from the kept
+  values in one statement (the quartile edges are the whole shop's), stores the score and
+  segment changes in `rfm_changes`, and applies them a part at a time, each published as
+  `member.rfm_changed`. Nothing else writes `member_rfm`, so a part locks no member a batch
+  needs.
 - Each buyer's trades and spend in the period, and the shop's quartile edges, are kept with
   the scores: the levels, amounts and RFM reports over that period read them (`kept`).
 - **The predicted value** is refitted once a day of the shop's clock (or when the period or
@@ -162,8 +165,12 @@ def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
         "SELECT rfm_values_as_of, rfm_values_settings FROM abc_shops WHERE shop_id = %s",
         (shop_id,)).first()
     text = f"{settings.period_days}:{zone}"
+    # The members whose trades changed: handed on by the ABC recompute, and those still waiting
+    # for it (read, not taken: it needs them too, and hands them on again later).
     pending = [r[0] for r in conn.exec_driver_sql(
-        "DELETE FROM rfm_pending WHERE shop_id = %s RETURNING member_id", (shop_id,))]
+        "WITH taken AS (DELETE FROM rfm_pending WHERE shop_id = %(shop)s RETURNING member_id) "
+        "SELECT member_id FROM taken UNION SELECT member_id FROM abc_pending "
+        "WHERE shop_id = %(shop)s", {"shop": shop_id})]
     if prev is None or prev[0] is None or prev[1] != text or as_of < prev[0]:
         gone = _read_values(conn, period, None)
     else:
