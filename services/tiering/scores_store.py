@@ -12,8 +12,8 @@ clock (docs/time.md), and both are kept beside the batches, never by them:
   them off its queue, and those still on that queue), left the period or entered it. It then
   scores every buyer from the kept values in one statement (the quartile edges are the whole
   shop's), stores the score and segment changes in `rfm_changes`, and applies them a part at
-  a time, each published as `member.rfm_changed`. Nothing else writes `member_rfm`, so a part locks no member a batch
-  needs.
+  a time, each published as `member.rfm_changed`. Nothing else writes `member_rfm`, so a
+  part locks no member a batch needs.
 - Each buyer's trades and spend in the period, and the shop's quartile edges, are kept with
   the scores: the levels, amounts and RFM reports over that period read them (`kept`).
 - **The predicted value** is refitted once a day of the shop's clock (or when the period or
