@@ -102,7 +102,8 @@ class TieringHandler:
         self._claimed: deque[tuple[str, datetime, CustomerAbc, list[str]]] = deque()
         self._applying: deque[_Recompute] = deque()
         self._rfm_cost: dict[str, tuple[datetime, float]] = {}
-        self._rfm_claimed: deque[tuple[str, datetime, TieringSection]] = deque()
+        # Shops claimed for an RFM recompute: (shop, as of, settings, members handed on).
+        self._rfm_claimed: deque[tuple[str, datetime, TieringSection, list[str]]] = deque()
         self._rfm_applying: deque[_RfmRecompute] = deque()
         self._predicting: deque[tuple[str, datetime, TieringSection]] = deque()
         self._predict_cost: dict[str, tuple[datetime, float]] = {}
@@ -275,9 +276,10 @@ class TieringHandler:
                                                                  RFM_PART)
             return self._rfm_changed(rfm_job.run, changed)
         if self._rfm_claimed:
-            shop_id, as_of, section = self._rfm_claimed.popleft()
+            shop_id, as_of, rfm_section, members = self._rfm_claimed.popleft()
             started = time.perf_counter()
-            rfm_run = scores_store.plan_rfm(conn, shop_id, section.zone, as_of, section.rfm)
+            rfm_run = scores_store.plan_rfm(conn, shop_id, rfm_section.zone, as_of,
+                                            rfm_section.rfm, members)
             self._rfm_applying.append(_RfmRecompute(rfm_run, started))
             return []
         if self._predicting:
@@ -299,6 +301,7 @@ class TieringHandler:
         rfm_due = [s for s in scores_store.due_rfm(conn, now, self.abc_debounce, clock)
                    if _rested(self._rfm_cost.get(s), now)]
         rfm_claimed = scores_store.claim_rfm(conn, rfm_due, now, clock) if rfm_due else []
+        handed = scores_store.take_pending(conn, rfm_claimed)
         predicted = [s for s in scores_store.due_predicted(conn, now, clock)
                      if _rested(self._predict_cost.get(s), now)]
         predicted = scores_store.claim_predicted(conn, predicted, now, clock) if predicted else []
@@ -309,9 +312,11 @@ class TieringHandler:
             # classifies members as live processing did then.
             self._claimed.append((shop_id, clock, entry[1].customers if entry else CustomerAbc(),
                                   taken[shop_id]))
-        for queue, shops in ((self._rfm_claimed, rfm_claimed), (self._predicting, predicted)):
-            queue.extend((s, clock, sections[s][1] if s in sections else _UNCONFIGURED)
-                         for s in shops)
+        def of(shop_id: str) -> TieringSection:
+            return sections[shop_id][1] if shop_id in sections else _UNCONFIGURED
+
+        self._rfm_claimed.extend((s, clock, of(s), handed[s]) for s in rfm_claimed)
+        self._predicting.extend((s, clock, of(s)) for s in predicted)
         return outputs
 
     def tick_again(self) -> bool:

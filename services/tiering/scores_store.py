@@ -28,6 +28,7 @@ with SKIP LOCKED and mark it taken before the work starts.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -129,13 +130,30 @@ def due_rfm(conn: Connection, now: datetime, debounce: timedelta, clock: datetim
 
 def claim_rfm(conn: Connection, shops: list[str], now: datetime, clock: datetime) -> list[str]:
     """Take the shops for a recompute as of `clock` (a short transaction of its own); trades
-    from now on mark them stale again, and until the last change is applied they stay due."""
+    from now on mark them stale again, and until the last change is applied they stay due.
+
+    A recompute that did not finish took members off `rfm_pending` that it never read: the
+    next reads every buyer's values again (its kept values are forgotten)."""
     return [r[0] for r in conn.exec_driver_sql(
         "UPDATE abc_shops SET rfm_dirty = false, rfm_computed_at = %(now)s, "
-        "  rfm_applying_as_of = %(clock)s "
+        "  rfm_applying_as_of = %(clock)s, "
+        "  rfm_values_as_of = CASE WHEN rfm_applying_as_of IS NULL THEN rfm_values_as_of END "
         "WHERE shop_id IN (SELECT shop_id FROM abc_shops WHERE shop_id = ANY(%(shops)s) "
         f"  AND {_RFM_STALE} ORDER BY shop_id FOR UPDATE SKIP LOCKED) RETURNING shop_id",
         {"now": now, "clock": clock, "shops": shops, "step": RFM_CLOCK_STEP})]
+
+
+def take_pending(conn: Connection, shops: list[str]) -> dict[str, list[str]]:
+    """The members handed on to the shops just claimed (`rfm_pending`), taken in the claim's
+    own short transaction, as the ABC recompute takes its queue: the long plan that follows
+    holds no row a claim or a batch needs."""
+    out: dict[str, list[str]] = {shop: [] for shop in shops}
+    if shops:
+        for shop_id, member_id in conn.exec_driver_sql(
+                "DELETE FROM rfm_pending WHERE shop_id = ANY(%b) RETURNING shop_id, member_id",
+                (shops,)):
+            out[shop_id].append(member_id)
+    return out
 
 
 def mark_stale(conn: Connection, shop_id: str, *, predicted: bool) -> None:
@@ -147,13 +165,14 @@ def mark_stale(conn: Connection, shop_id: str, *, predicted: bool) -> None:
 
 
 def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
-             settings: RfmSettings) -> RfmRun:
+             settings: RfmSettings, taken: Collection[str]) -> RfmRun:
     """Bring the buyers' values to the period ending `as_of`, score every buyer, and keep the
     score and segment changes in `rfm_changes` (in PostgreSQL: a shop of a million buyers
     never reaches Python).
 
-    The values are read again only for the members whose trades changed since (`rfm_pending`)
-    or whose trades left the period as it slid, when the last values were read with the same
+    The values are read again only for the members whose trades changed since (`taken` off
+    `rfm_pending` by the claim, and those still on the ABC queue) or whose trades left or
+    entered the period as it slid, when the last values were read with the same
     period and zone; otherwise (the first recompute, a new period or zone, a clock gone back)
     for every buyer. The scores are always the whole shop's: the quartile edges are."""
     conn.exec_driver_sql("SET LOCAL work_mem = '64MB'")
@@ -165,12 +184,10 @@ def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
         "SELECT rfm_values_as_of, rfm_values_settings FROM abc_shops WHERE shop_id = %s",
         (shop_id,)).first()
     text = f"{settings.period_days}:{zone}"
-    # The members whose trades changed: handed on by the ABC recompute, and those still waiting
-    # for it (read, not taken: it needs them too, and hands them on again later).
-    pending = [r[0] for r in conn.exec_driver_sql(
-        "WITH taken AS (DELETE FROM rfm_pending WHERE shop_id = %(shop)s RETURNING member_id) "
-        "SELECT member_id FROM taken UNION SELECT member_id FROM abc_pending "
-        "WHERE shop_id = %(shop)s", {"shop": shop_id})]
+    # The members whose trades changed: handed on by the ABC recompute (taken by the claim),
+    # and those still waiting for it (read, not taken: it needs them too, and hands them on).
+    pending = set(taken) | {r[0] for r in conn.exec_driver_sql(
+        "SELECT member_id FROM abc_pending WHERE shop_id = %s", (shop_id,))}
     if prev is None or prev[0] is None or prev[1] != text or as_of < prev[0]:
         gone = _read_values(conn, period, None)
     else:
@@ -183,7 +200,7 @@ def plan_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
             "AND completed_at <= %(p_end)s))",
             period | {"left_from": prev[0] - timedelta(days=settings.period_days),
                       "old": prev[0]})]
-        gone = _read_values(conn, period, sorted(set(pending) | set(slid)))
+        gone = _read_values(conn, period, sorted(pending | set(slid)))
     # Every buyer scored from the stored values: the edges (`e`), the scores (`n`), and the
     # differences from the stored scores (`c`); the edges are kept for the RFM report.
     values = ("SELECT member_id, "
@@ -278,7 +295,7 @@ def recompute_rfm(conn: Connection, shop_id: str, zone: str, as_of: datetime,
         (shop_id, as_of))
     conn.exec_driver_sql("UPDATE abc_shops SET rfm_dirty = true WHERE shop_id = %s", (shop_id,))
     claim_rfm(conn, [shop_id], now, as_of)
-    run = plan_rfm(conn, shop_id, zone, as_of, settings)
+    run = plan_rfm(conn, shop_id, zone, as_of, settings, take_pending(conn, [shop_id])[shop_id])
     applied = abc_store.every_part(conn, run, apply_rfm_part)
     finish_rfm(conn, run)
     return run, applied

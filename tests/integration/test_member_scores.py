@@ -170,6 +170,25 @@ def test_rfm_scores_follow_the_rule_and_a_recompute_plans_only_what_moved(
         scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
         assert stored(conn) == expected_scores(orders, later, settings)
         assert conn.exec_driver_sql("SELECT count(*) FROM rfm_pending").scalar() == 0
+
+    # A recompute that took its members off the queue and died before reading them: the next
+    # reads every buyer again, so their change is not lost.
+    dying = sorted(after)[2]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO member_orders (shop_id, order_id, member_id, amount_cents, "
+            "completed_at, refund_requested_cents, refunded_cents) VALUES (%s, %s, %s, %s, %s, "
+            "0, 0)", (SHOP, f"{dying}-late", dying, 60_000, later - 10 * DAY))
+        orders[dying] = [*orders[dying], (later - 10 * DAY, 60_000, 0)]
+        abc_store.note_changed(conn, [(SHOP, dying)])
+        abc_store.take_noted(conn, [SHOP])
+        assert scores_store.claim_rfm(conn, [SHOP], later, later) == [SHOP]
+        # Taken with the one still waiting from above (the RFM recompute reads, never takes,
+        # the ABC queue).
+        assert scores_store.take_pending(conn, [SHOP]) == {SHOP: sorted([late, dying])}
+    with engine.begin() as conn:
+        scores_store.recompute_rfm(conn, SHOP, "UTC", later, settings, later)
+        assert stored(conn) == expected_scores(orders, later, settings)
         assert conn.exec_driver_sql(
             "SELECT trades, spend_cents FROM member_rfm WHERE member_id = %s", (late,)).one() == (
             sum(1 for t, _, _ in orders[late] if later - 365 * DAY < t <= later),
