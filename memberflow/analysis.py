@@ -908,7 +908,7 @@ def rfm_analysis(conn: Connection, shop: Shop, period: Period, *,
         figures[1] += int(r.trades)
         figures[2] += int(r.spend)
         grid[(r.r_score, r.f_score)] += r.buyers
-    names_of = {s.id: s.name for s in segments}
+    names_of = rfm.segment_names(segments)
     table = Table(["segment", "name", "buyers", "share_pct", "spend", "spend_share_pct",
                    "trades", "aov"], [
         {"segment": sid, "name": names_of.get(sid, "others"), "buyers": n,

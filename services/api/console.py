@@ -38,7 +38,7 @@ from services.api.auth import Access, authorize, engine_of
 from services.campaigns import operations as campaign_ops
 from services.tagging import operations as tagging_ops
 from services.tiering import operations as tiering_ops
-from services.tiering.rfm import DEFAULT_SEGMENTS, OTHERS
+from services.tiering.rfm import DEFAULT_SEGMENTS, segment_names
 from shared import tokens
 from shared.audit import OperationRefused, audit
 from shared.filters import MemberFilter
@@ -431,10 +431,7 @@ def _ladder(config: Any) -> dict[int, str]:
 
 def _segments(config: Any) -> dict[str, str]:
     """RFM segment names by id, as the shop's map names them."""
-    names: dict[str, str] = {}
-    for s in config.rfm.segments if config is not None else DEFAULT_SEGMENTS:
-        names.setdefault(s.id, s.name)   # an id may be listed twice: its first name
-    return names | {OTHERS: "others"}
+    return segment_names(config.rfm.segments if config is not None else DEFAULT_SEGMENTS)
 
 
 def _tags(config: Any) -> dict[str, str]:

@@ -110,6 +110,15 @@ def score(value: int, found_edges: Sequence[int]) -> int:
     return 1 + sum(1 for e in found_edges if value > e)
 
 
+def segment_names(segments: Sequence[Segment]) -> dict[str, str]:
+    """Segment names by id, in the map's order; an id listed twice keeps its first name, and
+    members no segment matches are `others`."""
+    names: dict[str, str] = {}
+    for s in segments:
+        names.setdefault(s.id, s.name)
+    return names | {OTHERS: OTHERS}
+
+
 def segment_of(r: int, f: int, m: int, segments: Sequence[Segment]) -> str:
     return next((s.id for s in segments if s.holds(r, f, m)), OTHERS)
 

@@ -38,6 +38,7 @@ from sqlalchemy import Connection
 
 from services.tiering import abc_store, rfm
 from services.tiering.rfm import NET, RfmSettings
+from shared.clocks import pipeline_clock
 
 if TYPE_CHECKING:   # numpy and scipy are loaded by a fit only: commands importing this stay fast
     from services.tiering import clv
@@ -410,11 +411,11 @@ def stale_shops(conn: Connection) -> int:
     """Shops whose RFM scores or predictions are due (by the rules above) at the pipeline
     clock: timed work outstanding."""
     return int(conn.exec_driver_sql(
-        f"WITH c AS (SELECT pipeline_clock() AS clock) SELECT count(*) FROM abc_shops, c "
-        f"WHERE {_RFM_STALE.replace('%(clock)s', 'c.clock').replace('%(step)s', '%s')} "
+        f"SELECT count(*) FROM abc_shops WHERE {_RFM_STALE} "
         "OR (rfm_computed_as_of IS NOT NULL AND (predicted_as_of IS NULL "
-        "  OR predicted_as_of <= c.clock - %s))",
-        (RFM_CLOCK_STEP, PREDICTED_CLOCK_STEP)).scalar_one())
+        "  OR predicted_as_of <= %(clock)s - %(predicted_step)s))",
+        {"clock": pipeline_clock(conn), "step": RFM_CLOCK_STEP,
+         "predicted_step": PREDICTED_CLOCK_STEP}).scalar_one())
 
 
 _PREDICTED_DUE = ("rfm_computed_as_of IS NOT NULL "
