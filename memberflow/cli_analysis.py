@@ -39,8 +39,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _run(build: Callable[..., Any], shop: str, days: int | None, first_day: datetime | None,
          last_day: datetime | None, fmt: str, out: Path | None, chart: Path | None,
-         database_url: str | None, data_dir: Path | None, *, with_period: bool = True,
-         name: str | None = None) -> None:
+         database_url: str | None, data_dir: Path | None, *, name: str,
+         with_period: bool = True) -> None:
     from memberflow import analysis
     from memberflow.abc_report import BadPeriod, NoData
 
@@ -81,7 +81,7 @@ def report_levels(**kw: Any) -> None:
     """Per level: members, buyers, completed trades, revenue and its share, AOV, discount; and
     level changes per month by cause."""
     from memberflow.analysis import level_analysis
-    _run(level_analysis, **kw)
+    _run(level_analysis, name="levels", **kw)
 
 
 @click.command("time")
@@ -90,7 +90,7 @@ def report_time(**kw: Any) -> None:
     """Completed trades and revenue by day of week x hour (a heatmap) and by month, in the
     shop's time zone: the peak and slack seasons."""
     from memberflow.analysis import time_analysis
-    _run(time_analysis, **kw)
+    _run(time_analysis, name="time", **kw)
 
 
 @click.command("amounts")
@@ -107,7 +107,8 @@ def report_amounts(order_buckets: str | None, spend_buckets: str | None, **kw: A
         spend = parse_edges(spend_buckets) if spend_buckets else None
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    _run(lambda conn, shop, period: amount_analysis(conn, shop, period, orders, spend), **kw)
+    _run(lambda conn, shop, period: amount_analysis(conn, shop, period, orders, spend),
+         name="amounts", **kw)
 
 
 @click.command("counts")
@@ -115,7 +116,7 @@ def report_amounts(order_buckets: str | None, spend_buckets: str | None, **kw: A
 def report_counts(**kw: Any) -> None:
     """Buyers by how many trades they completed (1, 2, 3, 4-5, 6-10, 11+) and the repeat rate."""
     from memberflow.analysis import count_analysis
-    _run(count_analysis, **kw)
+    _run(count_analysis, name="counts", **kw)
 
 
 @click.command("rfm")
@@ -132,7 +133,7 @@ def report_rfm(**kw: Any) -> None:
 def report_coupons(**kw: Any) -> None:
     """Suggested "满 X 减 Y" coupons from the order values, with how each was chosen."""
     from memberflow.analysis import coupon_analysis
-    _run(coupon_analysis, **kw)
+    _run(coupon_analysis, name="coupons", **kw)
 
 
 @click.command("predicted")
@@ -165,7 +166,7 @@ def report_growth(unit: str, dormant_after: int, lost_after: int, **kw: Any) -> 
     """Per month or week: new, active, returning members; dormant and lost at its end."""
     from memberflow.analysis import growth_analysis
     _run(lambda conn, shop, period: growth_analysis(conn, shop, period, unit, dormant_after,
-                                                    lost_after), **kw)
+                                                    lost_after), name="growth", **kw)
 
 
 @click.command("dormant")
@@ -193,4 +194,4 @@ def report_dormant(shop: str, n_days: int | None, cycle_days: int | None,
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _run(lambda conn, where: dormant_members(conn, where, days, limit), shop, None, None, None,
-         fmt, out, None, database_url, data_dir, with_period=False)
+         fmt, out, None, database_url, data_dir, name="dormant", with_period=False)
