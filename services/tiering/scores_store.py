@@ -50,7 +50,8 @@ PREDICTED_CLOCK_STEP = timedelta(days=1)
 PREDICTED_LEASE = timedelta(minutes=15)
 
 _RFM_STALE = ("(rfm_dirty OR rfm_computed_as_of IS NULL "
-              "OR rfm_computed_as_of <= %(clock)s - %(step)s OR rfm_applying_as_of IS NOT NULL)")
+              "OR rfm_computed_as_of <= %(clock)s::timestamptz - %(step)s "
+              "OR rfm_applying_as_of IS NOT NULL)")
 
 
 def settings_text(settings: RfmSettings, zone: str, *, predicted: bool = False) -> str:
@@ -413,7 +414,7 @@ def stale_shops(conn: Connection) -> int:
     return int(conn.exec_driver_sql(
         f"SELECT count(*) FROM abc_shops WHERE {_RFM_STALE} "
         "OR (rfm_computed_as_of IS NOT NULL AND (predicted_as_of IS NULL "
-        "  OR predicted_as_of <= %(clock)s - %(predicted_step)s))",
+        "  OR predicted_as_of <= %(clock)s::timestamptz - %(predicted_step)s))",
         {"clock": pipeline_clock(conn), "step": RFM_CLOCK_STEP,
          "predicted_step": PREDICTED_CLOCK_STEP}).scalar_one())
 
