@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection
 
 from memberflow.abc_report import NoData, Period, day_start, report_period, shop_clock
+from memberflow.charts import thousands
 from services.tiering import rfm, scores_store
 from services.tiering.levels import discount
 from shared.filters import MemberFilter
@@ -312,6 +313,7 @@ def _level_chart(report: Analysis, plt: Any) -> None:
     right.set_title("revenue per level (net of refunds)")
     for ax in (left, right):
         ax.tick_params(axis="x", labelrotation=20)
+        thousands(ax.yaxis)
     fig.suptitle(f"Levels, shop {report.shop_id}: {_span(report.period)}")
     fig.tight_layout()
 
@@ -331,6 +333,32 @@ class _Month:
     month: str
     trades: int
     net: int
+    whole: bool     # the whole month lies in the period
+
+
+def _months_between(first: str | None, last: str | None) -> list[str]:
+    """The months "YYYY-MM" from `first` to `last`, both included (none if either is None)."""
+    if first is None or last is None:
+        return []
+    year, month = map(int, first.split("-"))
+    out = []
+    while (label := f"{year:04d}-{month:02d}") <= last:
+        out.append(label)
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return out
+
+
+def _whole_months(period: Period) -> set[str]:
+    """The months of the shop's calendar lying wholly in the period."""
+    zone = ZoneInfo(period.timezone)
+    first = period.local(period.start).date().replace(day=1)
+    out = set()
+    while (start := day_start(first, zone)) < period.end:
+        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
+        if start >= period.start and day_start(following, zone) <= period.end:
+            out.add(f"{first:%Y-%m}")
+        first = following
+    return out
 
 
 def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
@@ -345,12 +373,15 @@ def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
         f"  count(*) AS trades, sum({NET}) AS net FROM {orders} GROUP BY 1", params).all()
     cells: dict[tuple[int, int], list[int]] = {}
     monthly: dict[str, list[int]] = {}
+    whole = _whole_months(period)
     for at, n, net in hours:
         for figures in (cells.setdefault((at.isoweekday(), at.hour), [0, 0]),
                         monthly.setdefault(f"{at:%Y-%m}", [0, 0])):
             figures[0] += n
             figures[1] += int(net)
-    months = [_Month(m, n, net) for m, (n, net) in sorted(monthly.items())]
+    # Every month from the first with a trade to the last, a gap being a month with none.
+    months = [_Month(m, monthly.get(m, [0, 0])[0], monthly.get(m, [0, 0])[1], m in whole)
+              for m in _months_between(min(monthly, default=None), max(monthly, default=None))]
     grid = {key: (n, net) for key, (n, net) in cells.items()}
     trades = sum(t for t, _ in grid.values())
     revenue = sum(n for _, n in grid.values())
@@ -362,14 +393,18 @@ def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     heat.totals = {"day_of_week": "total", **{
         f"h{h:02d}": sum(grid.get((d, h), (0, 0))[0] for d in range(1, 8)) for h in range(24)},
         "trades": trades}
-    by_month = Table(["month", "completed_trades", "revenue", "revenue_share_pct"], [
-        {"month": r.month, "completed_trades": r.trades, "revenue": money(r.net),
-         "revenue_share_pct": share(int(r.net), revenue)} for r in months],
+    by_month = Table(["month", "whole", "completed_trades", "revenue", "revenue_share_pct"], [
+        {"month": r.month, "whole": r.whole, "completed_trades": r.trades,
+         "revenue": money(r.net), "revenue_share_pct": share(int(r.net), revenue)}
+        for r in months],
         {"month": "total", "completed_trades": trades, "revenue": money(revenue),
          "revenue_share_pct": share(revenue, revenue)})
     busiest = max(grid.items(), key=lambda kv: (kv[1][0], kv[0]), default=None)
-    peak = max(months, key=lambda r: (r.trades, r.month), default=None)
-    slack = min(months, key=lambda r: (r.trades, r.month), default=None)
+    # Seasons are judged on whole months (a period's first and last are often cut short),
+    # unless the period holds none.
+    judged = [r for r in months if r.whole] or months
+    peak = max(judged, key=lambda r: (r.trades, r.month), default=None)
+    slack = min(judged, key=lambda r: (r.trades, r.month), default=None)
     return Analysis("time", shop.shop_id, period, {"weekday_hour": heat, "months": by_month}, {
         "timezone": shop.zone, "completed_trades": trades, "revenue": money(revenue),
         "busiest_hour": (f"{WEEKDAYS[busiest[0][0] - 1]} {busiest[0][1]:02d}:00"
@@ -391,8 +426,10 @@ def _time_chart(report: Analysis, plt: Any) -> None:
     top.set_title("completed trades by day of week and hour")
     fig.colorbar(image, ax=top, label="completed trades")
     bottom.bar([m["month"] for m in months], [m["completed_trades"] for m in months],
-               color="#5c6bc0")
-    bottom.set_title("completed trades by month")
+               color=["#5c6bc0" if m["whole"] else "#c5cae9" for m in months])
+    cut = any(not m["whole"] for m in months)
+    bottom.set_title("completed trades by month" + (
+        " (pale: only partly in the period)" if cut else ""))
     bottom.yaxis.get_major_locator().set_params(integer=True)
     bottom.tick_params(axis="x", labelrotation=45)
     fig.suptitle(f"Time, shop {report.shop_id}: {_span(report.period)}")
@@ -811,6 +848,9 @@ def _growth_chart(report: Analysis, plt: Any) -> None:
                      f"{report.summary['dormant_after_days']} days) and lost "
                      f"({report.summary['lost_after_days']} days)")
     bottom.legend()
+    if not any(r["dormant"] or r["lost"] for r in rows):
+        bottom.text(0.5, 0.5, f"no member dormant or lost at any {unit}'s end",
+                    transform=bottom.transAxes, ha="center", va="center", color="#616161")
     bottom.set_xticks(list(at), labels, rotation=45)
     for ax in (top, bottom):
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -1101,7 +1141,25 @@ def predicted_value(conn: Connection, shop: Shop, period: Period,
          "fit": ("a parameter lies at the edge of the search: these buyers do not behave as "
                  "the models assume, read the predictions with care"
                  if fitted.at_limit else "good"),
-         "expected_purchases": f"{fitted.expected_total:.1f}", "predictions": how})
+         "expected_purchases": f"{fitted.expected_total:.1f}", "predictions": how},
+        _predicted_chart)
+
+
+def _predicted_chart(report: Analysis, plt: Any) -> None:
+    bands = report.tables["p_alive_bands"].rows
+    labels = [b["p_alive"] for b in bands]
+    horizon = report.summary["horizon_days"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    left.bar(labels, [b["buyers"] for b in bands], color="#5c6bc0")
+    left.set_title("buyers by probability of being still active")
+    left.yaxis.get_major_locator().set_params(integer=True)
+    right.bar(labels, [float(b["expected_value"]) for b in bands], color="#2e7d32")
+    right.set_title(f"expected value of their purchases in the next {horizon} days")
+    for ax in (left, right):
+        ax.set_xlabel("probability active")
+        thousands(ax.yaxis)
+    fig.suptitle(f"Predicted value, shop {report.shop_id}: {_span(report.period)}")
+    fig.tight_layout()
 
 
 # Every report over a period with its default settings, by the name `memberflow report` gives it

@@ -53,3 +53,10 @@ def pyplot() -> Any:
         plt.rcParams["font.family"] = "sans-serif"
     plt.rcParams["axes.unicode_minus"] = False   # CJK fonts often lack U+2212
     return plt
+
+
+def thousands(axis: Any) -> None:
+    """Tick labels of a count or money axis with thousands separators (1,250,000)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))

@@ -31,6 +31,7 @@ from scipy import optimize, special
 MIN_BUYERS = 200          # buyers the BG/NBD fit needs
 MIN_REPEAT_BUYERS = 50    # buyers with a repeat purchase, for either model
 BOUNDS = (-12.0, 12.0)    # the search space of each parameter's logarithm
+EDGE = 1.0                # a fit within a factor e of that edge is at it
 
 
 class TooLittleData(ValueError):
@@ -126,14 +127,20 @@ def fit_gamma_gamma(x: ArrayLike, m: ArrayLike,
         raise TooLittleData(
             f"{int(w[keep].sum()):,} repeat buyers with spend: the value model needs at least "
             f"{MIN_REPEAT_BUYERS:,}")
-    found = optimize.minimize(_gg_ll, np.zeros(3), args=(xs[keep], ms[keep], w[keep]),
+    # The model is scale-free (values s times larger: gamma s times larger, p and q alike), so
+    # it is fitted on values in units of their mean: the search space then suits a shop in any
+    # currency, yen or dinar.
+    unit = float(np.average(ms[keep], weights=w[keep]))
+    found = optimize.minimize(_gg_ll, np.zeros(3), args=(xs[keep], ms[keep] / unit, w[keep]),
                               method="Nelder-Mead", bounds=[BOUNDS] * 3,
                               options={"maxiter": 8000, "xatol": 1e-7, "fatol": 1e-9})
     p, q, g = np.exp(found.x)
-    return GammaGamma(float(p), float(q), float(g), _at_limit(found.x))
+    return GammaGamma(float(p), float(q), float(g) * unit, _at_limit(found.x))
 
 
 def _at_limit(log_params: np.ndarray) -> bool:
     """Whether the best fit lies at the edge of the search: the data do not pin the model
     down (a shop whose buyers do not behave as the model assumes), said with the figures."""
-    return bool(np.any(np.abs(log_params) > BOUNDS[1] - 0.01))
+    # Where the likelihood runs flat toward the edge (a -> 0 and b -> infinity: no buyer seen
+    # dropping out), the search stops somewhat short of it.
+    return bool(np.any(np.abs(log_params) > BOUNDS[1] - EDGE))

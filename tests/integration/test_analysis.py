@@ -19,7 +19,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,21 @@ def test_every_report_on_the_hand_worked_shop(engine: Engine, tmp_path: Path) ->
     assert (heat["Sat"]["h10"], heat["Sat"]["h09"], heat["Sun"]["h10"], heat["Sun"]["h12"],
             heat["Sun"]["h18"], heat["Mon"]["h20"], heat["Wed"]["h12"]) == (1,) * 7
     assert sum(r["trades"] for r in heat.values()) == 7
-    assert [(m["month"], m["completed_trades"], m["revenue"]) for m in
+    # From the first month with a trade to the last, May with none; the period's months are
+    # all whole, so May is the slack one.
+    assert [(m["month"], m["whole"], m["completed_trades"], m["revenue"]) for m in
             time.tables["months"].rows] == [
-        ("2026-01", 1, "300.00"), ("2026-02", 2, "80.00"), ("2026-03", 1, "300.00"),
-        ("2026-04", 1, "40.00"), ("2026-06", 2, "170.00")]
-    assert (time.summary["peak_month"], time.summary["slack_month"]) == ("2026-06", "2026-01")
+        ("2026-01", True, 1, "300.00"), ("2026-02", True, 2, "80.00"),
+        ("2026-03", True, 1, "300.00"), ("2026-04", True, 1, "40.00"),
+        ("2026-05", True, 0, "0.00"), ("2026-06", True, 2, "170.00")]
+    assert (time.summary["peak_month"], time.summary["slack_month"]) == ("2026-06", "2026-05")
+    # Up to 2026-06-25, June is cut short: it is shown, but the seasons are judged on whole
+    # months, so its two trades do not make it the peak (February's two do).
+    cut = build(engine, analysis.time_analysis, first_day=date(2026, 1, 1),
+                last_day=date(2026, 6, 25))
+    assert [(m["month"], m["whole"], m["completed_trades"]) for m in
+            cut.tables["months"].rows][-2:] == [("2026-05", True, 0), ("2026-06", False, 2)]
+    assert (cut.summary["peak_month"], cut.summary["slack_month"]) == ("2026-02", "2026-05")
 
     counts = build(engine, analysis.count_analysis)
     assert [(r["completed_trades"], r["buyers"]) for r in counts.tables["trade_counts"].rows] == [

@@ -217,6 +217,8 @@ def test_predicted_values_are_the_reports_and_filter_the_win_back_list(engine: E
     diff = [(a, b) for a, b in zip(read.tables["members"].rows, report.tables["members"].rows,
                                    strict=True) if a != b]
     assert not diff, diff[:3]
+    drawn = read.png_bytes()
+    assert drawn is not None and drawn[:4] == b"\x89PNG"
     # The same fit: every buyer's record carries the report's figures.
     listed = report.tables["members"].rows
     assert len(listed) == len(records) == 600

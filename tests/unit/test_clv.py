@@ -56,3 +56,31 @@ def test_too_few_buyers_is_refused_saying_how_many_are_needed() -> None:
         clv.fit_bgnbd([1, 0, 2], [3.0, 0.0, 5.0], [10.0, 10.0, 10.0])
     with pytest.raises(clv.TooLittleData, match="at least 50"):
         clv.fit_gamma_gamma([1, 2], [10.0, 20.0])
+
+
+def test_the_value_model_does_not_depend_on_the_currency() -> None:
+    rows = [r for r in cdnow() if float(r["x"]) > 0]
+    x, m = [float(r["x"]) for r in rows], [float(r["zbar"]) for r in rows]
+    dollars = clv.fit_gamma_gamma(x, m)
+    # The same buyers in a currency worth 10,000 times less: gamma scales, p and q stay (the
+    # search space of the parameters would otherwise cut gamma off at e^12 = 162,755).
+    small = clv.fit_gamma_gamma(x, [v * 10_000 for v in m])
+    assert (small.p, small.q) == (pytest.approx(dollars.p, rel=1e-4),
+                                  pytest.approx(dollars.q, rel=1e-4))
+    assert small.gamma == pytest.approx(dollars.gamma * 10_000, rel=1e-4)
+    assert not dollars.at_limit and not small.at_limit
+
+
+def test_buyers_who_never_drop_out_make_a_fit_at_the_edge() -> None:
+    # Every buyer keeps buying at their own Poisson rate and none lapses: the purchase model's
+    # dropout runs off to nothing (a -> 0, b -> infinity), which the fit says.
+    rng = np.random.default_rng(7)
+    T = rng.uniform(20, 52, 1000)
+    times = [np.sort(rng.uniform(0, t, rng.poisson(rate * t)))
+             for rate, t in zip(rng.gamma(2.0, 0.1, 1000), T, strict=True)]
+    fit = clv.fit_bgnbd([len(ts) for ts in times], [ts[-1] if len(ts) else 0.0 for ts in times],
+                        T)
+    assert fit.at_limit and fit.a / (fit.a + fit.b) < 1e-6
+    rows = cdnow()
+    assert not clv.fit_bgnbd([float(r["x"]) for r in rows], [float(r["t_x"]) for r in rows],
+                             [float(r["T"]) for r in rows]).at_limit
