@@ -851,7 +851,9 @@ def _growth_chart(report: Analysis, plt: Any) -> None:
     if not any(r["dormant"] or r["lost"] for r in rows):
         bottom.text(0.5, 0.5, f"no member dormant or lost at any {unit}'s end",
                     transform=bottom.transAxes, ha="center", va="center", color="#616161")
-    bottom.set_xticks(list(at), labels, rotation=45)
+    # Every other label when there are many (weeks of half a year).
+    step = 2 if len(rows) > 16 else 1
+    bottom.set_xticks(list(at)[::step], labels[::step], rotation=45)
     for ax in (top, bottom):
         ax.yaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(bottom=0, top=max(ax.get_ylim()[1], 1))

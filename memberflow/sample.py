@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
 import itertools
 import json
@@ -74,9 +75,13 @@ class _Shop:
         self.seq = itertools.count()
         self.raw: list[_Raw] = []
 
-    def when(self) -> datetime:
-        """A moment in the window, shaped by the day and hour weights."""
-        day = self.rng.choices(self.days, cum_weights=self.day_cum)[0]
+    def when(self, span: tuple[int, int] | None = None) -> datetime:
+        """A moment in the window (or in its days `span`: first included, last excluded),
+        shaped by the day and hour weights."""
+        first, last = span or (0, len(self.days))
+        below = self.day_cum[first - 1] if first else 0.0
+        drawn = below + self.rng.random() * (self.day_cum[last - 1] - below)
+        day = self.days[min(bisect.bisect_right(self.day_cum, drawn, first, last), last - 1)]
         hour = self.rng.choices(range(24), cum_weights=self.hour_cum)[0]
         return day + timedelta(hours=hour, seconds=self.rng.randrange(3600))
 
@@ -97,10 +102,21 @@ class _Shop:
             if self.rng.random() < 0.25:
                 self.emit(at + timedelta(seconds=5), "member.carted", member, {"sku": sku})
 
-    def order(self, member: str, order_id: str, region: str) -> None:
+    def lifetime(self, orders: int) -> tuple[int, int]:
+        """The days a buyer of `orders` orders buys on: from the day they join to the end, or,
+        for two in five who buy more than once, until they drift away some weeks later."""
+        days, rng = len(self.days), self.rng
+        if orders == 1:
+            return 0, days
+        first = rng.randrange(days * 3 // 4)
+        if rng.random() < 0.4:
+            return first, min(days, first + 14 + int(rng.expovariate(1 / 45)))
+        return first, days
+
+    def order(self, member: str, order_id: str, region: str, span: tuple[int, int]) -> None:
         """One order's life: placed, usually paid, mostly completed, occasionally refunded."""
         rng = self.rng
-        at = self.when()
+        at = self.when(span)
         if rng.random() < 0.5:
             self.browse(member, at - timedelta(minutes=rng.randint(5, 40)), rng.randint(1, 3))
         picked: list[int] = []
@@ -154,8 +170,10 @@ def generate(*, shop_id: str = "demo-shop", members: int = 5000, days: int = 180
             for _ in range(rng.randint(1, 5)):
                 shop.browse(member, shop.when(), rng.randint(1, 6))
             continue
-        for _ in range(_order_count(rng)):
-            shop.order(member, f"{shop_id}-o{next(orders):07d}", region)
+        count = _order_count(rng)
+        span = shop.lifetime(count)
+        for _ in range(count):
+            shop.order(member, f"{shop_id}-o{next(orders):07d}", region, span)
     for c in range(1, 4):
         campaign, channel, sent = f"cmp-{c:02d}", rng.choice(CHANNELS), shop.when()
         for k, m in enumerate(sorted(rng.sample(range(1, members + 1),
