@@ -1007,7 +1007,7 @@ def _rfm_chart(report: Analysis, plt: Any) -> None:
 
 def coupon_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     """Suggested "满 X 减 Y" coupons from the period's order values (`memberflow.coupons`)."""
-    from memberflow.coupons import suggest
+    from memberflow.coupons import suggest, verdict
 
     orders, params = _orders(period)
     histogram = {int(v): int(n) for v, n in conn.exec_driver_sql(
@@ -1024,7 +1024,8 @@ def coupon_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
          "percentile of order values; face value: at most 6% of the threshold (1-2-5 series); "
          "just below: orders from 80% of the threshold up to it; lift: what they would add "
          "reaching it (upper bound); given away: the face value on every order at or above it "
-         "and on every lifted one; net = lift - given away; the best three by net"},
+         "and on every lifted one; net = lift - given away; the best three by net",
+         "verdict": verdict(found)},
         _coupon_chart)
     report.extra = histogram
     return report

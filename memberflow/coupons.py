@@ -16,7 +16,7 @@ classic case: most orders under 100 gives face values of 2 or 5.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -103,3 +103,14 @@ def suggest(histogram: Mapping[int, int], count: int = 3) -> list[Suggestion]:
             given.quantize(Decimal("0.01")), (lift - given).quantize(Decimal("0.01"))))
     best = sorted(tried, key=lambda s: (-s.net, s.threshold))[:count]
     return sorted(best, key=lambda s: s.threshold)
+
+
+def verdict(found: Sequence[Suggestion]) -> str:
+    """Whether the suggestions pay for themselves, in words."""
+    paying = [s.label for s in found if s.net > 0]
+    if paying:
+        return (f"{', '.join(paying)} can pay for itself: the orders just below adding what "
+                "they need to reach it outweigh the face value given to every order")
+    return ("none pays for itself given to every buyer, even if every order just below rose "
+            "to the threshold (net below 0): these cost least, and are worth it only for the "
+            "orders they bring that would not have come at all")

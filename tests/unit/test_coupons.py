@@ -27,6 +27,10 @@ def test_the_figures_of_one_threshold_by_hand() -> None:
                                                                             Decimal("50.00"))
     assert (only.lift, only.given_away, only.net) == (Decimal("145.00"), Decimal("100.00"),
                                                       Decimal("45.00"))
+    assert coupons.verdict([only]).startswith("满100减5 can pay for itself")
+    # Orders thinning out above the threshold: what the 90s add never covers 5 off every 120.
+    (costly,) = [s for s in coupons.suggest({90: 2, 95: 8, 120: 30}, count=50) if s.threshold == 100]
+    assert costly.net < 0 and coupons.verdict([costly]).startswith("none pays for itself")
 
 
 @given(st.dictionaries(st.integers(1, 5000), st.integers(1, 50), min_size=1, max_size=40))
