@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 DEMO_ARGS ?=
 
-.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns bench-replay bench-latency fuzz lint schema clean
+.PHONY: demo test unit bench bench-tiers bench-tags bench-campaigns bench-replay bench-latency bench-analysis fuzz lint schema charts clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-latency: $(STAMP)  ## event time -> state committed at 2,000 events/s for 
 bench-tiers: $(STAMP)  ## customer ABC, level evaluation, policy re-evaluation
 	$(BIN)/python benchmarks/tiers.py
 
+bench-analysis: $(STAMP)  ## every customer-analysis report on a shop of 1M members
+	$(BIN)/python benchmarks/analysis.py
+
 bench-tags: $(STAMP)  ## rule evaluations, one rule over 1M members, the tagging worker
 	$(BIN)/python benchmarks/tags.py
 
@@ -53,6 +56,9 @@ bench-campaigns: $(STAMP)  ## attribution with 1M sends and 100k clicks outstand
 lint: $(STAMP)
 	$(BIN)/ruff check shared services memberflow tests benchmarks
 	$(BIN)/mypy
+
+charts: $(STAMP)  ## redraw docs/charts/ (the README's report charts) from the sample shop
+	$(BIN)/python docs/draw_charts.py
 
 schema: $(STAMP)  ## regenerate the published JSON Schemas of inbound and outbound events
 	$(BIN)/memberflow schema --out docs/event.schema.json
