@@ -80,6 +80,9 @@ def main() -> None:
         members, orders, load_s = prepare(engine, args.members)
         print(f"shop: {members:,} members, {orders:,} completed orders (loaded in "
               f"{load_s:.1f} s); the 365 days up to the clock; each report {args.runs} runs")
+        print(f"yardstick: one pass over the shop's orders (count and sum) "
+              f"{' / '.join(f'{s:.2f}' for s in yardstick(engine, args.runs))} s: the "
+              "figures below are this machine's, and compare with others through it")
         kept_scores(engine)
         print(f"{'report':<18} {'runs (s)':<22} answer")
         for name, kept in [(n, True) for n in ("levels", "time", "amounts", "counts",
@@ -95,6 +98,18 @@ def main() -> None:
             print(f"{label:<18} {' / '.join(f'{s:.2f}' for s in runs):<22} "
                   f"{len(first.rows)} rows; {_gist(report.summary)}")
         engine.dispose()
+
+
+def yardstick(engine: Engine, runs: int) -> list[float]:
+    """The seconds PostgreSQL takes to read every order of the shop once, `runs` times."""
+    out = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*), sum(amount_cents) FROM member_orders "
+                                 "WHERE shop_id = %s", (SHOP,)).one()
+        out.append(time.perf_counter() - started)
+    return out
 
 
 def kept_scores(engine: Engine) -> None:
