@@ -101,5 +101,6 @@ def test_growth_is_its_definition_member_by_member(engine: Engine) -> None:
                 got = [(r["new"], r["active"], r["returning"], r["dormant"], r["lost"])
                        for r in report.tables["growth"].rows]
                 assert got == expected(orders, period, unit), (period.describe(), unit)
-                totals = [a + sum(col) for a, col in zip(totals, zip(*got, strict=True), strict=True)]
+                columns = zip(*got, strict=True)
+                totals = [a + sum(col) for a, col in zip(totals, columns, strict=True)]
     assert all(totals), totals     # new, active, returning, dormant and lost all seen
