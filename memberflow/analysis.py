@@ -17,6 +17,7 @@ set-based SQL (no member is loaded into Python); Python only shapes the few rows
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import itertools
@@ -748,58 +749,65 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     if not 0 < dormant_after < lost_after:
         raise ValueError("lost days must be more than dormant days, and both above 0")
     starts = bucket_starts(period, unit)
-    within, params = _bounds(period)
-    params |= {"shop": shop.shop_id, "tz": shop.zone, "unit": unit, "starts": starts,
-               "dormant": timedelta(days=dormant_after), "lost": timedelta(days=lost_after)}
     # Each bucket's end: where the next begins, but never after the period's end.
     ends = [min(s, period.end) for s in starts[1:]]
-    params["ends"] = ends
-    # Per bucket (the shop-time truncation of each trade): members whose first trade ever (the
-    # tiering worker's first_purchase_at) is in it. They are active in it too, so the returning
-    # are the other active ones.
-    first_within = within.replace("o.completed_at", "m.first_purchase_at")
-    new = {int(k): int(n) for k, n in conn.exec_driver_sql(
-        "SELECT width_bucket(m.first_purchase_at, %(starts)s::timestamptz[]), count(*) "
-        f"FROM members m WHERE m.shop_id = %(shop)s AND {first_within} GROUP BY 1",
-        params).all()}
-    # Then one pass over every member's trades up to the period's end in time order (the
-    # member-orders index's own order), each with the member's next trade:
+    # One pass over every member's trades up to the period's end in time order (the
+    # member-orders index's own order), each with whether it is the member's first and with
+    # their next trade:
+    # - new: a member is new in the bucket of their first trade ever, when in the period;
     # - active: a member is active in a bucket once, at their last trade of the period in it
     #   (the one with no next trade, or the next in a later bucket);
     # - dormant and lost: a member's last trade by an end t is the trade o with o <= t < the
     #   next one; o counts as dormant at the ends from o + dormant to before the next trade,
     #   and as lost from o + lost.
-    # (The bucket of a time is its position among the buckets' starts, and which ends a run
-    # covers its positions among the ends: width_bucket, a binary search, where converting
-    # every trade's time to the shop's zone would cost seconds.) Trades with the same bucket
-    # and runs are counted together; the runs are summed here, a count at the start of each
-    # and taken off after its end.
-    at_within = within.replace("o.completed_at", "at")
     # The ends are shifted here instead of every trade there: "o + dormant > end" counts the
     # ends e with e - dormant < o, that is e - dormant + 1 microsecond <= o (24-hour days: the
-    # session's zone is UTC).
+    # session's zone is UTC). PostgreSQL only places each trade and its next among the sorted
+    # instants where any of that changes (a binary search each, width_bucket: converting
+    # every trade's time to the shop's zone would cost seconds) and counts the trades alike;
+    # what a place means is worked out here, once per place.
     tick = timedelta(microseconds=1)
-    runs = conn.exec_driver_sql(
-        "WITH o AS (SELECT completed_at AS at, lead(completed_at) OVER (PARTITION BY member_id "
-        "  ORDER BY completed_at) AS next FROM member_orders "
-        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s), "
-        "r AS (SELECT width_bucket(at, %(dormant_ends)s::timestamptz[]) + 1 AS first_dormant, "
-        "  width_bucket(at, %(lost_ends)s::timestamptz[]) + 1 AS first_lost, "
-        "  CASE WHEN next IS NULL THEN %(n)s "
-        "    ELSE width_bucket(next, %(next_ends)s::timestamptz[]) END AS last_end, "
-        "  width_bucket(at, %(starts)s::timestamptz[]) AS k, "
-        f"  {at_within} AND (next IS NULL OR next >= "
-        "    (%(starts)s::timestamptz[])[width_bucket(at, %(starts)s::timestamptz[]) + 1]) "
-        "    AS last_in_bucket FROM o) "
-        "SELECT first_dormant, first_lost, last_end, CASE WHEN last_in_bucket THEN k ELSE 0 END, "
-        "  count(*) FROM r GROUP BY 1, 2, 3, 4",
-        params | {"n": len(ends), "next_ends": [e + tick for e in ends],
-                  "dormant_ends": [e - timedelta(days=dormant_after) + tick for e in ends],
-                  "lost_ends": [e - timedelta(days=lost_after) + tick for e in ends]}).all()
-    active = [0] * (len(starts) + 1)
+    dormant_ends = [e - timedelta(days=dormant_after) + tick for e in ends]
+    lost_ends = [e - timedelta(days=lost_after) + tick for e in ends]
+    next_ends = [e + tick for e in ends]
+    # Within the period: from `opens` (included) to `closes` (excluded).
+    opens = period.start if period.includes_start else period.start + tick
+    closes = period.end + tick if period.includes_end else period.end
+    at_marks = sorted({*starts, *dormant_ends, *lost_ends, opens, closes})
+    next_marks = sorted({*starts, *next_ends})
+    places = conn.exec_driver_sql(
+        "WITH o AS (SELECT completed_at AS at, lag(completed_at) OVER w IS NULL AS first, "
+        "  lead(completed_at) OVER w AS next FROM member_orders "
+        "  WHERE shop_id = %(shop)s AND completed_at IS NOT NULL AND completed_at <= %(p_end)s "
+        "  WINDOW w AS (PARTITION BY member_id ORDER BY completed_at)) "
+        "SELECT width_bucket(at, %(at_marks)s::timestamptz[]), first, "
+        "  CASE WHEN next IS NULL THEN -1 "
+        "    ELSE width_bucket(next, %(next_marks)s::timestamptz[]) END, count(*) "
+        "FROM o GROUP BY 1, 2, 3", {"shop": shop.shop_id, "p_end": period.end,
+                                    "at_marks": at_marks, "next_marks": next_marks}).all()
+    active, new = [0] * (len(starts) + 1), [0] * (len(starts) + 1)
     dormant_at, lost_at = [0] * (len(ends) + 2), [0] * (len(ends) + 2)
-    for first_dormant, first_lost, last_end, bucket, n in runs:
-        active[bucket] += n
+
+    def up_to(marks: list[datetime], mark: datetime | None) -> int:
+        return bisect.bisect_right(marks, mark) if mark is not None else 0
+
+    for at_place, first, next_place, n in places:
+        # Trades at a place lie from the mark before it (none for the first) to the next: as
+        # many marks of each kind lie at or before them as at or before that mark.
+        mark = at_marks[at_place - 1] if at_place else None
+        first_dormant, first_lost = up_to(dormant_ends, mark) + 1, up_to(lost_ends, mark) + 1
+        bucket = up_to(starts, mark)
+        inside = mark is not None and opens <= mark < closes
+        if next_place == -1:
+            last_end, last_in_bucket = len(ends), inside
+        else:
+            after = next_marks[next_place - 1] if next_place else None
+            last_end = up_to(next_ends, after)
+            last_in_bucket = inside and up_to(starts, after) > bucket
+        if last_in_bucket:
+            active[bucket] += n
+        if first and inside:
+            new[bucket] += n
         # Dormant at the ends first_dormant .. min(first_lost - 1, last_end), lost at the
         # ends first_lost .. last_end (first_lost is never before first_dormant).
         stop = min(first_lost, last_end + 1)
@@ -815,7 +823,7 @@ def growth_analysis(conn: Connection, shop: Shop, period: Period, unit: str = "m
     rows = []
     for k, (start, following, end) in enumerate(zip(starts[:-1], starts[1:], ends,
                                                     strict=True), start=1):
-        n_active, n_new = active[k], new.get(k, 0)
+        n_active, n_new = active[k], new[k]
         local = start.astimezone(zone)
         rows.append({
             unit: f"{local:%Y-%m}" if unit == "month" else f"{local:%G-W%V}",
