@@ -366,12 +366,22 @@ def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     """Completed trades and revenue by day of week x hour of day, and by month, in the shop's
     time zone."""
     orders, params = _orders(period)
-    params |= {"shop": shop.shop_id, "tz": shop.zone}
-    # One pass: the trades per hour of the shop's clock (under 9,000 rows a year), summed
-    # into weekday x hour and months here.
-    hours = conn.exec_driver_sql(
-        "SELECT date_trunc('hour', o.completed_at AT TIME ZONE %(tz)s) AS at, "
+    params |= {"shop": shop.shop_id}
+    # One pass: the trades per quarter hour of UTC (35,000 rows a year), each quarter then
+    # put in its hour of the shop's clock here. Every zone's offset and every daylight-saving
+    # change is a whole number of quarter hours, so a quarter lies in one hour of any zone;
+    # converting the quarters instead of every trade spares PostgreSQL most of its work.
+    zone = ZoneInfo(shop.zone)
+    quarters = conn.exec_driver_sql(
+        "SELECT date_bin('15 minutes', o.completed_at, '2000-01-01 00:00+00') AS at, "
         f"  count(*) AS trades, sum({NET}) AS net FROM {orders} GROUP BY 1", params).all()
+    by_hour: dict[datetime, list[int]] = {}
+    for at, n, net in quarters:
+        local = at.astimezone(zone)
+        figures = by_hour.setdefault(local.replace(minute=0, tzinfo=None), [0, 0])
+        figures[0] += n
+        figures[1] += int(net)
+    hours = [(at, n, net) for at, (n, net) in by_hour.items()]
     cells: dict[tuple[int, int], list[int]] = {}
     monthly: dict[str, list[int]] = {}
     whole = _whole_months(period)

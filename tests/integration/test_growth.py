@@ -1,12 +1,14 @@
 """The growth and churn report against its definition worked member by member in Python, on a
 shop of two years loaded straight into PostgreSQL: trades on the very instants where months and
 weeks begin and where a trade turns dormant or lost, periods of rolling hours and of whole days,
-months and weeks in a zone eight hours from UTC."""
+months and weeks in a zone eight hours from UTC. And the time report against each trade put in
+its hour of the shop's clock, in zones with daylight saving and with offsets of 5:45."""
 
 from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -104,3 +106,24 @@ def test_growth_is_its_definition_member_by_member(engine: Engine) -> None:
                 columns = zip(*got, strict=True)
                 totals = [a + sum(col) for a, col in zip(totals, columns, strict=True)]
     assert all(totals), totals     # new, active, returning, dormant and lost all seen
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kathmandu"])
+def test_time_puts_each_trade_in_its_hour_of_the_shops_clock(engine: Engine, zone: str) -> None:
+    orders = history(400, seed=9)
+    with engine.begin() as conn:
+        load(conn, orders)
+        apply_shop_config(conn, Topics(), parse({"shop_id": SHOP, "name": "Timed",
+                                                 "timezone": zone}), "test", AS_OF)
+    with engine.connect() as conn:
+        shop = analysis.shop_of(conn, SHOP)
+        period = analysis.period_of(conn, shop)
+        report = analysis.time_analysis(conn, shop, period)
+    local = [t.astimezone(ZoneInfo(zone)) for trades in orders.values() for t, _, _ in trades
+             if period.start < t <= period.end]
+    cells = Counter((analysis.WEEKDAYS[t.weekday()], f"h{t.hour:02d}") for t in local)
+    assert {(r["day_of_week"], h): r[h] for r in report.tables["weekday_hour"].rows
+            for h in r if h.startswith("h") and r[h]} == dict(cells)
+    months = Counter(f"{t:%Y-%m}" for t in local)
+    assert {m["month"]: m["completed_trades"] for m in report.tables["months"].rows
+            if m["completed_trades"]} == dict(months)
