@@ -34,6 +34,9 @@ from shared.shops import shop_configs
 COLUMNS = ("campaign_id", "channel", "day", "status", "sent", "clicked", "click_rate",
            "converted_members", "orders", "revenue", "conversion_rate", "send_orders",
            "send_revenue", "revenue_per_message")
+# The other attribution models beside the credited last click, on each campaign's totals row of
+# a CSV (`attribution_models`).
+MODEL_COLUMNS = ("first_click_orders", "first_click_revenue", "linear_orders", "linear_revenue")
 
 
 class NoCampaigns(LookupError):
@@ -87,6 +90,14 @@ class Report:
                 "settled_until": iso(self.settled_until) if self.settled_until else None,
                 "rows": [r.record() for r in self.rows], "totals": self.totals(),
                 "attribution_models": self.models}
+
+    def table(self) -> list[dict[str, Any]]:
+        """The rows by day, then a totals row per campaign (channel "all", no day) with its
+        figures under the other attribution models: what a CSV holds."""
+        models = {m["campaign_id"]: m for m in self.models}
+        return [r.record() for r in self.rows] + [
+            {**t, **{k: models.get(t["campaign_id"], {}).get(k) for k in MODEL_COLUMNS}}
+            for t in self.totals()]
 
     def totals(self) -> list[dict[str, Any]]:
         """One line per campaign over all its days and channels."""

@@ -6,7 +6,6 @@ import csv
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import click
 import yaml
@@ -14,8 +13,8 @@ from pydantic import ValidationError
 
 from memberflow.campaign_report import (
     COLUMNS,
+    MODEL_COLUMNS,
     NoCampaigns,
-    Report,
     campaign_report,
     conversions_png,
     write_xlsx,
@@ -112,11 +111,6 @@ def campaigns_send(shop: str, campaign_id: str, out_dir: Path | None, operator: 
                f"{sender.path(shop, campaign_id)}; message_sent events queued for the broker")
 
 
-def _with_totals(result: Report) -> list[dict[str, Any]]:
-    """The rows by day, then a totals row per campaign (channel "all", no day)."""
-    return [r.record() for r in result.rows] + result.totals()
-
-
 @click.command("campaign")
 @click.option("--shop", required=True)
 @click.option("--campaign", "campaign_id", help="one campaign (default: all)")
@@ -147,11 +141,11 @@ def report_campaign(shop: str, campaign_id: str | None, fmt: str, out: Path | No
             if fmt == "json":
                 handle.write(json.dumps(result.to_dict(), indent=2) + "\n")
             else:
-                writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+                writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, *MODEL_COLUMNS])
                 writer.writeheader()
-                writer.writerows(_with_totals(result))
+                writer.writerows(result.table())
     else:
-        emit(_with_totals(result), COLUMNS, fmt, result.to_dict())
+        emit(result.table(), [*COLUMNS, *MODEL_COLUMNS], fmt, result.to_dict())
     if out is not None:
         click.echo(f"report written to {out}", err=True)
     if chart:

@@ -34,6 +34,13 @@ def test_define_confirm_send_and_report(tmp_path: Path) -> None:
                                                "--campaign", "cmp-02", "--format", "csv"))))
     assert rows and {r["campaign_id"] for r in rows} == {"cmp-02"}
     assert [r["channel"] for r in rows if not r["day"]] == ["all"]    # the totals row
+    # Beside the credited last click, the other attribution models on the totals row.
+    (models,) = [m for m in report["attribution_models"] if m["campaign_id"] == "cmp-02"]
+    (total,) = [r for r in rows if not r["day"]]
+    assert {k: total[k] for k in ("first_click_orders", "linear_revenue")} == {
+        "first_click_orders": str(models["first_click_orders"]),
+        "linear_revenue": models["linear_revenue"]}
+    assert all(not r["first_click_orders"] for r in rows if r["day"])
     cli("report", "campaign", "--shop", "demo-shop", "--format", "xlsx", "--out",
         str(tmp_path / "effect.xlsx"), "--chart", str(tmp_path / "effect.png"))
     book = load_workbook(tmp_path / "effect.xlsx")
