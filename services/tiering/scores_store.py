@@ -343,6 +343,13 @@ class NoBuyers(ValueError):
     """No completed trade in the period."""
 
 
+def _array(values: Any) -> str:
+    """A numpy array of numbers as a PostgreSQL array literal. Hundreds of thousands of
+    predictions go back to PostgreSQL: written out at once, where the driver would look at each
+    number on its own (a second for a million buyers' summaries)."""
+    return "{" + ",".join(map(repr, values.tolist())) + "}"
+
+
 def fit(conn: Connection, orders: str, params: dict[str, Any], horizon_days: int) -> Fitted:
     """Fit BG/NBD and Gamma-Gamma (`services.tiering.clv`) on the buyers of `orders` (a FROM
     body naming the period's trades `o`, ending at `%(p_end)s`, days in the zone `%(tz)s`), and
@@ -401,9 +408,9 @@ def fit(conn: Connection, orders: str, params: dict[str, Any], horizon_days: int
         "    THEN %(p)s * (%(g)s + s.x * s.m) / (%(p)s * s.x + %(q)s - 1) "
         "    ELSE %(pop_m)s END AS value "
         "FROM predicted_buyers s JOIN g USING (x, t_x, t_big)",
-        {"gx": [int(v) for v in x], "gtx": [int(v) for v in t_x],
-         "gt": [int(v) for v in t_big], "alive": [float(v) for v in alive],
-         "expected": [float(v) for v in expected], "p": values.p, "q": values.q,
+        {"gx": _array(x.astype(np.int64)), "gtx": _array(t_x.astype(np.int64)),
+         "gt": _array(t_big.astype(np.int64)), "alive": _array(alive),
+         "expected": _array(expected), "p": values.p, "q": values.q,
          "g": values.gamma * 100, "pop_m": values.p * values.gamma * 100 / (values.q - 1)})
     return Fitted(purchases, values, float(np.sum(expected * weight)))
 
