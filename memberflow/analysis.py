@@ -337,31 +337,6 @@ class _Month:
     whole: bool     # the whole month lies in the period
 
 
-def _months_between(first: str | None, last: str | None) -> list[str]:
-    """The months "YYYY-MM" from `first` to `last`, both included (none if either is None)."""
-    if first is None or last is None:
-        return []
-    year, month = map(int, first.split("-"))
-    out = []
-    while (label := f"{year:04d}-{month:02d}") <= last:
-        out.append(label)
-        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
-    return out
-
-
-def _whole_months(period: Period) -> set[str]:
-    """The months of the shop's calendar lying wholly in the period."""
-    zone = ZoneInfo(period.timezone)
-    first = period.local(period.start).date().replace(day=1)
-    out = set()
-    while (start := day_start(first, zone)) < period.end:
-        following = (first.replace(day=28) + timedelta(days=4)).replace(day=1)
-        if start >= period.start and day_start(following, zone) <= period.end:
-            out.add(f"{first:%Y-%m}")
-        first = following
-    return out
-
-
 def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     """Completed trades and revenue by day of week x hour of day, and by month, in the shop's
     time zone."""
@@ -375,24 +350,26 @@ def time_analysis(conn: Connection, shop: Shop, period: Period) -> Analysis:
     quarters = conn.exec_driver_sql(
         "SELECT date_bin('15 minutes', o.completed_at, '2000-01-01 00:00+00') AS at, "
         f"  count(*) AS trades, sum({NET}) AS net FROM {orders} GROUP BY 1", params).all()
-    by_hour: dict[datetime, list[int]] = {}
-    for at, n, net in quarters:
-        local = at.astimezone(zone)
-        figures = by_hour.setdefault(local.replace(minute=0, tzinfo=None), [0, 0])
-        figures[0] += n
-        figures[1] += int(net)
-    hours = [(at, n, net) for at, (n, net) in by_hour.items()]
     cells: dict[tuple[int, int], list[int]] = {}
     monthly: dict[str, list[int]] = {}
-    whole = _whole_months(period)
-    for at, n, net in hours:
-        for figures in (cells.setdefault((at.isoweekday(), at.hour), [0, 0]),
-                        monthly.setdefault(f"{at:%Y-%m}", [0, 0])):
+    for at, n, net in quarters:
+        local = at.astimezone(zone)
+        for figures in (cells.setdefault((local.isoweekday(), local.hour), [0, 0]),
+                        monthly.setdefault(f"{local:%Y-%m}", [0, 0])):
             figures[0] += n
             figures[1] += int(net)
-    # Every month from the first with a trade to the last, a gap being a month with none.
-    months = [_Month(m, monthly.get(m, [0, 0])[0], monthly.get(m, [0, 0])[1], m in whole)
-              for m in _months_between(min(monthly, default=None), max(monthly, default=None))]
+    # The period's months (growth's buckets; the last, where the period ends, holds a trade
+    # at its very end), from the first with a trade to the last: a gap is a month with none; a
+    # month is whole when it lies wholly in the period.
+    starts = bucket_starts(period, "month")
+    calendar = [(begin, begin >= period.start and following <= period.end)
+                for begin, following in itertools.pairwise(starts)] + [(starts[-1], False)]
+    months = []
+    for begin, whole in calendar:
+        month = f"{begin.astimezone(zone):%Y-%m}"
+        if monthly and min(monthly) <= month <= max(monthly):
+            n, net = monthly.get(month, [0, 0])
+            months.append(_Month(month, n, net, whole))
     grid = {key: (n, net) for key, (n, net) in cells.items()}
     trades = sum(t for t, _ in grid.values())
     revenue = sum(n for _, n in grid.values())

@@ -37,6 +37,7 @@ COLUMNS = ("campaign_id", "channel", "day", "status", "sent", "clicked", "click_
 # The other attribution models beside the credited last click, on each campaign's totals row of
 # a CSV (`attribution_models`).
 MODEL_COLUMNS = ("first_click_orders", "first_click_revenue", "linear_orders", "linear_revenue")
+CSV_COLUMNS = (*COLUMNS, *MODEL_COLUMNS)     # the columns of `Report.table()`
 
 
 class NoCampaigns(LookupError):

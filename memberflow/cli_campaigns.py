@@ -12,8 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from memberflow.campaign_report import (
-    COLUMNS,
-    MODEL_COLUMNS,
+    CSV_COLUMNS,
     NoCampaigns,
     campaign_report,
     conversions_png,
@@ -141,11 +140,11 @@ def report_campaign(shop: str, campaign_id: str | None, fmt: str, out: Path | No
             if fmt == "json":
                 handle.write(json.dumps(result.to_dict(), indent=2) + "\n")
             else:
-                writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, *MODEL_COLUMNS])
+                writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
                 writer.writeheader()
                 writer.writerows(result.table())
     else:
-        emit(result.table(), [*COLUMNS, *MODEL_COLUMNS], fmt, result.to_dict())
+        emit(result.table(), CSV_COLUMNS, fmt, result.to_dict())
     if out is not None:
         click.echo(f"report written to {out}", err=True)
     if chart:
